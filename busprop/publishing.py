@@ -1,0 +1,146 @@
+"""The producer side: writing the current trace into a message, inside a ``queue.publish`` span.
+
+:func:`inject` is the whole of propagation: it asks the SDK for the current trace (via
+:mod:`busprop.sdk`) and writes it with :mod:`busprop.carrier`, for destinations inside the
+propagation targets. :func:`publish` adds the span Sentry's Queues view reads around a send.
+Neither ever raises into the caller: a failure to trace is logged at debug level.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from sentry_sdk.tracing import Span
+
+from busprop import sdk
+from busprop.carrier import HEADER_KEYS, CarrierKeys, MutableCarrier, write
+from busprop.config import get_config, should_propagate
+from busprop.processing import DEFAULT_ORIGIN
+from busprop.spandata import messaging_data
+
+logger = logging.getLogger("busprop")
+
+
+def inject(
+    carrier: MutableCarrier,
+    *,
+    destination: str,
+    system: str | None = None,
+    keys: CarrierKeys = HEADER_KEYS,
+    as_bytes: bool = False,
+) -> bool:
+    """Write the current trace's ``sentry-trace`` and ``baggage`` into ``carrier``.
+
+    Uses the active span, or the scope's propagation context when there is none, so trace ids
+    travel with tracing disabled too. Writes nothing, and returns ``False``, when ``destination``
+    is outside the propagation targets. ``as_bytes`` writes UTF-8 bytes (Kafka header values).
+    """
+    if not should_propagate(destination):
+        logger.debug("busprop: %s destination %r is outside propagation_targets", system, destination)
+        return False
+    try:
+        values = sdk.outgoing_values(get_config().write_traceparent)
+        if not values:
+            return False
+        write(carrier, values, keys=keys, as_bytes=as_bytes)
+        return True
+    except Exception:
+        logger.debug("busprop: could not write trace headers", exc_info=True)
+        return False
+
+
+class Publishing:
+    """Context manager for publishing one message; see :func:`publish`."""
+
+    __slots__ = ("_arguments", "span")
+
+    def __init__(self, carrier: MutableCarrier, arguments: dict[str, Any]) -> None:
+        self._arguments = (carrier, arguments)
+        #: The ``queue.publish`` span, or ``None`` outside a sampled transaction.
+        self.span: Span | None = None
+
+    def __enter__(self) -> Span | None:
+        carrier, arguments = self._arguments
+        try:
+            data = messaging_data(
+                system=arguments["system"],
+                destination=arguments["destination"],
+                operation="publish",
+                message_id=arguments["message_id"],
+                body_size=arguments["body_size"],
+                extra=arguments["extra_data"],
+            )
+            self.span = sdk.start_publish_span(
+                name=arguments["name"] or arguments["destination"], origin=arguments["origin"], data=data
+            )
+        except Exception:
+            logger.debug("busprop: could not start the publish span", exc_info=True)
+        inject(
+            carrier,
+            destination=arguments["destination"],
+            system=arguments["system"],
+            keys=arguments["keys"],
+            as_bytes=arguments["as_bytes"],
+        )
+        return self.span
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        span, self.span = self.span, None
+        if span is not None:
+            try:
+                span.__exit__(exc_type, exc, traceback)
+            except Exception:
+                logger.debug("busprop: could not finish the publish span", exc_info=True)
+
+    async def __aenter__(self) -> Span | None:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, traceback)
+
+
+def publish(
+    carrier: MutableCarrier,
+    *,
+    system: str,
+    destination: str,
+    message_id: str | None = None,
+    body_size: int | None = None,
+    name: str | None = None,
+    origin: str = DEFAULT_ORIGIN,
+    extra_data: Mapping[str, Any] | None = None,
+    keys: CarrierKeys = HEADER_KEYS,
+    as_bytes: bool = False,
+) -> Publishing:
+    """Wrap a send (``with`` or ``async with``): a ``queue.publish`` span, and the trace injected.
+
+    The span is a child of the current sampled span (none outside a transaction, where the send
+    still carries the trace ids); the headers are written inside it, so the consumer's
+    transaction is the span's child. An exception in the body marks the span failed and
+    propagates unchanged.
+    """
+    arguments = {
+        "system": system,
+        "destination": destination,
+        "message_id": message_id,
+        "body_size": body_size,
+        "name": name,
+        "origin": origin,
+        "extra_data": extra_data,
+        "keys": keys,
+        "as_bytes": as_bytes,
+    }
+    return Publishing(carrier, arguments)

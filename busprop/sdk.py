@@ -1,0 +1,113 @@
+"""Everything busprop asks of sentry-sdk, in one module.
+
+busprop never re-implements what the SDK does: trace parsing, sampling, the frozen dynamic
+sampling context and scopes are the SDK's. This module is the seam, so that sentry-sdk 3.0's span
+streaming is one change here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import sentry_sdk
+from sentry_sdk.tracing import NoOpSpan, Span, Transaction, TransactionSource
+from sentry_sdk.tracing_utils import has_tracing_enabled
+from sentry_sdk.utils import event_from_exception
+
+from busprop.carrier import BAGGAGE, SENTRY_TRACE, TRACEPARENT, IncomingTrace
+
+logger = logging.getLogger("busprop")
+
+#: Sentry's name for message-processing and publishing spans (``sentry_sdk.consts.OP``).
+OP_PROCESS = "queue.process"
+OP_PUBLISH = "queue.publish"
+
+
+def outgoing_values(with_traceparent: bool = False) -> dict[str, str] | None:
+    """The ``sentry-trace`` and ``baggage`` values of the current span or propagation context.
+
+    Two gaps of the SDK are filled here. With no active span, ``get_traceparent()`` drops the
+    sampling flag; the flag of the continued trace is put back, so a consumer of an unsampled
+    head publishes ``-0`` and the head's decision survives. And third-party baggage members of
+    the continued trace are kept, where ``get_baggage()`` returns Sentry's members only.
+    """
+    scope = sentry_sdk.get_current_scope()
+    traceparent = scope.get_traceparent()
+    if not traceparent:
+        return None
+    if traceparent.count("-") == 1:
+        sampled = scope.get_active_propagation_context().parent_sampled
+        if sampled is not None:
+            traceparent += "-1" if sampled else "-0"
+    values = {SENTRY_TRACE: traceparent}
+    baggage = scope.get_baggage()
+    if baggage is not None:
+        serialized = baggage.serialize(include_third_party=True)
+        if serialized:
+            values[BAGGAGE] = serialized
+    if with_traceparent:
+        trace_id, span_id, *flag = traceparent.split("-")
+        values[TRACEPARENT] = f"00-{trace_id}-{span_id}-{'01' if flag == ['1'] else '00'}"
+    return values
+
+
+def needs_transaction(incoming: IncomingTrace) -> bool:
+    """Whether processing a message can produce a transaction that Sentry would receive.
+
+    When it cannot (tracing disabled, or an unsampled head and no ``traces_sampler`` that could
+    overrule it), busprop only continues the propagation context: the trace id and the head's
+    decision flow on, without the cost of a transaction that would be dropped.
+    """
+    options = sentry_sdk.get_client().options
+    if not has_tracing_enabled(options):
+        return False
+    return not (incoming.sampled is False and options.get("traces_sampler") is None)
+
+
+def continue_propagation(scope: sentry_sdk.Scope, incoming: IncomingTrace) -> None:
+    """Make the incoming trace the propagation context of ``scope`` (the cheap path)."""
+    scope.generate_propagation_context(incoming.as_headers())
+
+
+def start_process_transaction(
+    scope: sentry_sdk.Scope,
+    incoming: IncomingTrace,
+    *,
+    name: str,
+    origin: str,
+    data: dict[str, Any],
+    sampling_context: dict[str, Any],
+) -> Transaction | NoOpSpan:
+    """Continue the incoming trace and start (enter) a ``queue.process`` transaction for it."""
+    transaction = scope.continue_trace(
+        incoming.as_headers(), op=OP_PROCESS, name=name, source=TransactionSource.TASK, origin=origin
+    )
+    for key, value in data.items():
+        transaction.set_data(key, value)
+    started = sentry_sdk.start_transaction(transaction, custom_sampling_context=sampling_context)
+    started.__enter__()
+    return started
+
+
+def start_publish_span(*, name: str, origin: str, data: dict[str, Any]) -> Span | None:
+    """Start (enter) a ``queue.publish`` span under the current sampled span, if there is one."""
+    parent = sentry_sdk.get_current_span()
+    if parent is None or not parent.sampled:
+        return None
+    span = parent.start_child(op=OP_PUBLISH, name=name, origin=origin)
+    for key, value in data.items():
+        span.set_data(key, value)
+    span.__enter__()
+    return span
+
+
+def capture_consumer_exception(error: BaseException, mechanism: str) -> None:
+    """Report an exception raised while processing a message, as unhandled by the consumer."""
+    client = sentry_sdk.get_client()
+    if not client.is_active():
+        return
+    event, hint = event_from_exception(
+        error, client_options=client.options, mechanism={"type": mechanism, "handled": False}
+    )
+    sentry_sdk.capture_event(event, hint=hint)

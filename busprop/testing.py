@@ -1,0 +1,61 @@
+"""Capturing what sentry-sdk would send, without a network.
+
+The demo prints the trace it collects this way, and busprop's tests assert on it; users can do the
+same in their own tests: ``sentry_sdk.init(dsn=..., transport=CapturingTransport)`` and read
+:data:`CapturingTransport.envelopes`. A DSN is still needed, or ``public_key`` is missing from the
+dynamic sampling context.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from sentry_sdk.envelope import Envelope
+from sentry_sdk.transport import Transport
+
+#: A DSN that points nowhere; with :class:`CapturingTransport` nothing is sent to it.
+LOCAL_DSN = "http://public@127.0.0.1/1"
+
+
+class CapturingTransport(Transport):
+    """A sentry-sdk transport that keeps every envelope in memory instead of sending it."""
+
+    envelopes: list[Envelope] = []
+    _lock = threading.Lock()
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__(options)
+
+    def capture_envelope(self, envelope: Envelope) -> None:
+        with self._lock:
+            CapturingTransport.envelopes.append(envelope)
+
+    @classmethod
+    def clear(cls) -> None:
+        with cls._lock:
+            cls.envelopes = []
+
+    @classmethod
+    def transactions(cls) -> list[dict[str, Any]]:
+        """The transaction events captured so far, each with ``_dsc`` set to its envelope's DSC."""
+        found = []
+        with cls._lock:
+            for envelope in cls.envelopes:
+                for item in envelope.items:
+                    if item.type == "transaction" and item.payload.json is not None:
+                        event = dict(item.payload.json)
+                        event["_dsc"] = (envelope.headers or {}).get("trace", {})
+                        found.append(event)
+        return found
+
+    @classmethod
+    def errors(cls) -> list[dict[str, Any]]:
+        """The error events captured so far."""
+        found = []
+        with cls._lock:
+            for envelope in cls.envelopes:
+                for item in envelope.items:
+                    if item.type == "event" and item.payload.json is not None:
+                        found.append(dict(item.payload.json))
+        return found
