@@ -9,7 +9,7 @@ dynamic sampling context.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
@@ -21,8 +21,8 @@ LOCAL_DSN = "http://public@127.0.0.1/1"
 class CapturingTransport(Transport):
     """A sentry-sdk transport that keeps every envelope in memory instead of sending it."""
 
-    envelopes: list[Envelope] = []
-    _lock = threading.Lock()
+    envelopes: ClassVar[list[Envelope]] = []
+    _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)

