@@ -41,6 +41,20 @@ ensure_services() {
   fi
 }
 
+# Real peers the interoperability tests run: Sentry's Node SDK (tests/node) and headless Chromium.
+ensure_test_peers() {
+  if command -v npm >/dev/null; then
+    if [ ! -d tests/node/node_modules ] || [ tests/node/package.json -nt tests/node/node_modules ]; then
+      (cd tests/node && npm install --no-audit --no-fund --silent) && touch tests/node/node_modules
+    fi
+  fi
+  if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "dev.sh: installing Debian's chromium for the browser tests"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "dev.sh: chromium could not be installed" >&2
+  fi
+}
+
 command=${1:-}
 [ $# -gt 0 ] && shift
 case "$command" in
@@ -51,6 +65,7 @@ case "$command" in
   test)
     setup
     ensure_services
+    ensure_test_peers
     "$VENV/bin/ruff" check busprop tests bench examples
     "$VENV/bin/ruff" format --check busprop tests bench examples
     "$VENV/bin/mypy"
