@@ -16,7 +16,7 @@ without it, a raising body ends the transaction when the iterator is collected, 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Generic, TypeVar
 
@@ -42,7 +42,10 @@ class _Current:
     def finish(self, exc: BaseException | None = None) -> None:
         processing, self.processing = self.processing, None
         if processing is not None:
-            processing.__exit__(type(exc) if exc is not None else None, exc, exc.__traceback__ if exc else None)
+            if exc is None:
+                processing.__exit__(None, None, None)
+            else:
+                processing.__exit__(type(exc), exc, exc.__traceback__)
 
 
 class TracedIterator(Generic[T]):
