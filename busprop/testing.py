@@ -59,3 +59,32 @@ class CapturingTransport(Transport):
                     if item.type == "event" and item.payload.json is not None:
                         found.append(dict(item.payload.json))
         return found
+
+
+def init_capturing(**options: Any) -> None:
+    """``sentry_sdk.init`` with :class:`CapturingTransport` and :data:`LOCAL_DSN` (for test processes)."""
+    import sentry_sdk
+
+    CapturingTransport.clear()
+    options.setdefault("dsn", LOCAL_DSN)
+    options.setdefault("transport", CapturingTransport)
+    sentry_sdk.init(**options)
+
+
+def dump_captured(path: str) -> None:
+    """Flush the SDK and write the captured transactions and errors to ``path`` as JSON.
+
+    A test that runs producers and consumers as separate processes reads it back with
+    ``json.load`` to assert on what each process would have sent.
+    """
+    import json
+
+    import sentry_sdk
+
+    sentry_sdk.flush()
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(
+            {"transactions": CapturingTransport.transactions(), "errors": CapturingTransport.errors()},
+            file,
+            default=str,
+        )
