@@ -29,8 +29,8 @@ MAX_TRACE_HEADER_LENGTH = 128
 #: Longest ``baggage`` accepted on the way in: the W3C limit.
 MAX_BAGGAGE_LENGTH = 8192
 
-_SENTRY_TRACE_RE = re.compile(r"^[ \t]*([0-9a-f]{32})-([0-9a-f]{16})(?:-([01]))?[ \t]*$")
-_TRACEPARENT_RE = re.compile(r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?[ \t]*$")
+_SENTRY_TRACE_RE = re.compile(r"[ \t]*([0-9a-f]{32})-([0-9a-f]{16})(?:-([01]))?[ \t]*")
+_TRACEPARENT_RE = re.compile(r"[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?[ \t]*")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 
@@ -104,7 +104,7 @@ def parse_sentry_trace(value: Any) -> str | None:
     text = _as_text(value, MAX_TRACE_HEADER_LENGTH)
     if text is None:
         return None
-    match = _SENTRY_TRACE_RE.match(text)
+    match = _SENTRY_TRACE_RE.fullmatch(text)
     if match is None or match.group(1) == _ZERO_TRACE or match.group(2) == _ZERO_SPAN:
         return None
     return text.strip()
@@ -125,7 +125,7 @@ def traceparent_to_sentry_trace(value: Any) -> str | None:
     text = _as_text(value, MAX_TRACE_HEADER_LENGTH)
     if text is None:
         return None
-    match = _TRACEPARENT_RE.match(text)
+    match = _TRACEPARENT_RE.fullmatch(text)
     if match is None:
         return None
     version, trace_id, span_id, flags = match.group(1, 2, 3, 4)

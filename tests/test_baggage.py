@@ -1,0 +1,42 @@
+"""Baggage merging: Sentry's members replaced, third-party members kept, the W3C cap enforced."""
+
+from __future__ import annotations
+
+from busprop.baggage import MAX_LENGTH, MAX_MEMBERS, merge_baggage
+
+
+def test_sentry_members_replaced_others_kept_in_order() -> None:
+    merged = merge_baggage("a=1,sentry-trace_id=old,b=2", "sentry-trace_id=new,sentry-sample_rand=0.25")
+    assert merged == "a=1,b=2,sentry-trace_id=new,sentry-sample_rand=0.25"
+
+
+def test_third_party_members_of_the_continued_trace_are_added_once() -> None:
+    merged = merge_baggage("a=1", "a=9,c=3,sentry-trace_id=x")
+    assert merged == "a=1,c=3,sentry-trace_id=x"
+
+
+def test_properties_and_spaces_survive() -> None:
+    merged = merge_baggage(" userId=alice;prop , x=%2F", "sentry-trace_id=x")
+    assert merged == "userId=alice;prop,x=%2F,sentry-trace_id=x"
+
+
+def test_no_existing_baggage() -> None:
+    assert merge_baggage(None, "sentry-trace_id=x") == "sentry-trace_id=x"
+    assert merge_baggage("", "") == ""
+
+
+def test_cap_drops_whole_third_party_members_first() -> None:
+    big = ",".join(f"k{i}={'v' * 100}" for i in range(100))
+    sentry = "sentry-trace_id=771a43a4192642f0b136d5159a501700,sentry-sampled=true"
+    merged = merge_baggage(big, sentry)
+    assert len(merged) <= MAX_LENGTH
+    assert merged.endswith(sentry)
+    members = merged.split(",")
+    assert all(member.startswith("k") and member.endswith("v" * 100) for member in members[:-2])
+
+
+def test_member_count_cap() -> None:
+    many = ",".join(f"k{i}=v" for i in range(300))
+    merged = merge_baggage(many, "sentry-trace_id=x")
+    assert len(merged.split(",")) == MAX_MEMBERS
+    assert merged.endswith("sentry-trace_id=x")

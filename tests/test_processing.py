@@ -1,0 +1,235 @@
+"""continue_trace: the head decides, nothing leaks, exceptions propagate unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sentry_sdk
+
+import busprop
+from tests.conftest import Captured
+
+TRACE_ID = "771a43a4192642f0b136d5159a501700"
+PARENT = "b2bd6e9b3e4c5a1f"
+FROZEN = (
+    f"sentry-trace_id={TRACE_ID},sentry-public_key=upstream,sentry-sample_rate=0.5,"
+    "sentry-sample_rand=0.123456789,sentry-sampled={sampled},sentry-release=web%401.0,vendor=acme"
+)
+
+Init = Callable[..., Captured]
+
+
+def message(flag: str | None, sampled: str = "true") -> dict[str, str]:
+    trace = f"{TRACE_ID}-{PARENT}" + (f"-{flag}" if flag is not None else "")
+    return {"sentry-trace": trace, "baggage": FROZEN.format(sampled=sampled)}
+
+
+def process(headers: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Consume ``headers`` and publish again from inside; returns the re-published headers."""
+    out: dict[str, Any] = {}
+    with busprop.continue_trace(headers, system="custom", destination="orders", **kwargs):
+        busprop.inject(out, destination="next")
+    return out
+
+
+def test_sampled_head_is_continued_with_queues_data(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    with busprop.continue_trace(
+        message("1"),
+        system="custom",
+        destination="orders",
+        message_id="m-1",
+        body_size=12,
+        retry_count=2,
+        published_at=1.0,
+    ) as transaction:
+        assert transaction is not None
+    (event,) = captured.transactions()
+    trace = event["contexts"]["trace"]
+    assert (trace["trace_id"], trace["parent_span_id"], trace["op"]) == (TRACE_ID, PARENT, "queue.process")
+    assert event["transaction"] == "orders"
+    data = trace["data"]
+    assert data["messaging.system"] == "custom"
+    assert data["messaging.destination.name"] == "orders"
+    assert data["messaging.message.id"] == "m-1"
+    assert data["messaging.message.body.size"] == 12
+    assert data["messaging.message.retry.count"] == 2
+    assert data["messaging.message.receive.latency"] > 0
+    assert event["_dsc"]["public_key"] == "upstream"  # the head's frozen DSC, not ours
+    assert event["_dsc"]["sample_rand"] == "0.123456789"
+
+
+def test_sampled_head_is_honoured_at_rate_zero(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=0.0)
+    out = process(message("1"))
+    assert len(captured.transactions()) == 1
+    assert out["sentry-trace"].startswith(TRACE_ID) and out["sentry-trace"].endswith("-1")
+
+
+def test_unsampled_head_sends_nothing_and_forwards_the_decision(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    out = process(message("0", sampled="false"))
+    assert captured.transactions() == []
+    assert out["sentry-trace"].startswith(f"{TRACE_ID}-") and out["sentry-trace"].endswith("-0")
+    assert set(out["baggage"].split(",")) == set(FROZEN.format(sampled="false").split(","))
+
+
+def test_unsampled_head_can_be_overruled_by_traces_sampler(sentry_init: Init) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def sampler(context: dict[str, Any]) -> float:
+        seen.append(context)
+        return 1.0
+
+    captured = sentry_init(traces_sampler=sampler)
+    process(message("0", sampled="false"))
+    assert len(captured.transactions()) == 1
+    assert seen[0]["parent_sampled"] is False
+    assert seen[0]["messaging"] == {"system": "custom", "destination": "orders", "operation": "process"}
+
+
+def test_traces_sampler_can_drop_a_destination(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sampler=lambda c: 0.0 if c["messaging"]["destination"] == "orders" else 1.0)
+    out = process(message(None))
+    assert captured.transactions() == []
+    assert out["sentry-trace"].endswith("-0")
+
+
+def test_undecided_head_is_sampled_here(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    out = process(message(None))
+    (event,) = captured.transactions()
+    assert event["contexts"]["trace"]["trace_id"] == TRACE_ID
+    assert out["sentry-trace"].endswith("-1")
+
+
+def test_tracing_disabled_still_propagates_ids_and_decision(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=None)
+    out = process(message("1"))
+    assert captured.transactions() == []
+    assert out["sentry-trace"].startswith(f"{TRACE_ID}-") and out["sentry-trace"].endswith("-1")
+    assert "sentry-sample_rand=0.123456789" in out["baggage"]
+
+
+def test_tracing_disabled_errors_carry_the_trace_id(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=None)
+    with (
+        pytest.raises(RuntimeError),
+        busprop.continue_trace(message("1"), system="custom", destination="orders"),
+    ):
+        raise RuntimeError("boom")
+    (error,) = captured.errors()
+    assert error["contexts"]["trace"]["trace_id"] == TRACE_ID
+
+
+def test_third_party_baggage_members_travel_on(sentry_init: Init) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    out = process(message("1"))
+    assert "vendor=acme" in out["baggage"].split(",")
+    assert "sentry-public_key=upstream" in out["baggage"].split(",")
+
+
+def test_no_trace_starts_a_fresh_one(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    with busprop.continue_trace({}, system="custom", destination="orders"):
+        pass
+    (event,) = captured.transactions()
+    assert event["contexts"]["trace"]["trace_id"] != TRACE_ID
+    assert event["contexts"]["trace"].get("parent_span_id") is None
+
+
+def test_user_exception_propagates_unchanged_and_marks_failure(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    error = ValueError("the user's own")
+    with (
+        pytest.raises(ValueError) as raised,
+        busprop.continue_trace(message("1"), system="c", destination="d"),
+    ):
+        raise error
+    assert raised.value is error
+    (event,) = captured.transactions()
+    assert event["contexts"]["trace"]["status"] == "internal_error"
+    (reported,) = captured.errors()
+    assert reported["exception"]["values"][-1]["type"] == "ValueError"
+    assert reported["exception"]["values"][-1]["mechanism"] == {"type": "busprop", "handled": False}
+    assert reported["contexts"]["trace"]["trace_id"] == TRACE_ID
+
+
+def test_capture_exceptions_off(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    busprop.configure(capture_exceptions=False)
+    with pytest.raises(KeyError), busprop.continue_trace(message("1"), system="c", destination="d"):
+        raise KeyError("x")
+    assert captured.errors() == []
+    assert captured.transactions()[0]["contexts"]["trace"]["status"] == "internal_error"
+
+
+async def test_async_with(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    async with busprop.continue_trace(message("1"), system="c", destination="d") as transaction:
+        assert sentry_sdk.get_current_span() is transaction
+    assert captured.transactions()[0]["contexts"]["trace"]["trace_id"] == TRACE_ID
+
+
+def test_nothing_leaks_after_the_message(sentry_init: Init) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    before = sentry_sdk.get_traceparent()
+    with busprop.continue_trace(message("1"), system="c", destination="d"):
+        sentry_sdk.set_tag("leaky", "yes")
+    assert sentry_sdk.get_current_span() is None
+    assert sentry_sdk.get_traceparent() == before
+    assert "leaky" not in sentry_sdk.get_isolation_scope()._tags
+
+
+def _distinct_messages(count: int) -> list[dict[str, str]]:
+    return [{"sentry-trace": f"{index:032x}-{index + 1:016x}-1"} for index in range(1, count + 1)]
+
+
+async def test_concurrent_asyncio_consumers_keep_their_own_trace(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    messages = _distinct_messages(200)
+
+    async def handle(headers: dict[str, str]) -> None:
+        async with busprop.continue_trace(headers, system="c", destination="d"):
+            for _ in range(3):
+                await asyncio.sleep(0)
+                assert sentry_sdk.get_traceparent().startswith(headers["sentry-trace"][:32])  # type: ignore[union-attr]
+
+    await asyncio.gather(*(handle(headers) for headers in messages))
+    events = captured.transactions()
+    assert len(events) == 200
+    assert {
+        (e["contexts"]["trace"]["trace_id"], e["contexts"]["trace"]["parent_span_id"]) for e in events
+    } == {(h["sentry-trace"][:32], h["sentry-trace"][33:49]) for h in messages}
+
+
+def test_threads_keep_their_own_trace(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    messages = _distinct_messages(40)
+    mismatches: list[str] = []
+
+    def handle(headers: dict[str, str]) -> None:
+        with busprop.continue_trace(headers, system="c", destination="d"):
+            current = sentry_sdk.get_traceparent() or ""
+            if not current.startswith(headers["sentry-trace"][:32]):
+                mismatches.append(current)
+
+    threads = [threading.Thread(target=handle, args=(h,)) for h in messages]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert mismatches == []
+    assert len(captured.transactions()) == 40
+
+
+def test_works_without_sentry_initialised() -> None:
+    out: dict[str, Any] = {}
+    with busprop.continue_trace(message("1"), system="c", destination="d") as transaction:
+        busprop.inject(out, destination="x")
+    assert transaction is None
+    assert out["sentry-trace"].startswith(TRACE_ID)

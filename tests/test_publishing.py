@@ -1,0 +1,111 @@
+"""inject and publish: the consumer's parent is the publish span; targets are enforced."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sentry_sdk
+
+import busprop
+from tests.conftest import Captured
+
+Init = Callable[..., Captured]
+
+
+def test_publish_span_is_the_consumers_parent(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    headers: dict[str, Any] = {}
+    with (
+        sentry_sdk.start_transaction(name="checkout") as root,
+        busprop.publish(headers, system="custom", destination="orders", message_id="m1", body_size=5) as span,
+    ):
+        assert span is not None
+    with busprop.continue_trace(headers, system="custom", destination="orders"):
+        pass
+    consumer, producer = sorted(captured.transactions(), key=lambda e: e["transaction"] != "orders")
+    (publish_span,) = producer["spans"]
+    assert publish_span["op"] == "queue.publish"
+    assert publish_span["description"] == "orders"
+    assert publish_span["data"]["messaging.message.id"] == "m1"
+    assert publish_span["data"]["messaging.message.body.size"] == 5
+    assert publish_span["data"]["messaging.destination.name"] == "orders"
+    assert headers["sentry-trace"] == f"{root.trace_id}-{publish_span['span_id']}-1"
+    assert consumer["contexts"]["trace"]["parent_span_id"] == publish_span["span_id"]
+    assert consumer["contexts"]["trace"]["trace_id"] == root.trace_id
+
+
+def test_publish_exception_marks_span_and_propagates(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    with sentry_sdk.start_transaction(name="checkout"):
+        with pytest.raises(ConnectionError), busprop.publish({}, system="c", destination="d"):
+            raise ConnectionError("broker down")
+    (producer,) = captured.transactions()
+    assert producer["spans"][0]["status"] == "internal_error"
+
+
+def test_no_span_outside_a_transaction_but_ids_travel(sentry_init: Init) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    headers: dict[str, Any] = {}
+    with busprop.publish(headers, system="c", destination="d") as span:
+        assert span is None
+    assert headers["sentry-trace"] == sentry_sdk.get_traceparent()
+    assert "sentry-trace_id=" in headers["baggage"]
+
+
+def test_unsampled_transaction_sends_minus_zero_without_a_span(sentry_init: Init) -> None:
+    sentry_init(traces_sample_rate=0.0)
+    headers: dict[str, Any] = {}
+    with (
+        sentry_sdk.start_transaction(name="checkout"),
+        busprop.publish(headers, system="c", destination="d") as s,
+    ):
+        assert s is None
+    assert headers["sentry-trace"].endswith("-0")
+    assert "sentry-sampled=false" in headers["baggage"]
+
+
+def test_propagation_targets(sentry_init: Init) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    busprop.configure(propagation_targets=[r"^orders$", "payments"])
+    allowed: dict[str, Any] = {}
+    denied: dict[str, Any] = {"keep": "me"}
+    assert busprop.inject(allowed, destination="orders") is True
+    assert busprop.inject(denied, destination="audit") is False
+    assert busprop.inject({}, destination="eu.payments.v1") is True
+    assert "sentry-trace" in allowed
+    assert denied == {"keep": "me"}
+
+
+def test_empty_propagation_targets_send_nothing(sentry_init: Init) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    busprop.configure(propagation_targets=[])
+    headers: dict[str, Any] = {}
+    with sentry_sdk.start_transaction(name="t"), busprop.publish(headers, system="c", destination="orders"):
+        pass
+    assert headers == {}
+
+
+def test_write_traceparent(sentry_init: Init) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    busprop.configure(write_traceparent=True)
+    headers: dict[str, Any] = {}
+    with sentry_sdk.start_transaction(name="t") as root:
+        busprop.inject(headers, destination="d")
+    assert headers["traceparent"] == f"00-{root.trace_id}-{root.span_id}-01"
+    assert busprop.extract({"traceparent": headers["traceparent"]}).sentry_trace == headers["sentry-trace"]
+
+
+def test_inject_bytes_into_pairs(sentry_init: Init) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    headers: list[tuple[str, Any]] = [("sentry-trace", b"old"), ("app", b"1")]
+    busprop.inject(headers, destination="t", as_bytes=True)
+    assert [key for key, _ in headers] == ["sentry-trace", "app", "baggage"]
+    assert all(isinstance(value, bytes) for _, value in headers)
+
+
+def test_inject_never_raises_into_user_code(sentry_init: Init) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    frozen: Any = frozenset()
+    assert busprop.inject(frozen, destination="d") is False
