@@ -38,9 +38,12 @@ def test_publish_span_is_the_consumers_parent(sentry_init: Init) -> None:
 
 def test_publish_exception_marks_span_and_propagates(sentry_init: Init) -> None:
     captured = sentry_init(traces_sample_rate=1.0)
-    with sentry_sdk.start_transaction(name="checkout"):
-        with pytest.raises(ConnectionError), busprop.publish({}, system="c", destination="d"):
-            raise ConnectionError("broker down")
+    with (
+        sentry_sdk.start_transaction(name="checkout"),
+        pytest.raises(ConnectionError),
+        busprop.publish({}, system="c", destination="d"),
+    ):
+        raise ConnectionError("broker down")
     (producer,) = captured.transactions()
     assert producer["spans"][0]["status"] == "internal_error"
 
