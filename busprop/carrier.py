@@ -175,6 +175,8 @@ def extract(*containers: Any, keys: CarrierKeys = HEADER_KEYS) -> IncomingTrace:
 
 
 def _existing_value(container: MutableCarrier, key: str) -> Any:
+    if isinstance(container, Mapping):
+        return container.get(key)
     for item_key, value in _pairs(container):
         if item_key == key:
             return value
@@ -215,8 +217,9 @@ def write(
     for header, value in values.items():
         key = names[header]
         if header == BAGGAGE:
-            existing = _as_text(_existing_value(container, key), MAX_BAGGAGE_LENGTH * 8)
-            value = merge_baggage(existing, value)
+            existing = _existing_value(container, key)
+            if existing is not None or len(value) > MAX_BAGGAGE_LENGTH:
+                value = merge_baggage(_as_text(existing, MAX_BAGGAGE_LENGTH * 8), value)
             if not value:
                 continue
         encoded: str | bytes = value.encode("utf-8") if as_bytes else value

@@ -12,7 +12,7 @@ from typing import Any
 
 import sentry_sdk
 from sentry_sdk.tracing import NoOpSpan, Span, Transaction, TransactionSource
-from sentry_sdk.tracing_utils import has_tracing_enabled
+from sentry_sdk.tracing_utils import Baggage, has_tracing_enabled
 from sentry_sdk.utils import event_from_exception
 
 from busprop.carrier import BAGGAGE, SENTRY_TRACE, TRACEPARENT, IncomingTrace
@@ -43,13 +43,32 @@ def outgoing_values(with_traceparent: bool = False) -> dict[str, str] | None:
     values = {SENTRY_TRACE: traceparent}
     baggage = scope.get_baggage()
     if baggage is not None:
-        serialized = baggage.serialize(include_third_party=True)
+        serialized = _serialize(baggage)
         if serialized:
             values[BAGGAGE] = serialized
     if with_traceparent:
         trace_id, span_id, *flag = traceparent.split("-")
         values[TRACEPARENT] = f"00-{trace_id}-{span_id}-{'01' if flag == ['1'] else '00'}"
     return values
+
+
+_last_serialized: tuple[Baggage | None, str] = (None, "")
+
+
+def _serialize(baggage: Baggage) -> str:
+    """``baggage`` serialized with its third-party members, reusing the last result.
+
+    Serializing (percent-encoding every member) is most of the cost of an inject. A frozen
+    baggage never changes, and a producer sends many messages with the same one, so the last
+    frozen baggage and its serialization are kept (a strong reference: its id cannot be reused).
+    """
+    global _last_serialized
+    last, serialized = _last_serialized
+    if baggage is last and not baggage.mutable:
+        return serialized
+    serialized = baggage.serialize(include_third_party=True)
+    _last_serialized = (baggage, serialized)
+    return serialized
 
 
 def needs_transaction(incoming: IncomingTrace) -> bool:
