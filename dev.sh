@@ -66,8 +66,8 @@ case "$command" in
     setup
     ensure_services
     ensure_test_peers
-    "$VENV/bin/ruff" check busprop tests bench examples
-    "$VENV/bin/ruff" format --check busprop tests bench examples
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/ruff" format --check .
     "$VENV/bin/mypy"
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
