@@ -1,0 +1,606 @@
+"""Kafka (kafka-python): Sentry traces in record headers, per record or per ``poll()`` batch.
+
+sentry-python has no Kafka integration (its issue 2367), and OpenTelemetry's kafka-python
+instrumentation ends the consumer span before the loop body runs and crashes on tuple headers
+(REFERENCE section 5). This adapter only knows kafka-python: record headers are a list of
+``(str, bytes)`` pairs, the destination is the topic, a record's id is ``topic/partition/offset``,
+its timestamp (ms) gives the receive latency, and a record's processing starts when the consumer
+returns it and ends when the loop asks for the next one. Everything else is the core's.
+
+- Producer: :func:`traced_producer` wraps a ``KafkaProducer``; :func:`producer` decorates a
+  function that produces.
+- Consumer: :func:`traced_consumer` for ``for record in ...`` loops, :func:`consumer` for handler
+  functions, :func:`traced_records` for a ``poll()`` batch with one trace per record, and
+  :func:`process_batch` for one transaction per batch with a child span per record.
+- :class:`KafkaIntegration` patches ``KafkaProducer.send`` and consumer iteration.
+
+busprop never commits offsets and never changes a record's key, value or other headers.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, TypeVar, cast, overload
+
+import sentry_sdk
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
+from sentry_sdk.integrations import Integration
+from sentry_sdk.tracing import NoOpSpan, Span, Transaction
+
+from busprop import spandata
+from busprop.carrier import extract
+from busprop.decorators import FromCall, resolve, traced_call
+from busprop.iteration import TracedIterator
+from busprop.processing import MessageProcessing, continue_trace
+from busprop.publishing import publish
+
+logger = logging.getLogger("busprop")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SYSTEM = "kafka"
+ORIGIN = "auto.queue.busprop.kafka"
+PARTITION = "messaging.destination.partition.id"
+OFFSET = "messaging.kafka.offset"
+KEY = "messaging.kafka.message.key"
+CONSUMER_GROUP = "messaging.consumer.group.name"
+BATCH_COUNT = "messaging.batch.message_count"
+#: Span data naming a record's producer trace on its span in batch mode (sentry-sdk 2.x has no span links).
+LINK_TRACE_ID = "busprop.link.trace_id"
+LINK_SPAN_ID = "busprop.link.span_id"
+LINK_SAMPLED = "busprop.link.sampled"
+
+Headers = list[tuple[str, bytes]]
+#: What ``KafkaConsumer.poll()`` returns, or any iterable of records.
+Batch = "Mapping[Any, Iterable[ConsumerRecord]] | Iterable[ConsumerRecord]"
+
+
+# --- producer ------------------------------------------------------------------------------------
+
+
+def header_list(headers: Any) -> Headers | None:
+    """A new list holding ``headers`` (``None``, a list or a tuple), for busprop to write into.
+
+    The caller's container is never changed. Anything else is not copied (``None`` is returned)
+    and the send goes out untouched, so kafka-python raises for it exactly as it would alone.
+    """
+    if headers is None:
+        return []
+    if isinstance(headers, (list, tuple)):
+        return list(headers)
+    return None
+
+
+def _value_size(value: Any) -> int | None:
+    return len(value) if isinstance(value, (bytes, bytearray, memoryview, str)) else None
+
+
+def traced_send(
+    send: Callable[..., Any],
+    topic: str,
+    value: Any = None,
+    key: Any = None,
+    headers: Any = None,
+    partition: int | None = None,
+    timestamp_ms: int | None = None,
+) -> Any:
+    """Call a ``KafkaProducer.send`` (bound) inside a ``queue.publish`` span, trace in the headers."""
+    carrier = header_list(headers)
+    if carrier is None or not isinstance(topic, str):
+        return send(
+            topic, value=value, key=key, headers=headers, partition=partition, timestamp_ms=timestamp_ms
+        )
+    with publish(
+        carrier,
+        system=SYSTEM,
+        destination=topic,
+        body_size=_value_size(value),
+        origin=ORIGIN,
+        as_bytes=True,
+    ) as span:
+        future = send(
+            topic, value=value, key=key, headers=carrier, partition=partition, timestamp_ms=timestamp_ms
+        )
+        _watch_delivery(future, span)
+    return future
+
+
+def _watch_delivery(future: Any, span: Span | None) -> None:
+    """Report a delivery failure to Sentry; describe the record on the span once it is known."""
+    try:
+        if span is not None:
+            _describe_sent_record(future, span)
+        if sentry_sdk.get_client().is_active():
+            future.add_errback(_delivery_failure_reporter())
+    except Exception:
+        logger.debug("busprop: could not watch the delivery of a Kafka record", exc_info=True)
+
+
+def _describe_sent_record(future: Any, span: Span) -> None:
+    size = future.args[4]
+    if isinstance(size, int) and size >= 0:
+        span.set_data(spandata.BODY_SIZE, size)
+    partition = future._produce_future.topic_partition.partition
+    if isinstance(partition, int) and partition >= 0:
+        span.set_data(PARTITION, str(partition))
+
+
+def _delivery_failure_reporter() -> Callable[[BaseException], None]:
+    """An errback that captures the failure in the scopes and span of the send (on kafka's thread)."""
+    scope = sentry_sdk.get_current_scope()
+    isolation_scope = sentry_sdk.get_isolation_scope()
+    span = scope.span
+
+    def report(error: BaseException) -> None:
+        try:
+            with (
+                sentry_sdk.scope.use_isolation_scope(isolation_scope),
+                sentry_sdk.scope.use_scope(scope),
+                sentry_sdk.new_scope() as reporting_scope,
+            ):
+                reporting_scope.span = span
+                _capture(error, mechanism="busprop.kafka.delivery", handled=True)
+        except Exception:
+            logger.debug("busprop: could not report a Kafka delivery failure", exc_info=True)
+
+    return report
+
+
+def _capture(error: BaseException, *, mechanism: str, handled: bool) -> None:
+    client = sentry_sdk.get_client()
+    event, hint = sentry_sdk.utils.event_from_exception(
+        error, client_options=client.options, mechanism={"type": mechanism, "handled": handled}
+    )
+    sentry_sdk.capture_event(event, hint=hint)
+
+
+class TracedProducer:
+    """A ``KafkaProducer`` whose :meth:`send` carries the current trace; see :func:`traced_producer`."""
+
+    def __init__(self, producer: Any) -> None:
+        self.producer = producer
+
+    def send(
+        self,
+        topic: str,
+        value: Any = None,
+        key: Any = None,
+        headers: Any = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> Any:
+        """``KafkaProducer.send``, inside a ``queue.publish`` span, with the trace in the headers."""
+        return traced_send(_untraced_send(self.producer), topic, value, key, headers, partition, timestamp_ms)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.producer, name)
+
+    def __enter__(self) -> TracedProducer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.producer.close()
+
+
+def traced_producer(producer: Any) -> TracedProducer:
+    """Wrap a ``KafkaProducer``: each ``send()`` writes ``sentry-trace`` and ``baggage`` headers.
+
+    The headers you pass (a list or tuple of ``(str, bytes)``) are copied, the trace headers
+    replace any earlier copy, and every other header keeps its place. Other attributes (``flush``,
+    ``close``, ``metrics`` ...) are the producer's own.
+    """
+    return TracedProducer(producer)
+
+
+def _untraced_send(producer: Any) -> Callable[..., Any]:
+    """The producer's own ``send``, bypassing :class:`KafkaIntegration`'s patch (no double span)."""
+    original = _originals.get("send")
+    if original is not None and isinstance(producer, KafkaProducer):
+        return cast(Callable[..., Any], original.__get__(producer))
+    return cast(Callable[..., Any], producer.send)
+
+
+def producer(
+    *, topic: FromCall, headers_argument: str = "headers", name: FromCall = None
+) -> Callable[[F], F]:
+    """Decorate a function that produces a record (sync or async): a ``queue.publish`` span around it.
+
+    The function receives, in its ``headers_argument`` parameter, a new list holding the headers
+    the caller passed (none, a list or a tuple) plus ``sentry-trace`` and ``baggage`` as bytes; it
+    passes that list to ``send()``. ``topic`` (and ``name``) is a value or a function of the
+    function's arguments.
+    """
+
+    def decorate(func: F) -> F:
+        argument = _HeaderArgument(func, headers_argument)
+
+        def enter(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            destination = resolve(topic, args, kwargs)
+            return publish(
+                argument.get(args, kwargs),
+                system=SYSTEM,
+                destination=str(destination) if destination is not None else "unknown",
+                name=resolve(name, args, kwargs),
+                origin=ORIGIN,
+                as_bytes=True,
+            )
+
+        traced = traced_call(func, enter)
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return await traced(*argument.with_list(args, kwargs), **kwargs)
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return traced(*argument.with_list(args, kwargs), **kwargs)
+
+        return cast(F, wrapper)
+
+    return decorate
+
+
+class _HeaderArgument:
+    """The parameter of a decorated producer function that receives the headers list."""
+
+    def __init__(self, func: Callable[..., Any], name: str) -> None:
+        self.name = name
+        self.position: int | None = None
+        parameters = list(inspect.signature(func).parameters.values())
+        for index, parameter in enumerate(parameters):
+            if parameter.name == name:
+                if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+                    self.position = index
+                return
+        if not any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+            raise TypeError(f"busprop.kafka.producer: {func.__qualname__} has no {name!r} parameter")
+
+    def _positional(self, args: tuple[Any, ...]) -> bool:
+        return self.position is not None and len(args) > self.position
+
+    def get(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return args[cast(int, self.position)] if self._positional(args) else kwargs[self.name]
+
+    def with_list(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """Put a new list in place of the caller's headers (``kwargs`` is updated in place)."""
+        if self._positional(args):
+            index = cast(int, self.position)
+            copied = header_list(args[index])
+            return args if copied is None else (*args[:index], copied, *args[index + 1 :])
+        copied = header_list(kwargs.get(self.name))
+        if copied is not None:
+            kwargs[self.name] = copied
+        return args
+
+
+# --- consumer ------------------------------------------------------------------------------------
+
+
+def record_processing(record: Any, group_id: str | None = None) -> MessageProcessing:
+    """The core's processing of one record: its trace, its ``queue.process`` transaction and data."""
+    topic, partition, offset = record.topic, record.partition, record.offset
+    timestamp = record.timestamp
+    size = record.serialized_value_size
+    return continue_trace(
+        record.headers,
+        system=SYSTEM,
+        destination=topic,
+        message_id=f"{topic}/{partition}/{offset}",
+        body_size=size if isinstance(size, int) and size >= 0 else None,
+        published_at=timestamp / 1000.0 if isinstance(timestamp, int) and timestamp > 0 else None,
+        origin=ORIGIN,
+        extra_data=_record_data(record, group_id),
+    )
+
+
+def _record_data(record: Any, group_id: str | None) -> dict[str, Any]:
+    data: dict[str, Any] = {PARTITION: str(record.partition), OFFSET: record.offset}
+    if group_id is not None:
+        data[CONSUMER_GROUP] = group_id
+    if record.key is not None and sentry_sdk.get_client().should_send_default_pii():
+        data[KEY] = _key_text(record.key)
+    return data
+
+
+def _key_text(key: Any) -> str:
+    if isinstance(key, (bytes, bytearray)):
+        return bytes(key).decode("utf-8", errors="backslashreplace")
+    return str(key)
+
+
+def _group_of(consumer: Any) -> str | None:
+    try:
+        group = consumer.config.get("group_id")
+    except Exception:
+        return None
+    return group if isinstance(group, str) else None
+
+
+def traced_consumer(consumer: Any, *, group_id: str | None = None) -> TracedIterator[Any]:
+    """Iterate a ``KafkaConsumer``: each loop body runs inside its record's continued trace.
+
+    A record's ``queue.process`` transaction ends when the loop asks for the next record, breaks
+    (the iterator is closed or collected) or, used as ``with traced_consumer(c) as records:``,
+    raises (then it is marked failed and the exception reported and re-raised unchanged).
+    """
+    group = group_id if group_id is not None else _group_of(consumer)
+    return TracedIterator(_RawRecords(consumer), lambda record: record_processing(record, group))
+
+
+class _RawRecords:
+    """A consumer's own iteration, bypassing :class:`KafkaIntegration`'s patch (no double scope)."""
+
+    def __init__(self, consumer: Any) -> None:
+        original = _originals.get("__next__")
+        self._next = (
+            functools.partial(original, consumer)
+            if original is not None and isinstance(consumer, KafkaConsumer)
+            else iter(consumer).__next__
+        )
+
+    def __iter__(self) -> _RawRecords:
+        return self
+
+    def __next__(self) -> Any:
+        return self._next()
+
+
+def records_of(batch: Any) -> list[Any]:
+    """The records of a ``poll()`` result (``{TopicPartition: [records]}``) or of any iterable."""
+    if isinstance(batch, Mapping):
+        return [record for records in batch.values() for record in records]
+    return list(batch)
+
+
+def traced_records(batch: Any, *, consumer: Any = None, group_id: str | None = None) -> TracedIterator[Any]:
+    """Iterate a ``poll()`` batch with one scope and transaction per record, as :func:`traced_consumer`."""
+    group = group_id if group_id is not None else _group_of(consumer) if consumer is not None else None
+    return TracedIterator(records_of(batch), lambda record: record_processing(record, group))
+
+
+@overload
+def consumer(func: F, /) -> F: ...
+
+
+@overload
+def consumer(
+    *, group_id: str | None = None, record: Callable[..., Any] | None = None
+) -> Callable[[F], F]: ...
+
+
+def consumer(
+    func: F | None = None, /, *, group_id: str | None = None, record: Callable[..., Any] | None = None
+) -> F | Callable[[F], F]:
+    """Decorate a handler that takes a ``ConsumerRecord`` (sync or async), with or without options.
+
+    ``record`` picks the record from the handler's arguments (default: the first argument that is
+    a ``ConsumerRecord``, else the first argument). The handler runs inside the record's trace;
+    its exception is reported, marks the transaction failed and propagates unchanged.
+    """
+
+    def decorate(handler: F) -> F:
+        def enter(args: tuple[Any, ...], kwargs: dict[str, Any]) -> MessageProcessing:
+            found = resolve(record, args, kwargs) if record is not None else _first_record(args)
+            try:
+                return record_processing(found, group_id)
+            except Exception:
+                logger.debug("busprop: %r is not a Kafka record, starting a new trace", type(found))
+                return continue_trace(system=SYSTEM, destination="unknown", origin=ORIGIN)
+
+        return traced_call(handler, enter)
+
+    return decorate(func) if func is not None else decorate
+
+
+def _first_record(args: tuple[Any, ...]) -> Any:
+    for argument in args:
+        if isinstance(argument, ConsumerRecord):
+            return argument
+    return args[0] if args else None
+
+
+# --- batch mode ----------------------------------------------------------------------------------
+
+
+class BatchProcessing:
+    """One ``queue.process`` transaction for a batch, a child span per record; see :func:`process_batch`."""
+
+    def __init__(self, records: list[Any], group_id: str | None, name: str | None) -> None:
+        topics = sorted({str(getattr(record, "topic", "unknown")) for record in records})
+        self.records = records
+        self._group_id = group_id
+        self._processing = continue_trace(
+            system=SYSTEM,
+            destination=",".join(topics) or "unknown",
+            name=name,
+            origin=ORIGIN,
+            extra_data={BATCH_COUNT: len(records), CONSUMER_GROUP: group_id},
+            sampling_context={"messaging_batch": True},
+        )
+        self._transaction: Transaction | NoOpSpan | None = None
+        self._span: Span | None = None
+
+    def __enter__(self) -> BatchProcessing:
+        self._transaction = self._processing.__enter__()
+        return self
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            for record in self.records:
+                self._finish_span()
+                self._span = self._start_span(record)
+                yield record
+        finally:
+            self._finish_span()
+
+    def _start_span(self, record: Any) -> Span | None:
+        transaction = self._transaction
+        if transaction is None or not transaction.sampled:
+            return None
+        try:
+            span = transaction.start_child(op="queue.process", name=record.topic, origin=ORIGIN)
+            for key, value in _record_span_data(record, self._group_id).items():
+                span.set_data(key, value)
+            span.__enter__()
+            return span
+        except Exception:
+            logger.debug("busprop: could not start a span for a Kafka record", exc_info=True)
+            return None
+
+    def _finish_span(self, exc: BaseException | None = None) -> None:
+        span, self._span = self._span, None
+        if span is not None:
+            try:
+                span.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
+            except Exception:
+                logger.debug("busprop: could not finish a Kafka record's span", exc_info=True)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._finish_span(exc)
+        self._processing.__exit__(exc_type, exc, tb)
+
+
+def _record_span_data(record: Any, group_id: str | None) -> dict[str, Any]:
+    timestamp, size = record.timestamp, record.serialized_value_size
+    data = spandata.messaging_data(
+        system=SYSTEM,
+        destination=record.topic,
+        operation="process",
+        message_id=f"{record.topic}/{record.partition}/{record.offset}",
+        body_size=size if isinstance(size, int) and size >= 0 else None,
+        published_at=timestamp / 1000.0 if isinstance(timestamp, int) and timestamp > 0 else None,
+        extra=_record_data(record, group_id),
+    )
+    producer_trace = extract(record.headers).sentry_trace
+    if producer_trace is not None:
+        trace_id, span_id, *sampled = producer_trace.split("-")
+        data[LINK_TRACE_ID] = trace_id
+        data[LINK_SPAN_ID] = span_id
+        if sampled:
+            data[LINK_SAMPLED] = sampled == ["1"]
+    return data
+
+
+def process_batch(
+    batch: Any, *, consumer: Any = None, group_id: str | None = None, name: str | None = None
+) -> BatchProcessing:
+    """Batch mode: ``with process_batch(consumer.poll(), consumer=consumer) as records:``.
+
+    One ``queue.process`` transaction (a trace of its own, sampled by the SDK as a head) covers
+    the batch; iterating ``records`` runs each loop body inside a child span with the record's
+    Queues data and its producer's trace ids as span data (``busprop.link.*``). Records whose
+    producer trace is unsampled still get a span when the batch is sampled; an unsampled batch
+    costs no span at all. An exception is reported and re-raised unchanged.
+    """
+    group = group_id if group_id is not None else _group_of(consumer) if consumer is not None else None
+    return BatchProcessing(records_of(batch), group, name)
+
+
+# --- auto-instrumentation ------------------------------------------------------------------------
+
+_originals: dict[str, Any] = {}
+_patch_lock = threading.Lock()
+_CURRENT = "_busprop_processing"
+
+
+class KafkaIntegration(Integration):
+    """``sentry_sdk.init(integrations=[KafkaIntegration()])`` traces unchanged kafka-python code.
+
+    Patches ``KafkaProducer.send`` (as :func:`traced_producer`) and ``KafkaConsumer`` iteration
+    (as :func:`traced_consumer`: a record's transaction ends when the next one is asked for, the
+    iteration stops or the consumer is closed). Installing twice changes nothing;
+    :meth:`uninstall` restores the originals.
+    """
+
+    identifier = "busprop_kafka"
+
+    @staticmethod
+    def setup_once() -> None:
+        install()
+
+    @staticmethod
+    def uninstall() -> None:
+        uninstall()
+
+
+def _enabled() -> bool:
+    return sentry_sdk.get_client().get_integration(KafkaIntegration) is not None
+
+
+def install() -> None:
+    """Patch kafka-python (idempotent); :class:`KafkaIntegration` calls it."""
+    with _patch_lock:
+        if _originals:
+            return
+        _originals["send"] = KafkaProducer.send
+        _originals["__next__"] = KafkaConsumer.__next__
+        _originals["close"] = KafkaConsumer.close
+        KafkaProducer.send = _patched_send
+        KafkaConsumer.__next__ = _patched_next
+        KafkaConsumer.close = _patched_close
+
+
+def uninstall() -> None:
+    """Restore kafka-python's own methods, so a later ``sentry_sdk.init`` may install again."""
+    with _patch_lock:
+        if not _originals:
+            return
+        KafkaProducer.send = _originals.pop("send")
+        KafkaConsumer.__next__ = _originals.pop("__next__")
+        KafkaConsumer.close = _originals.pop("close")
+        _originals.clear()
+        # sentry-sdk sets an integration up once per process; let it do so again.
+        sentry_sdk.integrations._installed_integrations.discard(KafkaIntegration.identifier)
+        sentry_sdk.integrations._processed_integrations.discard(KafkaIntegration.identifier)
+
+
+def _patched_send(
+    self: Any,
+    topic: str,
+    value: Any = None,
+    key: Any = None,
+    headers: Any = None,
+    partition: int | None = None,
+    timestamp_ms: int | None = None,
+) -> Any:
+    send = _originals["send"].__get__(self)
+    if not _enabled():
+        return send(topic, value, key, headers, partition, timestamp_ms)
+    return traced_send(send, topic, value, key, headers, partition, timestamp_ms)
+
+
+def _patched_next(self: Any) -> Any:
+    _finish_current(self)
+    record = _originals["__next__"](self)
+    if _enabled():
+        try:
+            processing = record_processing(record, _group_of(self))
+            processing.__enter__()
+            self.__dict__[_CURRENT] = processing
+        except Exception:
+            logger.debug("busprop: could not trace a Kafka record", exc_info=True)
+    return record
+
+
+def _patched_close(self: Any, *args: Any, **kwargs: Any) -> Any:
+    _finish_current(self)
+    return _originals["close"](self, *args, **kwargs)
+
+
+def _finish_current(consumer: Any) -> None:
+    processing = consumer.__dict__.pop(_CURRENT, None)
+    if processing is not None:
+        processing.__exit__(None, None, None)

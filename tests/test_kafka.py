@@ -1,0 +1,415 @@
+"""busprop.kafka against the real Kafka-protocol broker (Tansu, or ``KAFKA_BOOTSTRAP_SERVERS``).
+
+Most tests read with ``assign()`` (no group join, which costs about 3 s on Tansu); the tests that
+are about consumer groups join one. Every test uses its own topics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sentry_sdk
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+import busprop
+import busprop.kafka
+from tests.conftest import Captured
+
+pytestmark = pytest.mark.broker
+
+SentryInit = Callable[..., Captured]
+
+
+@pytest.fixture
+def new_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
+    """``new_topic(partitions=1)`` creates a uniquely named topic, deleted after the test."""
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    created: list[str] = []
+
+    def create(partitions: int = 1) -> str:
+        name = f"busprop-{uuid.uuid4().hex[:10]}"
+        admin.create_topics([NewTopic(name, partitions, 1)])
+        created.append(name)
+        return name
+
+    yield create
+    with contextlib.suppress(Exception):  # a broker without deletion keeps them; names are unique
+        admin.delete_topics(created)
+    admin.close()
+
+
+@pytest.fixture
+def raw_producer(kafka_bootstrap: str) -> Iterator[KafkaProducer]:
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=0)
+    yield producer
+    producer.close(timeout=5)
+
+
+def assigned_consumer(bootstrap: str, topic: str, partitions: int = 1, **config: Any) -> KafkaConsumer:
+    """A consumer reading ``topic`` from the beginning without joining a group."""
+    config.setdefault("consumer_timeout_ms", 5000)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, **config)
+    consumer.assign([TopicPartition(topic, partition) for partition in range(partitions)])
+    consumer.seek_to_beginning()
+    return consumer
+
+
+def read_all(bootstrap: str, topic: str, count: int, partitions: int = 1) -> list[Any]:
+    consumer = assigned_consumer(bootstrap, topic, partitions)
+    records = []
+    for record in consumer:
+        records.append(record)
+        if len(records) == count:
+            break
+    consumer.close()
+    assert len(records) == count
+    return records
+
+
+def header_values(record: Any, key: str) -> list[bytes]:
+    return [value for name, value in record.headers if name == key]
+
+
+def only(items: list[Any]) -> Any:
+    assert len(items) == 1, items
+    return items[0]
+
+
+def publish_spans(transaction: dict[str, Any]) -> list[dict[str, Any]]:
+    return [span for span in transaction["spans"] if span["op"] == "queue.publish"]
+
+
+def by_op(captured: Captured, op: str) -> list[dict[str, Any]]:
+    return [event for event in captured.transactions() if event["contexts"]["trace"].get("op") == op]
+
+
+# --- producer ------------------------------------------------------------------------------------
+
+
+def test_traced_producer_writes_bytes_headers_in_place_of_old_ones(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    topic = new_topic()
+    user_headers = (
+        ("first", b"1"),
+        ("sentry-trace", b"stale"),
+        ("baggage", b"vendor=kept"),
+        ("middle", b"2"),
+        ("sentry-trace", b"duplicate"),
+    )
+    producer = busprop.kafka.traced_producer(KafkaProducer(bootstrap_servers=kafka_bootstrap))
+    with producer, sentry_sdk.start_transaction(name="head") as head:
+        metadata = producer.send(topic, b"payload", headers=user_headers).get(timeout=10)
+    assert metadata.topic == topic
+    assert user_headers[1] == ("sentry-trace", b"stale")  # the caller's tuple is untouched
+
+    record = only(read_all(kafka_bootstrap, topic, 1))
+    assert [name for name, _ in record.headers] == ["first", "sentry-trace", "baggage", "middle"]
+    assert all(isinstance(value, bytes) for _, value in record.headers)
+    span = only(publish_spans(only(captured.transactions())))
+    assert header_values(record, "sentry-trace") == [f"{head.trace_id}-{span['span_id']}-1".encode()]
+    baggage = header_values(record, "baggage")[0].decode()
+    assert baggage.startswith("vendor=kept,")
+    assert f"sentry-trace_id={head.trace_id}" in baggage
+    assert span["data"]["messaging.system"] == "kafka"
+    assert span["data"]["messaging.destination.name"] == topic
+    assert span["data"]["messaging.message.body.size"] == len(b"payload")
+    assert span["data"]["messaging.destination.partition.id"] == "0"
+    assert span["origin"] == "auto.queue.busprop.kafka"
+
+
+def test_traced_producer_without_tracing_still_carries_the_trace(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=None)
+    topic = new_topic()
+    producer = busprop.kafka.traced_producer(KafkaProducer(bootstrap_servers=kafka_bootstrap))
+    producer.send(topic, b"x").get(timeout=10)
+    producer.close()
+    record = only(read_all(kafka_bootstrap, topic, 1))
+    trace_id = sentry_sdk.get_current_scope().get_active_propagation_context().trace_id
+    assert only(header_values(record, "sentry-trace")).decode().startswith(f"{trace_id}-")
+    assert captured.transactions() == []
+
+
+def test_destination_outside_propagation_targets_gets_no_headers(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    busprop.configure(propagation_targets=["^payments$"])
+    topic = new_topic()
+    producer = busprop.kafka.traced_producer(KafkaProducer(bootstrap_servers=kafka_bootstrap))
+    with sentry_sdk.start_transaction(name="head"):
+        producer.send(topic, b"x", headers=[("kept", b"1")]).get(timeout=10)
+    producer.close()
+    assert only(read_all(kafka_bootstrap, topic, 1)).headers == [("kept", b"1")]
+
+
+async def test_producer_decorator_sync_and_async(
+    sentry_init: SentryInit, kafka_bootstrap: str, raw_producer: KafkaProducer, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    topic = new_topic()
+
+    @busprop.kafka.producer(topic=topic)
+    def send(value: bytes, headers: list[tuple[str, bytes]]) -> Any:
+        return raw_producer.send(topic, value, headers=headers)
+
+    @busprop.kafka.producer(topic=lambda value, **_: topic, name="async send")
+    async def send_async(value: bytes, *, headers: Any = None) -> Any:
+        return raw_producer.send(topic, value, headers=headers)
+
+    given = (("kept", b"1"),)
+    with sentry_sdk.start_transaction(name="head") as head:
+        send(b"sync", given).get(timeout=10)
+        (await send_async(b"async")).get(timeout=10)
+    records = read_all(kafka_bootstrap, topic, 2)
+    spans = publish_spans(only(captured.transactions()))
+    assert [span["description"] for span in spans] == [topic, "async send"]
+    for record, span in zip(records, spans, strict=True):
+        assert only(header_values(record, "sentry-trace")) == f"{head.trace_id}-{span['span_id']}-1".encode()
+    assert records[0].headers[0] == ("kept", b"1")
+
+
+def test_producer_decorator_needs_a_headers_parameter() -> None:
+    with pytest.raises(TypeError, match="no 'headers' parameter"):
+        busprop.kafka.producer(topic="t")(lambda value: None)
+
+
+def test_delivery_failure_is_reported_and_reaches_the_caller_unchanged(sentry_init: SentryInit) -> None:
+    from busprop.demo.brokers import start_embedded_kafka
+
+    captured = sentry_init(traces_sample_rate=1.0)
+    broker = start_embedded_kafka()
+    plain = KafkaProducer(
+        bootstrap_servers=broker.bootstrap_servers,
+        request_timeout_ms=500,
+        delivery_timeout_ms=800,
+        retries=0,
+        max_block_ms=1000,
+        reconnect_backoff_max_ms=100,
+    )
+    producer = busprop.kafka.traced_producer(plain)
+    try:
+        producer.send("doomed", b"first").get(timeout=10)  # metadata known, so send() returns a future
+        broker.stop()
+        with sentry_sdk.start_transaction(name="head") as head:
+            future = producer.send("doomed", b"lost")
+        with pytest.raises(Exception) as raised:
+            future.get(timeout=10)
+    finally:
+        broker.stop()
+        plain.close(timeout=1)
+    error = only([event for event in captured.errors() if "exception" in event])  # not kafka's log records
+    assert error["exception"]["values"][-1]["type"] == type(raised.value).__name__
+    assert error["exception"]["values"][-1]["mechanism"] == {
+        "type": "busprop.kafka.delivery",
+        "handled": True,
+    }
+    assert error["contexts"]["trace"]["trace_id"] == head.trace_id
+
+
+# --- consumer ------------------------------------------------------------------------------------
+
+
+def produce_traced(bootstrap: str, topic: str, values: list[bytes], **send: Any) -> tuple[str, list[str]]:
+    """Send ``values`` inside one sampled transaction; returns its trace id and the publish span ids."""
+    producer = busprop.kafka.traced_producer(KafkaProducer(bootstrap_servers=bootstrap))
+    with sentry_sdk.start_transaction(name="head") as head:
+        for value in values:
+            producer.send(topic, value, **send)
+    producer.flush()
+    producer.close()
+    headers = [
+        only(header_values(record, "sentry-trace")) for record in read_all(bootstrap, topic, len(values))
+    ]
+    return head.trace_id, [value.decode().split("-")[1] for value in headers]
+
+
+def test_loop_body_runs_inside_the_records_trace(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    topic = new_topic()
+    trace_id, publish_span_ids = produce_traced(kafka_bootstrap, topic, [b"one", b"two"], key=b"k")
+    seen = []
+    consumer = assigned_consumer(kafka_bootstrap, topic)
+    for _record in busprop.kafka.traced_consumer(consumer, group_id="billing"):
+        span = sentry_sdk.get_current_span()
+        assert span is not None
+        seen.append((span.trace_id, span.parent_span_id, span.op))
+        if len(seen) == 2:
+            break
+    consumer.close()
+    assert seen == [(trace_id, span_id, "queue.process") for span_id in publish_span_ids]
+    processed = by_op(captured, "queue.process")
+    assert len(processed) == 2
+    data = processed[0]["contexts"]["trace"]["data"]
+    assert data["messaging.message.id"] == f"{topic}/0/0"
+    assert data["messaging.destination.partition.id"] == "0"
+    assert data["messaging.kafka.offset"] == 0
+    assert data["messaging.consumer.group.name"] == "billing"
+    assert data["messaging.message.body.size"] == 3
+    assert 0 <= data["messaging.message.receive.latency"] < 60_000
+    assert "messaging.kafka.message.key" not in data
+    assert processed[0]["transaction"] == topic
+
+
+@pytest.mark.filterwarnings("ignore:The send_default_pii option is deprecated")
+def test_record_key_only_with_send_default_pii(
+    sentry_init: SentryInit, kafka_bootstrap: str, raw_producer: KafkaProducer, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0, send_default_pii=True)
+    topic = new_topic()
+    raw_producer.send(topic, b"v", key=b"customer-7").get(timeout=10)
+    consumer = assigned_consumer(kafka_bootstrap, topic)
+    for _record in busprop.kafka.traced_consumer(consumer):
+        break
+    consumer.close()
+    data = only(by_op(captured, "queue.process"))["contexts"]["trace"]["data"]
+    assert data["messaging.kafka.message.key"] == "customer-7"
+
+
+def test_loop_body_exception_marks_failed_and_propagates_unchanged(
+    sentry_init: SentryInit, kafka_bootstrap: str, raw_producer: KafkaProducer, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    topic = new_topic()
+    raw_producer.send(topic, b"v").get(timeout=10)
+    consumer = assigned_consumer(kafka_bootstrap, topic)
+    failure = LookupError("no such order")
+    with pytest.raises(LookupError) as raised, busprop.kafka.traced_consumer(consumer) as records:
+        for _record in records:
+            raise failure
+    consumer.close()
+    assert raised.value is failure
+    assert only(by_op(captured, "queue.process"))["contexts"]["trace"]["status"] == "internal_error"
+    assert only(captured.errors())["exception"]["values"][-1]["value"] == "no such order"
+
+
+async def test_consumer_decorator_sync_and_async_handlers(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    topic = new_topic()
+    trace_id, publish_span_ids = produce_traced(kafka_bootstrap, topic, [b"sync", b"async", b"bad"])
+    seen: list[tuple[str, str | None]] = []
+
+    @busprop.kafka.consumer
+    def handle(record: Any) -> str:
+        span = sentry_sdk.get_current_span()
+        assert span is not None
+        seen.append((span.trace_id, span.parent_span_id))
+        return "handled"
+
+    class Handlers:
+        @busprop.kafka.consumer(group_id="async-group")
+        async def handle(self, record: Any) -> None:
+            span = sentry_sdk.get_current_span()
+            assert span is not None
+            seen.append((span.trace_id, span.parent_span_id))
+            if record.value == b"bad":
+                raise ValueError("bad record")
+
+    records = read_all(kafka_bootstrap, topic, 3)
+    assert handle(records[0]) == "handled"
+    await Handlers().handle(records[1])
+    with pytest.raises(ValueError, match="bad record"):
+        await Handlers().handle(records[2])
+    assert seen == [(trace_id, span_id) for span_id in publish_span_ids]
+    processed = by_op(captured, "queue.process")
+    assert [event["contexts"]["trace"].get("status", "ok") for event in processed] == [
+        "ok",
+        "ok",
+        "internal_error",
+    ]
+    assert processed[1]["contexts"]["trace"]["data"]["messaging.consumer.group.name"] == "async-group"
+    assert only(captured.errors())["exception"]["values"][-1]["type"] == "ValueError"
+
+
+def test_consumer_decorator_survives_a_non_record(sentry_init: SentryInit) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+
+    @busprop.kafka.consumer
+    def handle(payload: Any) -> Any:
+        return payload
+
+    assert handle({"not": "a record"}) == {"not": "a record"}
+    assert only(by_op(captured, "queue.process"))["contexts"]["trace"]["data"]["messaging.system"] == "kafka"
+
+
+JUNK_HEADERS: dict[str, Any] = {
+    "absent": None,
+    "empty": [],
+    "malformed": [("sentry-trace", b"not-a-trace"), ("baggage", b"sentry-trace_id=nope")],
+    "non-utf8": [("sentry-trace", b"\xff\xfe" * 20), ("baggage", b"\xc3\x28")],
+    "all-zero": [("sentry-trace", b"0" * 32 + b"-" + b"0" * 16 + b"-1")],
+    "oversized": [("sentry-trace", b"a" * 4096), ("baggage", b"k=" + b"v" * 10_000)],
+    "other-keys": [("Sentry-Trace", b"4f1c3a2b9d8e7f6a5b4c3d2e1f0a9b8c-1a2b3c4d5e6f7a8b-1"), ("x", b"")],
+}
+
+
+def test_junk_trace_headers_start_a_fresh_trace_and_the_record_is_delivered(
+    sentry_init: SentryInit, kafka_bootstrap: str, raw_producer: KafkaProducer, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    topic = new_topic()
+    for name, headers in JUNK_HEADERS.items():
+        raw_producer.send(topic, name.encode(), headers=headers)
+    raw_producer.flush()
+    consumer = assigned_consumer(kafka_bootstrap, topic)
+    delivered = []
+    for record in busprop.kafka.traced_consumer(consumer):
+        delivered.append(record.value.decode())
+        if len(delivered) == len(JUNK_HEADERS):
+            break
+    consumer.close()
+    assert delivered == list(JUNK_HEADERS)
+    processed = by_op(captured, "queue.process")
+    assert len(processed) == len(JUNK_HEADERS)
+    assert len({event["contexts"]["trace"]["trace_id"] for event in processed}) == len(JUNK_HEADERS)
+    for event in processed:
+        assert event["contexts"]["trace"].get("parent_span_id") is None
+        assert event["_dsc"]["trace_id"] == event["contexts"]["trace"]["trace_id"]
+
+
+def test_duplicated_trace_headers_first_usable_value_wins(
+    sentry_init: SentryInit, kafka_bootstrap: str, raw_producer: KafkaProducer, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    topic = new_topic()
+    first = "4f1c3a2b9d8e7f6a5b4c3d2e1f0a9b8c-1a2b3c4d5e6f7a8b-1"
+    second = "0123456789abcdef0123456789abcdef-0123456789abcdef-1"
+    headers = [("sentry-trace", b"junk"), ("sentry-trace", first.encode()), ("sentry-trace", second.encode())]
+    raw_producer.send(topic, b"v", headers=headers).get(timeout=10)
+    consumer = assigned_consumer(kafka_bootstrap, topic)
+    for _record in busprop.kafka.traced_consumer(consumer):
+        break
+    consumer.close()
+    trace = only(by_op(captured, "queue.process"))["contexts"]["trace"]
+    assert (trace["trace_id"], trace["parent_span_id"]) == tuple(first.split("-")[:2])
+
+
+def test_unsampled_head_gives_no_consumer_transaction_and_forwards_minus_zero(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    first, second = new_topic(), new_topic()
+    producer = busprop.kafka.traced_producer(KafkaProducer(bootstrap_servers=kafka_bootstrap))
+    with sentry_sdk.start_transaction(name="head", sampled=False) as head:
+        producer.send(first, b"order").get(timeout=10)
+    consumer = assigned_consumer(kafka_bootstrap, first)
+    for record in busprop.kafka.traced_consumer(consumer):
+        producer.send(second, record.value).get(timeout=10)
+        break
+    consumer.close()
+    producer.close()
+    forwarded = only(header_values(only(read_all(kafka_bootstrap, second, 1)), "sentry-trace")).decode()
+    assert forwarded.startswith(f"{head.trace_id}-") and forwarded.endswith("-0")
+    assert captured.transactions() == []
