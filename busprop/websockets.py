@@ -1,0 +1,448 @@
+"""WebSockets (the ``websockets`` library): each message carries its trace, as Sentry's docs send it.
+
+A WebSocket connection lives for minutes or hours and carries many unrelated messages, so the
+handshake's headers cannot stand for every message's trace, and browsers cannot set handshake
+headers at all. Sentry's docs have browsers put the trace in the message instead:
+``{"message": ..., "metadata": {"sentryTrace": ..., "baggage": ...}}``. This adapter writes and
+reads exactly that format on ``websockets.asyncio`` connections (client and server), so a Python
+peer and a browser or Node peer following the docs continue each other's traces per message.
+
+It only knows the client library: where a message's metadata is, what the destination is, and
+where a message's processing begins (``recv()`` returns it) and ends (the next ``recv()``). Trace
+handling is the core's (:func:`busprop.publish`, :func:`busprop.continue_trace`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Generator, Iterable
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, TypeAlias
+
+import pydantic_core
+import sentry_sdk
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as websockets_connect
+from websockets.asyncio.connection import Connection
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosedOK
+from websockets.headers import build_host
+from websockets.uri import parse_uri
+
+from busprop import sdk
+from busprop.carrier import HEADER_KEYS, NO_TRACE, CarrierKeys, extract
+from busprop.iteration import _Current  # shared with the core loops; should be public there
+from busprop.processing import continue_trace
+from busprop.publishing import inject, publish
+from busprop.spandata import BODY_SIZE
+
+__all__ = [
+    "METADATA_KEYS",
+    "SYSTEM",
+    "TracedConnect",
+    "TracedConnection",
+    "connect",
+    "connection_url",
+    "traced",
+    "traced_handler",
+]
+
+logger = logging.getLogger("busprop")
+
+#: ``messaging.system`` of WebSocket spans and transactions.
+SYSTEM = "websocket"
+#: The key of the object that carries the trace inside a JSON message.
+METADATA = "metadata"
+#: The names Sentry's docs give the two values inside ``metadata``.
+METADATA_KEYS = CarrierKeys(sentry_trace="sentryTrace")
+
+#: What a WebSocket message is once received: text frames as ``str``, binary frames as ``bytes``.
+Data: TypeAlias = "str | bytes"
+_JSON_WHITESPACE = " \t\n\r"
+
+
+def connection_url(connection: Connection) -> str:
+    """The destination string of a connection: ``ws[s]://{Host header}{path}``, without the query.
+
+    Both sides compute it from the handshake request, so a client and its server agree on it. The
+    query string and any credentials are left out: they often hold tokens, and the destination
+    becomes span data and transaction names.
+    """
+    request = connection.request
+    if request is None:
+        return SYSTEM
+    secure = (
+        connection.transport is not None and connection.transport.get_extra_info("ssl_object") is not None
+    )
+    host = request.headers.get_all("Host")
+    path = request.path.split("?", 1)[0]
+    return f"{'wss' if secure else 'ws'}://{host[0] if host else ''}{path}"
+
+
+def _uri_url(uri: str) -> str:
+    """:func:`connection_url` of the connection a client will open to ``uri``."""
+    parsed = parse_uri(uri)
+    host = build_host(parsed.host, parsed.port, parsed.secure)
+    return f"{'wss' if parsed.secure else 'ws'}://{host}{parsed.path or '/'}"
+
+
+# Message bodies ---------------------------------------------------------------------------------
+
+
+def _json_object(message: str | bytes) -> dict[str, Any] | None:
+    """The JSON object ``message`` holds, or ``None`` (not JSON, not an object, not UTF-8)."""
+    try:
+        value = pydantic_core.from_json(message)
+    except Exception:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _received_object(message: Data) -> dict[str, Any] | None:
+    """The JSON object of a received message that has a ``metadata`` key, or ``None``.
+
+    Messages that do not contain the text ``"metadata"`` are never parsed.
+    """
+    if isinstance(message, str):
+        if '"metadata"' not in message:
+            return None
+    elif not isinstance(message, (bytes, bytearray)) or b'"metadata"' not in message:
+        return None
+    return _json_object(message)
+
+
+def _metadata(body: dict[str, Any] | None) -> dict[str, Any] | None:
+    value = body.get(METADATA) if body is not None else None
+    return value if isinstance(value, dict) else None
+
+
+def _dump(value: Any) -> str:
+    return pydantic_core.to_json(value, inf_nan_mode="constants").decode()
+
+
+def _without_trace(message: Data, body: dict[str, Any]) -> Data:
+    """``message`` with ``sentryTrace`` and ``baggage`` removed from its metadata (re-serialised)."""
+    metadata = _metadata(body)
+    keys = (METADATA_KEYS.sentry_trace, METADATA_KEYS.baggage)
+    if metadata is None or not any(key in metadata for key in keys):
+        return message
+    for key in keys:
+        metadata.pop(key, None)
+    if not metadata:
+        del body[METADATA]
+    text = _dump(body)
+    return text if isinstance(message, str) else text.encode()
+
+
+def _body_size(message: Any) -> int | None:
+    if isinstance(message, str):
+        return len(message) if message.isascii() else len(message.encode())
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return len(message)
+    return None
+
+
+class _Outgoing:
+    """A text message that is a JSON object, and the metadata object the trace is written into."""
+
+    __slots__ = ("body", "metadata", "original", "source")
+
+    def __init__(self, original: Any, source: str, body: dict[str, Any], metadata: dict[str, Any]) -> None:
+        self.original = original
+        self.source = source
+        self.body = body
+        self.metadata = metadata
+
+    @classmethod
+    def of(cls, message: Any, text: bool | None) -> _Outgoing | None:
+        """Parse ``message`` if it goes out as a text frame holding a JSON object with room for metadata."""
+        if isinstance(message, str) and text is not False:
+            source = message
+        elif isinstance(message, (bytes, bytearray, memoryview)) and text is True:
+            try:
+                source = bytes(message).decode()
+            except UnicodeDecodeError:
+                return None
+        else:
+            return None
+        body = _json_object(source)
+        if body is None:
+            return None
+        metadata = body.get(METADATA, {})
+        if not isinstance(metadata, dict):
+            return None
+        return cls(message, source, body, metadata)
+
+    def render(self) -> Any:
+        """The message with the metadata written into it, of the original's type.
+
+        Without a ``metadata`` key, ``"metadata": {...}`` is appended to the original text, which is
+        otherwise kept byte for byte; an existing ``metadata`` object means re-serialising the body.
+        """
+        stripped = self.source.rstrip(_JSON_WHITESPACE)
+        if METADATA not in self.body and stripped.endswith("}"):
+            separator = "," if self.body else ""
+            trailing = self.source[len(stripped) :]
+            text = f'{stripped[:-1]}{separator}"{METADATA}":{_dump(self.metadata)}}}{trailing}'
+        else:
+            self.body[METADATA] = self.metadata
+            text = _dump(self.body)
+        return text if isinstance(self.original, str) else text.encode()
+
+
+# Handshake ----------------------------------------------------------------------------------------
+
+
+def _handshake_carrier(connection: Connection) -> dict[str, str] | None:
+    """The trace a client sent in the handshake headers, keyed as in message metadata (servers only)."""
+    request = connection.request
+    if not isinstance(connection, ServerConnection) or request is None:
+        return None
+    sentry_trace = request.headers.get_all(HEADER_KEYS.sentry_trace)
+    if not sentry_trace:
+        return None
+    carrier = {METADATA_KEYS.sentry_trace: sentry_trace[0]}
+    baggage = request.headers.get_all(HEADER_KEYS.baggage)
+    if baggage:
+        carrier[METADATA_KEYS.baggage] = ",".join(baggage)
+    return carrier
+
+
+def handshake_headers(uri: str, additional_headers: Any = None) -> list[tuple[str, str]]:
+    """``additional_headers`` for a handshake to ``uri``, with the current trace written in.
+
+    Existing ``sentry-trace``/``baggage`` entries are replaced (third-party baggage kept); nothing
+    is written for a destination outside ``propagation_targets``.
+    """
+    if additional_headers is None:
+        headers: list[tuple[str, str]] = []
+    elif hasattr(additional_headers, "raw_items"):
+        headers = list(additional_headers.raw_items())
+    elif hasattr(additional_headers, "items"):
+        headers = list(additional_headers.items())
+    else:
+        headers = list(additional_headers)
+    try:
+        destination = _uri_url(uri)
+    except Exception:  # websockets raises its own error for a bad URI when connecting
+        return headers
+    inject(headers, destination=destination, system=SYSTEM)
+    return headers
+
+
+# The current message's processing -----------------------------------------------------------------
+
+
+class TracedConnection:
+    """A ``websockets`` connection whose messages carry their trace; see :func:`traced`.
+
+    ``send``, ``recv``, ``async for``, ``close`` and ``async with`` are traced; every other
+    attribute (``ping``, ``request``, ``close_code``, ``recv_streaming``...) is the connection's.
+    """
+
+    def __init__(self, connection: Connection, *, strip_metadata: bool = False) -> None:
+        #: The wrapped ``websockets`` connection.
+        self.connection = connection
+        #: Whether ``recv()`` removes ``sentryTrace`` and ``baggage`` from the messages it returns.
+        self.strip_metadata = strip_metadata
+        #: The destination string (:func:`connection_url`).
+        self.destination = connection_url(connection)
+        self._handshake = _handshake_carrier(connection)
+        self._current = _Current()  # the message recv() last returned, ended by the next recv()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.connection, name)
+
+    def __repr__(self) -> str:
+        return f"<traced {self.connection!r}>"
+
+    async def send(self, message: Any | Iterable[Any] | AsyncIterable[Any], text: bool | None = None) -> None:
+        """Send ``message`` inside a ``queue.publish`` span, the current trace in its ``metadata``.
+
+        Only a message sent as a text frame that is a JSON object (whose ``metadata``, if present,
+        is an object) carries the trace; anything else is sent unchanged, inside the span.
+        """
+        outgoing = _Outgoing.of(message, text)
+        carrier: dict[str, Any] = outgoing.metadata if outgoing is not None else {}
+        before = dict(carrier)
+        with publish(carrier, system=SYSTEM, destination=self.destination, keys=METADATA_KEYS) as span:
+            if outgoing is not None and carrier != before:
+                message = _render(outgoing)
+            if span is not None:
+                span.set_data(BODY_SIZE, _body_size(message))
+            await self.connection.send(message, text=text)
+
+    async def recv(self, decode: bool | None = None) -> Data:
+        """Receive the next message; its processing continues the trace it carries.
+
+        The previous message's processing ends first. The message is returned as received (or
+        without the trace values, with ``strip_metadata``). Errors are the connection's.
+        """
+        self._current.finish()
+        message = await self.connection.recv(decode)
+        try:
+            return self._receive(message)
+        except Exception:
+            logger.debug("busprop: could not continue the trace of a WebSocket message", exc_info=True)
+            return message
+
+    async def __aiter__(self) -> AsyncIterator[Data]:
+        """Iterate over messages as the connection does (ends on a normal close)."""
+        try:
+            while True:
+                yield await self.recv()
+        except ConnectionClosedOK:
+            return
+
+    def finish_processing(self, error: BaseException | None = None) -> None:
+        """End the current message's processing now (marked failed with ``error``)."""
+        self._current.finish(error)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """End the current message's processing and close the connection."""
+        self._current.finish()
+        await self.connection.close(code, reason)
+
+    async def __aenter__(self) -> TracedConnection:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._current.finish(exc)
+        await self.connection.__aexit__(exc_type, exc, tb)
+
+    def __del__(self) -> None:
+        self._current.finish()
+
+    def _receive(self, message: Data) -> Data:
+        """Start the processing of ``message``; returns what ``recv()`` returns."""
+        body = _received_object(message)
+        processing = continue_trace(
+            self._carrier(_metadata(body)),
+            system=SYSTEM,
+            destination=self.destination,
+            body_size=_body_size(message),
+            keys=METADATA_KEYS,
+        )
+        self._current.start(processing)
+        if self.strip_metadata and body is not None:
+            return _without_trace(message, body)
+        return message
+
+    def _carrier(self, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The message's metadata, or the handshake's trace when the message carries none."""
+        if self._handshake is None:
+            return metadata
+        if metadata is not None and extract(metadata, keys=METADATA_KEYS) is not NO_TRACE:
+            return metadata
+        return self._handshake
+
+
+def _render(outgoing: _Outgoing) -> Any:
+    try:
+        return outgoing.render()
+    except Exception:
+        logger.debug("busprop: could not write the trace into a WebSocket message", exc_info=True)
+        return outgoing.original
+
+
+def traced(connection: Connection, *, strip_metadata: bool = False) -> TracedConnection:
+    """Wrap a ``websockets.asyncio`` client or server connection so its messages carry the trace."""
+    return TracedConnection(connection, strip_metadata=strip_metadata)
+
+
+# Servers ------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _connection_scope(connection: TracedConnection) -> Generator[None, None, None]:
+    """An isolation scope whose trace is the handshake's (a fresh trace when it carried none).
+
+    The span active where the server was started is not the connection's parent, so it is cleared.
+    """
+    with sentry_sdk.isolation_scope() as scope:
+        try:
+            sentry_sdk.get_current_scope().span = None
+            sdk.continue_propagation(scope, extract(connection._handshake, keys=METADATA_KEYS))
+        except Exception:
+            logger.debug("busprop: could not continue the handshake's trace", exc_info=True)
+        yield
+
+
+Handler: TypeAlias = Callable[[TracedConnection], Awaitable[None]]
+
+
+def traced_handler(
+    handler: Handler, *, strip_metadata: bool = False
+) -> Callable[[ServerConnection], Awaitable[None]]:
+    """Wrap a server handler: it receives a :class:`TracedConnection` and runs in the handshake's trace.
+
+    An exception escaping the handler ends the current message's processing as failed (reported to
+    Sentry) and propagates to ``websockets`` unchanged.
+    """
+
+    @functools.wraps(handler)
+    async def run(connection: ServerConnection) -> None:
+        traced_connection = traced(connection, strip_metadata=strip_metadata)
+        with _connection_scope(traced_connection):
+            try:
+                await handler(traced_connection)
+            except BaseException as error:
+                traced_connection.finish_processing(error)
+                raise
+            finally:
+                traced_connection.finish_processing()
+
+    return run
+
+
+# Clients ------------------------------------------------------------------------------------------
+
+
+class TracedConnect:
+    """``websockets.asyncio.client.connect`` with the trace in the handshake; see :func:`connect`."""
+
+    def __init__(self, uri: str, strip_metadata: bool, options: dict[str, Any]) -> None:
+        options["additional_headers"] = handshake_headers(uri, options.get("additional_headers"))
+        #: The underlying ``websockets`` ``connect`` object.
+        self.connect = websockets_connect(uri, **options)
+        self._strip_metadata = strip_metadata
+        self._connection: TracedConnection | None = None
+
+    def _traced(self, connection: ClientConnection) -> TracedConnection:
+        return traced(connection, strip_metadata=self._strip_metadata)
+
+    def __await__(self) -> Generator[Any, None, TracedConnection]:
+        return self._open().__await__()
+
+    async def _open(self) -> TracedConnection:
+        return self._traced(await self.connect)
+
+    async def __aenter__(self) -> TracedConnection:
+        self._connection = self._traced(await self.connect.__aenter__())
+        return self._connection
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.finish_processing(exc)
+        await self.connect.__aexit__(exc_type, exc, tb)
+
+    async def __aiter__(self) -> AsyncIterator[TracedConnection]:
+        async for connection in self.connect:
+            yield self._traced(connection)
+
+
+def connect(uri: str, *, strip_metadata: bool = False, **options: Any) -> TracedConnect:
+    """Open a client connection, as ``websockets.asyncio.client.connect`` does, traced.
+
+    The handshake carries the current trace as ``sentry-trace``/``baggage`` headers (merged into
+    ``additional_headers``), and the connection is wrapped with :func:`traced`. Use it as
+    ``await connect(uri)``, ``async with connect(uri) as ws`` or ``async for ws in connect(uri)``.
+    """
+    return TracedConnect(uri, strip_metadata, options)

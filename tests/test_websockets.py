@@ -1,0 +1,550 @@
+"""busprop.websockets: per-message traces over real ``websockets`` connections on loopback.
+
+Every test runs a real ``websockets.asyncio`` server on a free loopback port in this process and
+asserts on what Sentry would receive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import sentry_sdk
+from websockets.asyncio.client import connect as bare_connect
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, InvalidURI
+
+import busprop
+from busprop import websockets as traced_ws
+from tests.conftest import Captured
+
+Init = Callable[..., Captured]
+Handler = Callable[[Any], Awaitable[None]]
+
+
+def new_trace(flag: str = "1") -> tuple[str, str, str]:
+    """A fresh (trace_id, span_id, sentry-trace) triple."""
+    trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
+    return trace_id, span_id, f"{trace_id}-{span_id}-{flag}"
+
+
+def current_trace_id() -> str:
+    return (sentry_sdk.get_traceparent() or "").split("-")[0]
+
+
+@asynccontextmanager
+async def running(handler: Handler, *, wrap: bool = True, **options: Any) -> AsyncIterator[str]:
+    """A server on a free loopback port; yields its ``ws://`` URL (path ``/chat``)."""
+    served = traced_ws.traced_handler(handler) if wrap else handler
+    async with serve(served, "127.0.0.1", 0, **options) as server:
+        port = server.sockets[0].getsockname()[1]
+        yield f"ws://127.0.0.1:{port}/chat"
+
+
+def processes(captured: Captured) -> list[dict[str, Any]]:
+    return [t for t in captured.transactions() if t["contexts"]["trace"]["op"] == "queue.process"]
+
+
+def spans_by_id(captured: Captured) -> dict[str, dict[str, Any]]:
+    return {span["span_id"]: span for t in captured.transactions() for span in t["spans"]}
+
+
+# Continuity ---------------------------------------------------------------------------------------
+
+
+async def test_client_to_server_message_continues_the_senders_trace(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    seen: list[tuple[str, str]] = []
+
+    async def handler(ws: traced_ws.TracedConnection) -> None:
+        async for message in ws:
+            seen.append((message, current_trace_id()))
+
+    async with running(handler) as url, bare_connect(url) as bare:
+        client = traced_ws.traced(bare)
+        with sentry_sdk.start_transaction(name="client") as transaction:
+            await client.send(json.dumps({"message": "hi"}))
+    (message, server_trace), *_ = seen
+    body = json.loads(message)
+    assert body["message"] == "hi"
+    assert body["metadata"]["sentryTrace"].startswith(transaction.trace_id)
+    assert "sentry-trace_id=" + transaction.trace_id in body["metadata"]["baggage"]
+    assert server_trace == transaction.trace_id
+
+    (client_event,) = [t for t in captured.transactions() if t["transaction"] == "client"]
+    (publish,) = client_event["spans"]
+    assert publish["op"] == "queue.publish"
+    assert publish["description"] == url
+    assert publish["data"]["messaging.system"] == "websocket"
+    assert publish["data"]["messaging.destination.name"] == url
+    assert publish["data"]["messaging.message.body.size"] == len(message)
+    (process,) = processes(captured)
+    trace = process["contexts"]["trace"]
+    assert (trace["trace_id"], trace["parent_span_id"]) == (transaction.trace_id, publish["span_id"])
+    assert process["transaction"] == url
+    assert trace["data"]["messaging.system"] == "websocket"
+    assert trace["data"]["messaging.destination.name"] == url
+    assert trace["data"]["messaging.operation.type"] == "process"
+    assert trace["data"]["messaging.message.body.size"] == len(message)
+    assert process["_dsc"]["trace_id"] == transaction.trace_id
+    assert process["_dsc"]["transaction"] == "client"
+
+
+async def test_server_to_client_reply_continues_the_servers_processing(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+
+    async def handler(ws: traced_ws.TracedConnection) -> None:
+        async for message in ws:
+            await ws.send(json.dumps({"reply": json.loads(message)["message"]}))
+
+    async with running(handler) as url:
+        with sentry_sdk.start_transaction(name="client") as transaction:
+            async with traced_ws.connect(url) as ws:
+                await ws.send('{"message": "ping"}')
+                reply = await ws.recv()
+                reply_trace = sentry_sdk.get_traceparent()
+    assert json.loads(reply)["reply"] == "ping"
+    assert reply_trace is not None and reply_trace.startswith(transaction.trace_id)
+    by_parent = {t["contexts"]["trace"].get("parent_span_id"): t for t in processes(captured)}
+    spans = spans_by_id(captured)
+    (client_publish,) = [
+        s
+        for s in spans.values()
+        if s["op"] == "queue.publish"
+        and s["trace_id"] == transaction.trace_id
+        and s["parent_span_id"] == transaction.span_id
+    ]
+    server_process = by_parent[client_publish["span_id"]]
+    (server_publish,) = server_process["spans"]
+    assert server_publish["op"] == "queue.publish"
+    client_process = by_parent[server_publish["span_id"]]
+    assert client_process["contexts"]["trace"]["trace_id"] == transaction.trace_id
+    assert reply_trace.split("-")[1] == client_process["contexts"]["trace"]["span_id"]
+
+
+async def test_seed_format_from_a_plain_client_is_continued_and_metadata_merged(sentry_init: Init) -> None:
+    """What a browser following Sentry's docs sends; other metadata and third-party baggage survive."""
+    captured = sentry_init(traces_sample_rate=1.0)
+    trace_id, span_id, sentry_trace = new_trace()
+    replies: list[str] = []
+
+    async def handler(ws: traced_ws.TracedConnection) -> None:
+        async for message in ws:
+            await ws.send(message)  # relayed: the trace is replaced, everything else kept
+
+    async with running(handler) as url, bare_connect(url) as browser:
+        sent = {
+            "message": "Your data here",
+            "metadata": {
+                "sentryTrace": sentry_trace,
+                "baggage": "vendor=acme,sentry-trace_id=" + trace_id,
+                "room": 7,
+            },
+        }
+        await browser.send(json.dumps(sent))
+        replies.append(await browser.recv())
+    (process,) = processes(captured)
+    assert (process["contexts"]["trace"]["trace_id"], process["contexts"]["trace"]["parent_span_id"]) == (
+        trace_id,
+        span_id,
+    )
+    reply = json.loads(replies[0])
+    (publish,) = process["spans"]
+    assert reply["message"] == "Your data here"
+    assert reply["metadata"]["room"] == 7
+    assert reply["metadata"]["sentryTrace"] == f"{trace_id}-{publish['span_id']}-1"
+    assert reply["metadata"]["baggage"].startswith("vendor=acme,")
+
+
+# Many connections ---------------------------------------------------------------------------------
+
+
+async def test_100_connections_of_20_messages_each_keep_their_own_traces(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+
+    async def handler(ws: traced_ws.TracedConnection) -> None:
+        async for message in ws:
+            await asyncio.sleep(0)  # let the other connections interleave inside this processing
+            await ws.send(json.dumps({"n": json.loads(message)["n"], "seen": current_trace_id()}))
+
+    async def client(url: str, index: int) -> list[tuple[str, str, str]]:
+        results = []
+        async with traced_ws.connect(url) as ws:
+            for n in range(20):
+                with sentry_sdk.start_transaction(name=f"c{index}.{n}") as transaction:
+                    await ws.send(json.dumps({"n": n}))
+                    reply = json.loads(await ws.recv())
+                    assert reply["n"] == n
+                    results.append((transaction.trace_id, reply["seen"], current_trace_id()))
+        return results
+
+    async with running(handler) as url:
+        results = await asyncio.gather(*(client(url, index) for index in range(100)))
+    flat = [row for rows in results for row in rows]
+    assert len(flat) == 2000
+    assert len({sent for sent, _, _ in flat}) == 2000
+    for sent, seen_by_server, seen_by_client in flat:
+        assert sent == seen_by_server == seen_by_client
+    events = processes(captured)
+    assert len(events) == 4000
+    per_trace: dict[str, int] = {}
+    for event in events:
+        trace_id = event["contexts"]["trace"]["trace_id"]
+        per_trace[trace_id] = per_trace.get(trace_id, 0) + 1
+    assert per_trace == {sent: 2 for sent, _, _ in flat}
+
+
+# Handshake ----------------------------------------------------------------------------------------
+
+
+async def test_handshake_headers_give_the_connection_its_trace_and_metadata_wins(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    seen: list[tuple[str, str]] = []
+    headers: dict[str, str] = {}
+
+    async def handler(ws: traced_ws.TracedConnection) -> None:
+        headers.update(ws.request.headers)
+        await ws.send(json.dumps({"welcome": current_trace_id()}))
+        async for message in ws:
+            seen.append((message, current_trace_id()))
+
+    _, _, other_trace = new_trace()
+    async with running(handler) as url:
+        with sentry_sdk.start_transaction(name="connect") as transaction:
+            ws = await traced_ws.connect(url, additional_headers={"baggage": "vendor=acme", "X-Other": "1"})
+        welcome = json.loads(await ws.recv())
+        await ws.connection.send("no metadata at all")
+        await ws.connection.send(json.dumps({"metadata": {"sentryTrace": other_trace}}))
+        await ws.close()
+    assert headers["sentry-trace"].startswith(transaction.trace_id + "-" + transaction.span_id)
+    assert headers["baggage"].startswith("vendor=acme,sentry-trace_id=" + transaction.trace_id)
+    assert headers["x-other"] == "1"
+    assert welcome["welcome"] == transaction.trace_id
+    assert seen[0] == ("no metadata at all", transaction.trace_id)
+    assert seen[1][1] == other_trace.split("-")[0]
+    by_size = {t["contexts"]["trace"]["data"]["messaging.message.body.size"]: t for t in processes(captured)}
+    bare_process = by_size[len("no metadata at all")]
+    own_process = by_size[len(json.dumps({"metadata": {"sentryTrace": other_trace}}))]
+    assert bare_process["contexts"]["trace"]["trace_id"] == transaction.trace_id
+    assert bare_process["_dsc"]["transaction"] == "connect"
+    assert own_process["contexts"]["trace"]["trace_id"] == other_trace.split("-")[0]
+    assert own_process["contexts"]["trace"]["parent_span_id"] == other_trace.split("-")[1]
+    assert own_process["_dsc"].get("transaction") != "connect"  # the handshake's baggage is not mixed in
+
+
+async def test_connections_without_handshake_trace_each_start_their_own(sentry_init: Init) -> None:
+    """A browser cannot send handshake headers: each connection is still its own trace."""
+    sentry_init(traces_sample_rate=1.0)
+    welcomes: list[str] = []
+
+    async def handler(ws: traced_ws.TracedConnection) -> None:
+        await ws.send(json.dumps({"welcome": True}))
+
+    async with running(handler) as url:
+        with sentry_sdk.start_transaction(name="serve-time"):  # the server's own context is not a parent
+            for _ in range(3):
+                async with bare_connect(url) as browser:
+                    welcomes.append(json.loads(await browser.recv())["metadata"]["sentryTrace"].split("-")[0])
+    assert len(set(welcomes)) == 3
+
+
+async def test_propagation_targets_switch_off_handshake_and_messages(sentry_init: Init) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    busprop.configure(propagation_targets=[r"^ws://elsewhere/"])
+    received: list[Any] = []
+
+    async def handler(connection: ServerConnection) -> None:
+        received.append(dict(connection.request.headers))
+        async for message in connection:
+            received.append(message)
+
+    async with running(handler, wrap=False) as url:
+        with sentry_sdk.start_transaction(name="client"):
+            async with traced_ws.connect(url) as ws:
+                await ws.send('{"a": 1}')
+    assert "sentry-trace" not in received[0]
+    assert received[1] == '{"a": 1}'
+
+
+# What send() and recv() do with every kind of message ---------------------------------------------
+
+
+SEND_UNCHANGED: list[tuple[Any, bool | None]] = [
+    ("plain text", None),
+    ("[1, 2]", None),
+    ('"a string"', None),
+    ('{"metadata": "not an object"}', None),
+    ('{"metadata": null}', None),
+    ('{"broken": ', None),
+    ('{"a": 1}', False),  # str forced into a binary frame
+    (b'{"a": 1}', None),  # bytes: a binary frame
+    (b"\xff\xfe binary", None),
+]
+
+
+@pytest.mark.parametrize(("message", "text"), SEND_UNCHANGED)
+async def test_send_passes_what_is_not_a_json_object_text_frame_unchanged(
+    sentry_init: Init, message: Any, text: bool | None
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    received: list[Any] = []
+
+    async def handler(connection: ServerConnection) -> None:
+        received.append(await connection.recv())
+
+    async with running(handler, wrap=False) as url:
+        with sentry_sdk.start_transaction(name="client"):
+            async with traced_ws.connect(url) as ws:
+                await ws.send(message, text=text)
+                await ws.connection.wait_closed()
+    expected = message.encode() if text is False else message
+    assert received == [expected]
+    (client,) = captured.transactions()
+    assert [span["op"] for span in client["spans"]] == ["queue.publish"]
+
+
+@pytest.mark.parametrize(
+    ("message", "text", "expected_prefix"),
+    [
+        ('{"a": 1, "b": [1.5, "x"]}  \n', None, '{"a": 1, "b": [1.5, "x"],"metadata":{'),
+        ("{}", None, '{"metadata":{'),
+        (b'{"a":1}', True, b'{"a":1,"metadata":{'),
+        ('{"metadata": {"k": "v"}, "a": NaN}', None, '{"metadata":{"k":"v","sentryTrace":'),
+    ],
+)
+async def test_send_writes_metadata_into_json_object_text_frames(
+    sentry_init: Init, message: Any, text: bool | None, expected_prefix: Any
+) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    received: list[Any] = []
+
+    async def handler(connection: ServerConnection) -> None:
+        received.append(await connection.recv(decode=isinstance(message, str)))
+
+    async with running(handler, wrap=False) as url:
+        with sentry_sdk.start_transaction(name="client") as transaction:
+            async with traced_ws.connect(url) as ws:
+                await ws.send(message, text=text)
+                await ws.connection.wait_closed()
+    (got,) = received
+    assert type(got) is type(message)
+    assert got.startswith(expected_prefix)
+    if isinstance(message, str) and message.endswith("\n"):
+        assert got.endswith("}}  \n")  # trailing whitespace kept
+    if isinstance(message, str) and "NaN" in message:
+        assert got.endswith(',"a":NaN}')
+    else:
+        body = json.loads(got)
+        metadata = body.pop("metadata")
+        assert body == json.loads(message)
+        assert metadata["sentryTrace"].startswith(transaction.trace_id)
+
+
+BAD_INPUTS: list[Any] = [
+    "not json",
+    '{"metadata": "not an object"}',
+    '{"metadata": ["sentryTrace", "x"]}',
+    '{"metadata": {"sentryTrace": 5, "baggage": ["x"]}}',
+    '{"metadata": {"sentryTrace": "771a43a4192642f0b136d5159a501700"}}',
+    '{"metadata": {"sentryTrace": "00000000000000000000000000000000-b2bd6e9b3e4c5a1f-1"}}',
+    json.dumps({"metadata": {"sentryTrace": "a" * 1_000_000, "baggage": "b" * 100}}),
+    json.dumps({"metadata": {f"k{i}": "v" * 10 for i in range(60_000)}}),
+    b'\xff\xfe{"metadata": {"sentryTrace": "771a43a4192642f0b136d5159a501700-b2bd6e9b3e4c5a1f-1"}}',
+    '{"metadata": {"sentryTrace": "771a43a4192642f0b136d5159a501700-b2bd6e9b3e4c5a1f-1"}',  # truncated
+    "[]",
+    "",
+    b"",
+]
+
+
+async def test_bad_inputs_arrive_unchanged_under_fresh_traces_and_keep_the_connection(
+    sentry_init: Init,
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    received: list[tuple[Any, str]] = []
+
+    async def handler(ws: traced_ws.TracedConnection) -> None:
+        async for message in ws:
+            received.append((message, current_trace_id()))
+            await ws.send("ok")
+
+    async with running(handler, max_size=4 * 2**20) as url, bare_connect(url, max_size=4 * 2**20) as browser:
+        for message in BAD_INPUTS:
+            await browser.send(message)
+            assert await browser.recv() == "ok"
+        assert browser.state.name == "OPEN"
+    assert [message for message, _ in received] == BAD_INPUTS
+    assert all(type(got) is type(sent) for (got, _), sent in zip(received, BAD_INPUTS, strict=True))
+    trace_ids = [trace_id for _, trace_id in received]
+    assert len(set(trace_ids)) == len(BAD_INPUTS)
+    assert "771a43a4192642f0b136d5159a501700" not in trace_ids
+    events = processes(captured)
+    assert len(events) == len(BAD_INPUTS)
+    assert {event["contexts"]["trace"]["trace_id"] for event in events} == set(trace_ids)
+
+
+async def test_strip_metadata_returns_the_message_without_the_trace(sentry_init: Init) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    received: list[Any] = []
+    _, _, sentry_trace = new_trace()
+
+    async def handler(ws: traced_ws.TracedConnection) -> None:
+        async for message in ws:
+            received.append((message, current_trace_id()))
+
+    handler_with_strip = traced_ws.traced_handler(handler, strip_metadata=True)
+    async with running(handler_with_strip, wrap=False) as url, bare_connect(url) as browser:
+        await browser.send(json.dumps({"message": "a", "metadata": {"sentryTrace": sentry_trace}}))
+        await browser.send(json.dumps({"message": "b", "metadata": {"sentryTrace": sentry_trace, "room": 1}}))
+        await browser.send(b'{"message": "c", "metadata": {"baggage": "x=1"}}')
+        await browser.send('{"message": "untouched" }')
+    assert [message for message, _ in received] == [
+        '{"message":"a"}',
+        '{"message":"b","metadata":{"room":1}}',
+        b'{"message":"c"}',
+        '{"message": "untouched" }',
+    ]
+    assert received[0][1] == received[1][1] == sentry_trace.split("-")[0]
+
+
+# Errors and closes --------------------------------------------------------------------------------
+
+
+async def close_behaviour(wrap: Callable[[Any], Any], code: int, reason: str) -> tuple[Any, ...]:
+    async def handler(connection: ServerConnection) -> None:
+        await connection.send("last")
+        await connection.close(code, reason)
+
+    async with running(handler, wrap=False) as url, bare_connect(url) as connection:
+        ws = wrap(connection)
+        messages = []
+        try:
+            async for message in ws:
+                messages.append(message)
+            outcome: Any = "ended"
+        except ConnectionClosed as error:
+            outcome = (
+                type(error),
+                error.rcvd.code if error.rcvd else None,
+                error.rcvd.reason if error.rcvd else None,
+            )
+        try:
+            await ws.send("after close")
+            after: Any = None
+        except ConnectionClosed as error:
+            after = type(error)
+        return messages, outcome, after, ws.close_code, ws.close_reason
+
+
+@pytest.mark.parametrize(("code", "reason"), [(1000, ""), (1001, "going away"), (4001, "bye")])
+async def test_closes_propagate_as_without_busprop(sentry_init: Init, code: int, reason: str) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    bare = await close_behaviour(lambda connection: connection, code, reason)
+    traced = await close_behaviour(traced_ws.traced, code, reason)
+    assert traced == bare
+    if code == 4001:
+        assert bare[1] == (ConnectionClosedError, 4001, "bye")
+    else:
+        assert bare[1] == "ended" and bare[2] is ConnectionClosedOK
+
+
+async def test_connection_errors_propagate_as_without_busprop(sentry_init: Init) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    async with running(lambda ws: asyncio.sleep(0)) as url:
+        port = url.split(":")[2].split("/")[0]
+    url = f"ws://127.0.0.1:{port}/chat"
+    with pytest.raises(OSError) as bare_error:
+        await bare_connect(url, open_timeout=2)
+    with sentry_sdk.start_transaction(name="client"), pytest.raises(OSError) as traced_error:
+        await traced_ws.connect(url, open_timeout=2)
+    assert type(traced_error.value) is type(bare_error.value)
+    with pytest.raises(InvalidURI):
+        await bare_connect("http://not-a-websocket-uri")
+    with pytest.raises(InvalidURI):
+        await traced_ws.connect("http://not-a-websocket-uri")
+
+
+async def test_send_type_errors_are_the_connections(sentry_init: Init) -> None:
+    sentry_init(traces_sample_rate=1.0)
+
+    async def handler(ws: traced_ws.TracedConnection) -> None:
+        await ws.connection.wait_closed()
+
+    async with running(handler) as url, traced_ws.connect(url) as ws:
+        with pytest.raises(TypeError):
+            await ws.send({"a": 1})
+        with pytest.raises(TypeError):
+            await ws.send(42)
+
+
+async def test_an_exception_in_the_handler_fails_that_messages_processing(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+
+    async def handler(ws: traced_ws.TracedConnection) -> None:
+        async for message in ws:
+            raise RuntimeError(f"cannot handle {message}")
+
+    _, _, sentry_trace = new_trace()
+    async with running(handler) as url, bare_connect(url) as browser:
+        await browser.send(json.dumps({"metadata": {"sentryTrace": sentry_trace}}))
+        with pytest.raises(ConnectionClosedError) as closed:
+            await browser.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011  # as websockets does it
+    (process,) = processes(captured)
+    assert process["contexts"]["trace"]["status"] == "internal_error"
+    assert process["contexts"]["trace"]["trace_id"] == sentry_trace.split("-")[0]
+    (error,) = captured.errors()
+    assert error["exception"]["values"][-1]["type"] == "RuntimeError"
+    assert error["contexts"]["trace"]["trace_id"] == sentry_trace.split("-")[0]
+
+
+async def test_an_exception_in_a_client_loop_fails_the_processing_under_async_with(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+
+    async def handler(ws: traced_ws.TracedConnection) -> None:
+        await ws.send('{"n": 1}')
+        await ws.connection.wait_closed()
+
+    async with running(handler) as url:
+        with pytest.raises(KeyError):
+            async with traced_ws.connect(url) as ws:
+                async for message in ws:
+                    raise KeyError(message)
+    (client_process,) = [t for t in processes(captured) if t["contexts"]["trace"]["status"] != "ok"]
+    assert client_process["contexts"]["trace"]["status"] == "internal_error"
+
+
+# Sampling -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", [1.0, 0.0, None])
+async def test_unsampled_head_and_tracing_off_still_propagate(sentry_init: Init, rate: float | None) -> None:
+    captured = sentry_init(traces_sample_rate=rate)
+    trace_id, _, sentry_trace = new_trace("0")
+    replies: list[dict[str, Any]] = []
+
+    async def handler(ws: traced_ws.TracedConnection) -> None:
+        async for _message in ws:
+            await ws.send("{}")
+
+    async with running(handler) as url, bare_connect(url) as browser:
+        await browser.send(
+            json.dumps(
+                {
+                    "metadata": {
+                        "sentryTrace": sentry_trace,
+                        "baggage": f"sentry-trace_id={trace_id},sentry-sampled=false",
+                    }
+                }
+            )
+        )
+        replies.append(json.loads(await browser.recv()))
+    metadata = replies[0]["metadata"]
+    assert metadata["sentryTrace"].startswith(trace_id) and metadata["sentryTrace"].endswith("-0")
+    assert "sentry-sampled=false" in metadata["baggage"]
+    assert captured.transactions() == []
