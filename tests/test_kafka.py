@@ -7,8 +7,10 @@ are about consumer groups join one. Every test uses its own topics.
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 import busprop
 import busprop.kafka
 from tests.conftest import Captured
+from tests.processes import read_captured, run_app, start_app
 
 pytestmark = pytest.mark.broker
 
@@ -413,3 +416,50 @@ def test_unsampled_head_gives_no_consumer_transaction_and_forwards_minus_zero(
     forwarded = only(header_values(only(read_all(kafka_bootstrap, second, 1)), "sentry-trace")).decode()
     assert forwarded.startswith(f"{head.trace_id}-") and forwarded.endswith("-0")
     assert captured.transactions() == []
+
+
+# --- separate processes, a consumer group --------------------------------------------------------
+
+
+def test_thousand_records_of_fifty_traces_across_processes_in_a_consumer_group(
+    kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    traces, per_trace = 50, 20
+    topic, group = new_topic(partitions=4), f"group-{uuid.uuid4().hex[:8]}"
+    consumer_capture, producer_capture = tmp_path / "consumer.json", tmp_path / "producer.json"
+    consumer = start_app(
+        "kafka_consumer", kafka_bootstrap, topic, group, str(traces * per_trace), str(consumer_capture)
+    )
+    try:
+        run_app("kafka_producer", kafka_bootstrap, topic, str(traces), str(per_trace), str(producer_capture))
+        stdout, stderr = consumer.communicate(timeout=90)
+    finally:
+        consumer.kill()
+    assert consumer.returncode == 0, stderr
+
+    produced = read_captured(producer_capture)["transactions"]
+    assert len(produced) == traces
+    trace_of_span, trace_of_head = {}, {}
+    for head in produced:
+        spans = publish_spans(head)
+        assert len(spans) == per_trace
+        trace_of_head[head["transaction"]] = head["contexts"]["trace"]["trace_id"]
+        trace_of_span.update({span["span_id"]: span["trace_id"] for span in spans})
+
+    processed = read_captured(consumer_capture)["transactions"]
+    assert len(processed) == traces * per_trace
+    parents = [event["contexts"]["trace"]["parent_span_id"] for event in processed]
+    assert sorted(parents) == sorted(trace_of_span)  # every record once, each under its own publish span
+    for event in processed:
+        trace = event["contexts"]["trace"]
+        assert trace["op"] == "queue.process"
+        assert trace["trace_id"] == trace_of_span[trace["parent_span_id"]]
+        assert trace["data"]["messaging.consumer.group.name"] == group
+        assert event["_dsc"]["trace_id"] == trace["trace_id"]  # the head's frozen baggage
+    assert len({event["contexts"]["trace"]["trace_id"] for event in processed}) == traces
+
+    seen = json.loads(stdout)
+    assert len(seen) == traces * per_trace
+    for value, trace_id, parent_span_id in seen:  # the loop body ran inside the record's trace
+        assert trace_id == trace_of_head[f"order-{value.split(':')[0]}"]
+        assert trace_of_span[parent_span_id] == trace_id
