@@ -1,0 +1,570 @@
+"""AMQP (RabbitMQ) through aio-pika: traced publishing, callback and iterator consumers, RPC.
+
+sentry-python has no AMQP integration and OpenTelemetry's aio-pika instrumentation loses the trace
+in ``queue.iterator()`` loops and on bytes header values (REFERENCE section 5). This adapter only
+knows aio-pika: headers live in the message's AMQP table, the destination is
+``exchange/routing_key`` (the default exchange has the empty name, so ``/orders``), a message is
+processed by a ``queue.consume`` callback or an ``async for`` loop body. Everything else (parsing,
+sampling, scopes, span data) is the core's.
+
+Publishing never touches the user's :class:`aio_pika.Message`: the wrapper publishes a copy whose
+headers are a new table with the trace written in, so a message object (or a headers dict) reused
+for several publishes is never changed behind the user's back, and concurrent publishes of one
+object cannot send each other's trace. The payload is the same ``bytes`` object, never re-encoded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import copy
+import functools
+import inspect
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any, ClassVar, TypeVar, cast, overload
+
+import aio_pika
+import sentry_sdk
+from aio_pika.abc import (
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractMessage,
+    AbstractQueueIterator,
+)
+from aio_pika.patterns import RPC
+from aio_pika.patterns.rpc import RPCMessageType
+from aio_pika.queue import QueueIterator
+from sentry_sdk.integrations import Integration
+from sentry_sdk.utils import capture_internal_exceptions
+
+from busprop import sdk
+from busprop.config import get_config, should_propagate
+from busprop.iteration import TracedAsyncIterator
+from busprop.processing import MessageProcessing, continue_trace
+from busprop.publishing import inject, publish
+from busprop.spandata import messaging_data
+
+logger = logging.getLogger("busprop")
+
+SYSTEM = "rabbitmq"
+ORIGIN = "auto.queue.busprop.aio_pika"
+#: Publish time in epoch seconds (a decimal string): the AMQP ``timestamp`` property has whole
+#: seconds only, too coarse for a receive latency in milliseconds.
+PUBLISHED_AT_HEADER = "busprop-published-at"
+ROUTING_KEY = "messaging.rabbitmq.destination.routing_key"
+DELIVERY_TAG = "messaging.rabbitmq.message.delivery_tag"
+RPC_OP = "rpc.client"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The message whose processing the current context already runs (one transaction per message,
+#: even when a decorated callback is also wrapped by :class:`AioPikaIntegration`).
+_processing_message: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "busprop_amqp_processing", default=None
+)
+#: Set while a traced publish runs, so an inner (patched) publish does not trace it twice.
+_publishing: contextvars.ContextVar[bool] = contextvars.ContextVar("busprop_amqp_publishing", default=False)
+
+
+# --- what aio-pika messages say -------------------------------------------------------------
+
+
+def destination_of(exchange: str | None, routing_key: str | None) -> str:
+    """The destination string for ``propagation_targets``: ``exchange/routing_key``."""
+    return f"{exchange or ''}/{routing_key or ''}"
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def retry_count(message: AbstractIncomingMessage) -> int:
+    """How many times the message was delivered before: dead-letterings plus redeliveries.
+
+    ``x-death`` (one entry per queue and reason, each with a ``count``) counts the times a
+    dead-letter exchange brought it back; ``x-delivery-count`` (quorum queues) counts the
+    redeliveries, and the ``redelivered`` flag says there was at least one.
+    """
+    headers = message.headers or {}
+    deaths = headers.get("x-death")
+    dead_letterings = (
+        sum(_count(entry.get("count")) for entry in deaths if isinstance(entry, Mapping))
+        if isinstance(deaths, list)
+        else 0
+    )
+    redeliveries = max(_count(headers.get("x-delivery-count")), 1 if message.redelivered else 0)
+    return dead_letterings + redeliveries
+
+
+def published_at(message: AbstractMessage) -> float | None:
+    """The publish time in epoch seconds: busprop's precise header, else the ``timestamp`` property."""
+    value = (message.headers or {}).get(PUBLISHED_AT_HEADER)
+    if isinstance(value, str) and len(value) < 32:
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = math.nan
+        if math.isfinite(seconds) and seconds > 0:
+            return seconds
+    timestamp = message.timestamp
+    try:
+        return timestamp.timestamp() if timestamp is not None else None
+    except (AttributeError, OverflowError, ValueError, OSError):
+        return None
+
+
+def message_processing(message: AbstractIncomingMessage, name: str | None = None) -> MessageProcessing:
+    """The core's processing of one received message (``with``/``async with``)."""
+    return continue_trace(
+        message.headers,
+        system=SYSTEM,
+        destination=destination_of(message.exchange, message.routing_key),
+        message_id=message.message_id,
+        body_size=len(message.body),
+        retry_count=retry_count(message),
+        published_at=published_at(message),
+        name=name,
+        origin=ORIGIN,
+        extra_data={ROUTING_KEY: message.routing_key, DELIVERY_TAG: message.delivery_tag},
+    )
+
+
+# --- publishing -------------------------------------------------------------------------------
+
+
+def _outgoing(message: AbstractMessage) -> AbstractMessage | None:
+    """A copy of ``message`` to publish with trace headers, or ``None`` if it cannot be copied.
+
+    The copy shares the body and every property but has its own headers table. The publish time
+    goes into :data:`PUBLISHED_AT_HEADER` and, when unset, the ``timestamp`` property; a missing
+    ``message_id`` is generated here instead of by aiormq (the same random hex), so the publish
+    span can name it.
+    """
+    if not isinstance(message, aio_pika.Message):
+        return None
+    outgoing = copy.copy(message)
+    now = time.time()
+    outgoing.headers = {**(message.headers or {}), PUBLISHED_AT_HEADER: f"{now:.6f}"}
+    if outgoing.timestamp is None:
+        outgoing.timestamp = datetime.fromtimestamp(now, tz=timezone.utc)
+    if not outgoing.message_id:
+        outgoing.message_id = uuid.uuid4().hex
+    return outgoing
+
+
+async def publish_message(
+    exchange: AbstractExchange,
+    message: AbstractMessage,
+    routing_key: str,
+    send: Callable[..., Awaitable[Any]],
+    **options: Any,
+) -> Any:
+    """Publish ``message`` with ``send(message, routing_key, **options)`` inside a ``queue.publish`` span.
+
+    ``send`` is the exchange's own publish. The trace is written into a copy of the message
+    (see :func:`_outgoing`); for a destination outside ``propagation_targets`` the message is
+    published as given.
+    """
+    if _publishing.get():
+        return await send(message, routing_key, **options)
+    destination = destination_of(exchange.name, routing_key)
+    outgoing = _outgoing(message) if should_propagate(destination) else None
+    sent = outgoing if outgoing is not None else message
+    token = _publishing.set(True)
+    try:
+        with publish(
+            outgoing.headers if outgoing is not None else {},
+            system=SYSTEM,
+            destination=destination,
+            message_id=sent.message_id,
+            body_size=len(sent.body),
+            origin=ORIGIN,
+            extra_data={ROUTING_KEY: routing_key},
+        ):
+            return await send(sent, routing_key, **options)
+    finally:
+        _publishing.reset(token)
+
+
+class TracedExchange(AbstractExchange):
+    """An aio-pika exchange whose ``publish`` writes the current trace; see :func:`traced_exchange`.
+
+    Everything but ``publish`` is the wrapped exchange's; it is still an
+    :class:`~aio_pika.abc.AbstractExchange`, so it can be passed to ``queue.bind``.
+    """
+
+    def __init__(self, exchange: AbstractExchange) -> None:
+        self.exchange = exchange
+        self.name = exchange.name
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self.exchange, attribute)
+
+    def __repr__(self) -> str:
+        return f"<TracedExchange {self.exchange!r}>"
+
+    async def publish(self, message: AbstractMessage, routing_key: str, **options: Any) -> Any:
+        """Publish like ``exchange.publish``, inside a ``queue.publish`` span, with the trace headers."""
+        return await publish_message(self.exchange, message, routing_key, self.exchange.publish, **options)
+
+    async def declare(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.exchange.declare(*args, **kwargs)
+
+    async def bind(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.exchange.bind(*args, **kwargs)
+
+    async def unbind(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.exchange.unbind(*args, **kwargs)
+
+    async def delete(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.exchange.delete(*args, **kwargs)
+
+
+def traced_exchange(exchange: AbstractExchange) -> TracedExchange:
+    """Wrap an exchange (``channel.default_exchange`` included) so its publishes carry the trace."""
+    if isinstance(exchange, TracedExchange):
+        return exchange
+    return TracedExchange(exchange)
+
+
+def _with_traced_exchanges(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    traced_args = tuple(traced_exchange(arg) if isinstance(arg, AbstractExchange) else arg for arg in args)
+    for key, value in kwargs.items():
+        if isinstance(value, AbstractExchange):
+            kwargs[key] = traced_exchange(value)
+    return traced_args
+
+
+def publisher(func: F) -> F:
+    """Decorate an async function that publishes: each exchange it receives is traced.
+
+    Every :class:`~aio_pika.abc.AbstractExchange` argument (positional or keyword) is passed on
+    as :func:`traced_exchange` of itself, so each ``publish`` inside is a ``queue.publish`` span
+    carrying the trace; everything else is passed as it was.
+    """
+
+    @functools.wraps(func)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs = dict(kwargs)
+        return await func(*_with_traced_exchanges(args, kwargs), **kwargs)
+
+    return cast(F, wrapper)
+
+
+# --- consuming --------------------------------------------------------------------------------
+
+
+def _find_message(args: tuple[Any, ...]) -> AbstractIncomingMessage | None:
+    for arg in reversed(args):
+        if isinstance(arg, AbstractIncomingMessage):
+            return arg
+    return None
+
+
+async def process_message(
+    message: AbstractIncomingMessage | None, call: Callable[[], Any], name: str | None = None
+) -> Any:
+    """Run ``call()`` (sync or async) inside ``message``'s trace; once per message per context."""
+    if message is None or _processing_message.get() is message:
+        result = call()
+        return await result if inspect.isawaitable(result) else result
+    token = _processing_message.set(message)
+    try:
+        with message_processing(message, name):
+            result = call()
+            return await result if inspect.isawaitable(result) else result
+    finally:
+        _processing_message.reset(token)
+
+
+@overload
+def consumer(func: F, *, name: str | None = None) -> F: ...
+
+
+@overload
+def consumer(func: None = None, *, name: str | None = None) -> Callable[[F], F]: ...
+
+
+def consumer(func: F | None = None, *, name: str | None = None) -> F | Callable[[F], F]:
+    """Decorate a ``queue.consume`` callback: it runs inside the trace its message carries.
+
+    Use as ``@busprop.amqp.consumer`` or ``@busprop.amqp.consumer(name="orders")`` (the
+    transaction name; default ``exchange/routing_key``). The message is the callback's last
+    :class:`~aio_pika.abc.AbstractIncomingMessage` argument, so methods work too. busprop never
+    acks, nacks or rejects: an exception propagates unchanged to aio-pika.
+    """
+
+    def decorate(callback: F) -> F:
+        @functools.wraps(callback)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return await process_message(_find_message(args), lambda: callback(*args, **kwargs), name)
+
+        return cast(F, wrapper)
+
+    return decorate(func) if func is not None else decorate
+
+
+class _AsIs(AsyncIterable[AbstractIncomingMessage]):
+    """Hands an iterator to the core as it is, without calling its (possibly patched) ``__aiter__``."""
+
+    def __init__(self, iterator: AsyncIterator[AbstractIncomingMessage]) -> None:
+        self.iterator = iterator
+
+    def __aiter__(self) -> AsyncIterator[AbstractIncomingMessage]:
+        return self.iterator
+
+
+class TracedQueueIterator(TracedAsyncIterator[AbstractIncomingMessage]):
+    """``queue.iterator()`` whose loop body runs inside each message's trace; see :func:`traced_iterator`."""
+
+    def __init__(self, iterable: AsyncIterable[AbstractIncomingMessage], name: str | None = None) -> None:
+        inner = iterable if isinstance(iterable, AbstractQueueIterator) else iterable.__aiter__()
+        if isinstance(inner, TracedQueueIterator):  # a queue's __aiter__ patched by the integration
+            inner = inner.queue_iterator
+        self.queue_iterator: AsyncIterator[AbstractIncomingMessage] = inner
+        super().__init__(_AsIs(inner), lambda message: message_processing(message, name))
+
+    async def __aenter__(self) -> TracedQueueIterator:
+        if isinstance(self.queue_iterator, AbstractQueueIterator):
+            await self.queue_iterator.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await super().__aexit__(exc_type, exc, tb)
+        if isinstance(self.queue_iterator, AbstractQueueIterator):
+            await self.queue_iterator.__aexit__(exc_type, exc, tb)
+
+    async def close(self) -> None:
+        """End the current message's processing and close the queue iterator."""
+        await self.aclose()
+        if isinstance(self.queue_iterator, AbstractQueueIterator):
+            await self.queue_iterator.close()
+
+
+def traced_iterator(
+    iterator: AsyncIterable[AbstractIncomingMessage], *, name: str | None = None
+) -> TracedQueueIterator:
+    """Wrap ``queue.iterator()`` (or a queue) so each ``async for`` body runs in its message's trace.
+
+    Use it as ``async with busprop.amqp.traced_iterator(queue.iterator()) as messages:`` to have a
+    raising loop body mark the message's transaction failed (and the queue iterator closed);
+    a plain ``async for`` works too.
+    """
+    if isinstance(iterator, TracedQueueIterator):
+        return iterator
+    return TracedQueueIterator(iterator, name)
+
+
+# --- RPC (aio_pika.patterns.RPC) --------------------------------------------------------------
+
+#: The destination of the RPC call the current context is making, while its round-trip span runs.
+_rpc_destination: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "busprop_amqp_rpc_destination", default=None
+)
+
+
+def _rpc_destination_of(rpc: RPC, method_name: str) -> str:
+    exchange = rpc.rpc_exchange.name if rpc.rpc_exchange is not None else ""
+    return destination_of(exchange, rpc._format_routing_key(method_name))
+
+
+def _round_trip_span(method_name: str, destination: str) -> contextlib.AbstractContextManager[Any]:
+    """A span for the whole call, under the current sampled span (none outside one)."""
+    parent = sentry_sdk.get_current_span()
+    if parent is None or not parent.sampled:
+        return contextlib.nullcontext()
+    span = parent.start_child(op=RPC_OP, name=f"rpc {method_name}", origin=ORIGIN)
+    for key, value in messaging_data(system=SYSTEM, destination=destination, operation="publish").items():
+        span.set_data(key, value)
+    return span
+
+
+async def rpc_call(rpc: RPC, method_name: str, call: Callable[[], Awaitable[Any]]) -> Any:
+    """Run an RPC ``call()`` inside one span that covers the round trip (request, server, reply)."""
+    if _rpc_destination.get() is not None:
+        return await call()
+    try:
+        destination = _rpc_destination_of(rpc, method_name)
+        span = _round_trip_span(method_name, destination)
+    except Exception:
+        logger.debug("busprop: could not start the RPC span", exc_info=True)
+        return await call()
+    token = _rpc_destination.set(destination)
+    try:
+        with span:
+            return await call()
+    finally:
+        _rpc_destination.reset(token)
+
+
+async def rpc_execute(call: Callable[[], Awaitable[Any]]) -> Any:
+    """Run the server's function: its exception is reported and fails the transaction, then re-raised.
+
+    aio-pika's RPC turns the exception into an error reply, so it never reaches the consumer's
+    transaction on its own.
+    """
+    try:
+        return await call()
+    except Exception as error:
+        with capture_internal_exceptions():
+            if get_config().capture_exceptions:
+                sdk.capture_consumer_exception(error, mechanism="busprop")
+            span = sentry_sdk.get_current_span()
+            if span is not None:
+                span.set_status("internal_error")
+        raise
+
+
+class TracedRPC(RPC):
+    """``aio_pika.patterns.RPC`` with trace propagation: ``await TracedRPC.create(channel)``.
+
+    ``call`` runs in an ``rpc.client`` span covering the round trip and writes the trace into the
+    request; the server processes each call inside the caller's trace (a ``queue.process``
+    transaction); an exception in the server's function fails that transaction.
+    """
+
+    async def call(self, method_name: str, kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
+        return await rpc_call(
+            self, method_name, functools.partial(super().call, method_name, kwargs, **options)
+        )
+
+    async def serialize_message(self, *args: Any, **kwargs: Any) -> aio_pika.Message:
+        message = await super().serialize_message(*args, **kwargs)
+        destination = _rpc_destination.get()
+        if destination is not None and message.type == RPCMessageType.CALL.value:
+            inject(message.headers, destination=destination, system=SYSTEM)
+        return message
+
+    async def on_call_message(self, method_name: str, message: aio_pika.IncomingMessage) -> None:
+        await process_message(message, functools.partial(super().on_call_message, method_name, message))
+
+    async def execute(self, func: Any, payload: dict[str, Any]) -> Any:
+        return await rpc_execute(functools.partial(super().execute, func, payload))
+
+
+# --- auto-instrumentation ---------------------------------------------------------------------
+
+
+def _enabled() -> bool:
+    return sentry_sdk.get_client().get_integration(AioPikaIntegration) is not None
+
+
+def _is_internal_callback(callback: Any) -> bool:
+    """aio-pika's own consumers: a queue iterator's buffer and RPC's reply handler."""
+    owner = getattr(callback, "__self__", None)
+    if isinstance(owner, AbstractQueueIterator):
+        return True
+    return isinstance(owner, RPC) and getattr(callback, "__name__", "") == "on_result_message"
+
+
+def _traced_callback(callback: Callable[..., Any]) -> Callable[..., Any]:
+    if getattr(callback, "__busprop_traced__", False) or _is_internal_callback(callback):
+        return callback
+
+    async def traced(message: AbstractIncomingMessage) -> Any:
+        return await process_message(message, lambda: callback(message))
+
+    traced.__busprop_traced__ = True  # type: ignore[attr-defined]
+    return traced
+
+
+def _patched_publish(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def publish(
+        self: AbstractExchange, message: AbstractMessage, routing_key: str, **options: Any
+    ) -> Any:
+        if not _enabled():
+            return await original(self, message, routing_key, **options)
+        return await publish_message(self, message, routing_key, functools.partial(original, self), **options)
+
+    return publish
+
+
+def _patched_consume(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def consume(self: aio_pika.Queue, callback: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if _enabled():
+            callback = _traced_callback(callback)
+        return await original(self, callback, *args, **kwargs)
+
+    return consume
+
+
+def _patched_aiter(original: Callable[..., Any]) -> Callable[..., Any]:
+    def aiter(self: AsyncIterable[AbstractIncomingMessage]) -> Any:
+        iterator = original(self)
+        return TracedQueueIterator(iterator) if _enabled() else iterator
+
+    return aiter
+
+
+def _patched_call(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def call(self: RPC, method_name: str, *args: Any, **kwargs: Any) -> Any:
+        if not _enabled():
+            return await original(self, method_name, *args, **kwargs)
+        return await rpc_call(
+            self, method_name, functools.partial(original, self, method_name, *args, **kwargs)
+        )
+
+    return call
+
+
+def _patched_execute(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def execute(self: RPC, func: Any, payload: dict[str, Any]) -> Any:
+        if not _enabled():
+            return await original(self, func, payload)
+        return await rpc_execute(functools.partial(original, self, func, payload))
+
+    return execute
+
+
+_PATCHES: tuple[tuple[type, str, Callable[[Callable[..., Any]], Callable[..., Any]]], ...] = (
+    (aio_pika.Exchange, "publish", _patched_publish),
+    (aio_pika.Queue, "consume", _patched_consume),
+    (aio_pika.Queue, "__aiter__", _patched_aiter),
+    (QueueIterator, "__aiter__", _patched_aiter),
+    (RPC, "call", _patched_call),
+    (RPC, "execute", _patched_execute),
+)
+
+
+class AioPikaIntegration(Integration):
+    """Traces existing aio-pika code without edits: ``sentry_sdk.init(integrations=[AioPikaIntegration()])``.
+
+    Patches ``Exchange.publish`` (robust exchanges included), ``Queue.consume`` callbacks,
+    ``async for`` over queues and queue iterators, and ``RPC.call``/``RPC.execute``. Installing
+    twice changes nothing; :meth:`uninstall` puts the originals back. The patches do nothing while
+    the active client was initialised without this integration.
+    """
+
+    identifier = "busprop_aio_pika"
+    _originals: ClassVar[dict[tuple[type, str], Any]] = {}
+
+    @staticmethod
+    def setup_once() -> None:
+        for owner, attribute, patch in _PATCHES:
+            key = (owner, attribute)
+            if key in AioPikaIntegration._originals:
+                continue
+            original = owner.__dict__[attribute]
+            AioPikaIntegration._originals[key] = original
+            patched = functools.wraps(original)(patch(original))
+            setattr(owner, attribute, patched)
+
+    @staticmethod
+    def uninstall() -> None:
+        """Restore aio-pika's originals; a later ``sentry_sdk.init`` with the integration patches again."""
+        originals = AioPikaIntegration._originals
+        while originals:
+            (owner, attribute), original = originals.popitem()
+            setattr(owner, attribute, original)
+        with capture_internal_exceptions():
+            from sentry_sdk import integrations
+
+            integrations._installed_integrations.discard(AioPikaIntegration.identifier)

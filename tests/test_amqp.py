@@ -1,0 +1,486 @@
+"""busprop.amqp against the real RabbitMQ: what Sentry would receive from publishers and consumers.
+
+Every queue has a unique name and is exclusive to the test's connection (or deleted at the end),
+so tests never see each other's messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aio_pika
+import pytest
+import sentry_sdk
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+
+import busprop
+import busprop.amqp
+from busprop.testing import CapturingTransport
+from tests.processes import read_captured, run_app, start_app
+
+pytestmark = pytest.mark.broker
+
+HEAD = "771a43a4192642f0b136d5159a501700"
+
+
+def unique(prefix: str = "busprop-test") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def trace_of(event: dict[str, Any]) -> dict[str, Any]:
+    return event["contexts"]["trace"]  # type: ignore[no-any-return]
+
+
+def spans_of(events: list[dict[str, Any]], op: str) -> list[dict[str, Any]]:
+    return [span for event in events for span in event["spans"] if span["op"] == op]
+
+
+def mechanism_of(error: dict[str, Any]) -> str | None:
+    return error["exception"]["values"][-1].get("mechanism", {}).get("type")  # type: ignore[no-any-return]
+
+
+def processed(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [event for event in events if trace_of(event)["op"] == "queue.process"]
+
+
+@pytest.fixture
+async def connection(amqp_url: str) -> AsyncIterator[aio_pika.abc.AbstractRobustConnection]:
+    connection = await aio_pika.connect_robust(amqp_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def channel(connection: aio_pika.abc.AbstractRobustConnection) -> AbstractChannel:
+    return await connection.channel()
+
+
+async def exclusive_queue(channel: AbstractChannel) -> AbstractQueue:
+    return await channel.declare_queue(unique(), exclusive=True)
+
+
+async def receive(queue: AbstractQueue) -> AbstractIncomingMessage:
+    message = await queue.get(timeout=5, fail=False)
+    for _ in range(50):
+        if message is not None:
+            return message
+        await asyncio.sleep(0.02)
+        message = await queue.get(timeout=5, fail=False)
+    raise AssertionError(f"nothing arrived on {queue.name}")
+
+
+async def consume_until(
+    queue: AbstractQueue, count: int, handler: Callable[[AbstractIncomingMessage], Any]
+) -> list[AbstractIncomingMessage]:
+    """Consume with ``handler`` (already decorated or not) until ``count`` calls returned."""
+    done = asyncio.Event()
+    seen: list[AbstractIncomingMessage] = []
+
+    async def callback(message: AbstractIncomingMessage) -> None:
+        try:
+            await handler(message)
+        finally:
+            seen.append(message)
+            if len(seen) >= count:
+                done.set()
+
+    tag = await queue.consume(callback)
+    try:
+        await asyncio.wait_for(done.wait(), timeout=10)
+    finally:
+        await queue.cancel(tag)
+    return seen
+
+
+# --- publishing ---------------------------------------------------------------------------------
+
+
+async def test_publish_writes_trace_into_a_copy_and_leaves_the_message_alone(
+    sentry_init: Callable[..., Any], channel: AbstractChannel
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    queue = await exclusive_queue(channel)
+    user_headers: dict[str, Any] = {"x-tenant": "acme", "baggage": "vendor=kept", "sentry-trace": "stale"}
+    message = aio_pika.Message(b'{"order": 42}', headers=user_headers)
+    exchange = busprop.amqp.traced_exchange(channel.default_exchange)
+    with sentry_sdk.start_transaction(name="checkout"):
+        await exchange.publish(message, routing_key=queue.name)
+
+    assert message.headers is user_headers
+    assert user_headers == {"x-tenant": "acme", "baggage": "vendor=kept", "sentry-trace": "stale"}
+    assert message.timestamp is None and message.message_id is None
+
+    received = await receive(queue)
+    assert received.body == b'{"order": 42}'
+    (span,) = spans_of(captured.transactions(), "queue.publish")
+    assert received.headers["sentry-trace"] == f"{span['trace_id']}-{span['span_id']}-1"
+    baggage = str(received.headers["baggage"]).split(",")
+    assert baggage[0] == "vendor=kept" and f"sentry-trace_id={span['trace_id']}" in baggage
+    assert received.headers["x-tenant"] == "acme"
+    assert list(received.headers).count("sentry-trace") == 1
+    assert received.timestamp is not None and received.message_id
+    assert span["data"] == {
+        **span["data"],
+        "messaging.system": "rabbitmq",
+        "messaging.destination.name": f"/{queue.name}",
+        "messaging.message.id": received.message_id,
+        "messaging.message.body.size": 13,
+        "messaging.rabbitmq.destination.routing_key": queue.name,
+    }
+    assert span["origin"] == "auto.queue.busprop.aio_pika"
+
+
+async def test_a_reused_message_carries_each_publish_its_own_trace(
+    sentry_init: Callable[..., Any], channel: AbstractChannel
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    queue = await exclusive_queue(channel)
+    message = aio_pika.Message(b"same", message_id="fixed-id")
+    exchange = busprop.amqp.traced_exchange(channel.default_exchange)
+    for name in ("first", "second"):
+        with sentry_sdk.start_transaction(name=name):
+            await exchange.publish(message, routing_key=queue.name)
+    traces = [str((await receive(queue)).headers["sentry-trace"]) for _ in range(2)]
+    spans = spans_of(captured.transactions(), "queue.publish")
+    assert traces == [f"{span['trace_id']}-{span['span_id']}-1" for span in spans]
+    assert traces[0][:32] != traces[1][:32]
+    assert [span["data"]["messaging.message.id"] for span in spans] == ["fixed-id", "fixed-id"]
+    assert message.headers == {}
+
+
+async def test_named_exchange_destination_and_propagation_targets(
+    sentry_init: Callable[..., Any], channel: AbstractChannel
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    exchange = await channel.declare_exchange(
+        unique("busprop-x"), aio_pika.ExchangeType.TOPIC, auto_delete=True
+    )
+    queue = await exclusive_queue(channel)
+    await queue.bind(busprop.amqp.traced_exchange(exchange), routing_key="orders.#")
+    traced = busprop.amqp.traced_exchange(exchange)
+    busprop.configure(propagation_targets=[rf"^{exchange.name}/orders\.eu$"])
+    with sentry_sdk.start_transaction(name="checkout"):
+        await traced.publish(aio_pika.Message(b"eu"), routing_key="orders.eu")
+        await traced.publish(aio_pika.Message(b"us", headers={"keep": "me"}), routing_key="orders.us")
+
+    eu, us = await receive(queue), await receive(queue)
+    assert "sentry-trace" in eu.headers
+    assert us.headers == {"keep": "me"} and us.timestamp is None
+    destinations = [
+        span["data"]["messaging.destination.name"]
+        for span in spans_of(captured.transactions(), "queue.publish")
+    ]
+    assert destinations == [f"{exchange.name}/orders.eu", f"{exchange.name}/orders.us"]
+
+
+async def test_publisher_decorator_traces_the_exchanges_it_receives(
+    sentry_init: Callable[..., Any], channel: AbstractChannel
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    queue = await exclusive_queue(channel)
+
+    @busprop.amqp.publisher
+    async def send(exchange: aio_pika.abc.AbstractExchange, body: bytes, *, also: Any = None) -> None:
+        assert isinstance(exchange, busprop.amqp.TracedExchange)
+        assert isinstance(also, busprop.amqp.TracedExchange)
+        await exchange.publish(aio_pika.Message(body), routing_key=queue.name)
+
+    with sentry_sdk.start_transaction(name="checkout"):
+        await send(channel.default_exchange, b"hello", also=channel.default_exchange)
+    (span,) = spans_of(captured.transactions(), "queue.publish")
+    assert (await receive(queue)).headers["sentry-trace"] == f"{span['trace_id']}-{span['span_id']}-1"
+
+
+# --- consuming ----------------------------------------------------------------------------------
+
+
+async def publish_traced(channel: AbstractChannel, routing_key: str, bodies: list[bytes]) -> list[str]:
+    """Publish each body in its own transaction; returns each message's ``trace_id-span_id``."""
+    exchange = busprop.amqp.traced_exchange(channel.default_exchange)
+    for body in bodies:
+        with sentry_sdk.start_transaction(name="producer"):
+            await exchange.publish(aio_pika.Message(body), routing_key=routing_key)
+    sentry_sdk.flush()
+    spans = spans_of(CapturingTransport.transactions(), "queue.publish")[-len(bodies) :]
+    return [f"{span['trace_id']}-{span['span_id']}" for span in spans]
+
+
+async def test_callback_consumer_continues_the_trace(
+    sentry_init: Callable[..., Any], channel: AbstractChannel
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    queue = await exclusive_queue(channel)
+    (sent,) = await publish_traced(channel, queue.name, [b"order"])
+    inside: list[str | None] = []
+
+    @busprop.amqp.consumer
+    async def handle(message: AbstractIncomingMessage) -> None:
+        async with message.process():
+            inside.append(sentry_sdk.get_traceparent())
+
+    await consume_until(queue, 1, handle)
+    (event,) = processed(captured.transactions())
+    trace = trace_of(event)
+    assert (trace["trace_id"], trace["parent_span_id"]) == tuple(sent.split("-"))
+    assert inside[0] is not None and inside[0].startswith(f"{trace['trace_id']}-{trace['span_id']}")
+    assert event["transaction"] == f"/{queue.name}"
+    data = trace["data"]
+    assert data["messaging.system"] == "rabbitmq"
+    assert data["messaging.destination.name"] == f"/{queue.name}"
+    assert data["messaging.message.retry.count"] == 0
+    assert data["messaging.message.body.size"] == 5
+    assert 0 <= data["messaging.message.receive.latency"] < 5000
+    assert data["messaging.rabbitmq.message.delivery_tag"] >= 1
+    assert data["messaging.message.id"]
+
+
+async def test_iterator_runs_each_loop_body_in_its_message_trace(
+    sentry_init: Callable[..., Any], channel: AbstractChannel
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    queue = await exclusive_queue(channel)
+    sent = await publish_traced(channel, queue.name, [b"0", b"1", b"2"])
+    inside = []
+    async with busprop.amqp.traced_iterator(queue.iterator(), name="orders") as messages:
+        async for message in messages:
+            async with message.process():
+                await asyncio.sleep(0)
+                inside.append((message.body, (sentry_sdk.get_traceparent() or "")[:32]))
+            if len(inside) == 3:
+                break
+    assert inside == [(str(n).encode(), sent[n][:32]) for n in range(3)]
+    events = processed(captured.transactions())
+    assert [(trace_of(e)["trace_id"], trace_of(e)["parent_span_id"]) for e in events] == [
+        tuple(trace.split("-")) for trace in sent
+    ]
+    assert {event["transaction"] for event in events} == {"orders"}
+    assert all(trace_of(event).get("status", "ok") == "ok" for event in events)
+
+
+async def test_iterator_body_exception_fails_the_transaction_and_closes_the_iterator(
+    sentry_init: Callable[..., Any], channel: AbstractChannel
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    queue = await exclusive_queue(channel)
+    await publish_traced(channel, queue.name, [b"bad"])
+    iterator = queue.iterator()
+    with pytest.raises(KeyError):
+        async with busprop.amqp.traced_iterator(iterator) as messages:
+            async for message in messages:
+                async with message.process(requeue=True):
+                    raise KeyError("bad")
+    (event,) = processed(captured.transactions())
+    assert trace_of(event)["status"] == "internal_error"
+    assert iterator.consumer_tag is None  # aio-pika's own close ran
+    redelivered = await receive(queue)
+    assert redelivered.redelivered and redelivered.body == b"bad"
+
+
+async def test_consumer_exception_leaves_redelivery_unchanged(
+    sentry_init: Callable[..., Any], channel: AbstractChannel
+) -> None:
+    """The same callback, bare and decorated: aio-pika requeues and redelivers identically."""
+    captured = sentry_init(traces_sample_rate=1.0)
+
+    async def scenario(decorate: bool) -> list[bool]:
+        queue = await exclusive_queue(channel)
+        await publish_traced(channel, queue.name, [b"flaky"])
+        deliveries: list[bool] = []
+
+        async def handle(message: AbstractIncomingMessage) -> None:
+            async with message.process(requeue=True):
+                deliveries.append(bool(message.redelivered))
+                if len(deliveries) == 1:
+                    raise RuntimeError("flaky")
+
+        await consume_until(queue, 2, busprop.amqp.consumer(handle) if decorate else handle)
+        return deliveries
+
+    bare = await scenario(decorate=False)
+    traced = await scenario(decorate=True)
+    assert bare == traced == [False, True]
+    events = processed(captured.transactions())
+    assert [trace_of(e).get("status", "ok") for e in events] == ["internal_error", "ok"]
+    assert [trace_of(e)["data"]["messaging.message.retry.count"] for e in events] == [0, 1]
+    assert trace_of(events[0])["trace_id"] == trace_of(events[1])["trace_id"]
+    (error,) = [e for e in captured.errors() if mechanism_of(e) == "busprop"]
+    assert error["exception"]["values"][-1]["value"] == "flaky"
+    assert error["contexts"]["trace"]["trace_id"] == trace_of(events[0])["trace_id"]
+
+
+async def test_decorated_callback_reraises_the_same_exception(
+    sentry_init: Callable[..., Any], channel: AbstractChannel
+) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    queue = await exclusive_queue(channel)
+    await publish_traced(channel, queue.name, [b"x"])
+    message = await receive(queue)
+    error = ValueError("mine")
+
+    @busprop.amqp.consumer
+    async def handle(message: AbstractIncomingMessage) -> None:
+        raise error
+
+    with pytest.raises(ValueError) as raised:
+        await handle(message)
+    assert raised.value is error
+    assert not message.processed  # busprop never acks, nacks or rejects
+    await message.nack(requeue=False)
+
+
+def test_retry_count_from_redelivered_delivery_count_and_x_death() -> None:
+    class Fake:
+        def __init__(self, headers: dict[str, Any], redelivered: bool) -> None:
+            self.headers, self.redelivered = headers, redelivered
+
+    def count(headers: dict[str, Any], redelivered: bool = False) -> int:
+        return busprop.amqp.retry_count(Fake(headers, redelivered))  # type: ignore[arg-type]
+
+    assert count({}) == 0
+    assert count({}, redelivered=True) == 1
+    assert count({"x-delivery-count": 3}, redelivered=True) == 3
+    deaths = [
+        {"count": 2, "queue": "a", "reason": "rejected"},
+        {"count": 1, "queue": "b", "reason": "expired"},
+    ]
+    assert count({"x-death": deaths}) == 3
+    assert count({"x-death": deaths, "x-delivery-count": 1}, redelivered=True) == 4
+    assert count({"x-death": "junk", "x-delivery-count": "2"}) == 0
+    assert count({"x-death": [{"count": True}, {"count": -1}, "x"], "x-delivery-count": None}) == 0
+
+
+MALFORMED: list[dict[str, Any]] = [
+    {"sentry-trace": bytearray(b"\xff\xfe\x00"), "baggage": bytearray(b"\x00\x01")},
+    {"sentry-trace": 42, "baggage": 1.5},
+    {"sentry-trace": {"nested": {"table": f"{HEAD}-b2bd6e9b3e4c5a1f-1"}}, "baggage": ["a", 1]},
+    {"sentry-trace": None, "baggage": None},
+    {"sentry-trace": "not-a-trace", "baggage": "sentry-trace_id=zzz"},
+    {"sentry-trace": f"{'0' * 32}-{'0' * 16}-1"},
+    {"sentry-trace": [f"{HEAD}-b2bd6e9b3e4c5a1f-1"], "baggage": True},
+    {"x-death": "junk", "x-delivery-count": "two", "busprop-published-at": "nan"},
+]
+
+
+async def test_malformed_and_non_string_headers_start_a_fresh_trace(
+    sentry_init: Callable[..., Any], channel: AbstractChannel
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    queue = await exclusive_queue(channel)
+    for number, headers in enumerate(MALFORMED):
+        await channel.default_exchange.publish(
+            aio_pika.Message(str(number).encode(), headers=headers), queue.name
+        )
+    bodies: list[bytes] = []
+
+    @busprop.amqp.consumer
+    async def handle(message: AbstractIncomingMessage) -> None:
+        async with message.process():
+            bodies.append(message.body)
+
+    await consume_until(queue, len(MALFORMED), handle)
+    assert sorted(bodies) == sorted(str(n).encode() for n in range(len(MALFORMED)))
+    events = processed(captured.transactions())
+    trace_ids = {trace_of(event)["trace_id"] for event in events}
+    assert len(events) == len(trace_ids) == len(MALFORMED)
+    assert HEAD not in trace_ids and "0" * 32 not in trace_ids
+    assert all(trace_of(event).get("parent_span_id") is None for event in events)
+    assert captured.errors() == []
+
+
+async def test_a_trace_in_a_byte_array_header_is_continued(
+    sentry_init: Callable[..., Any], channel: AbstractChannel
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    queue = await exclusive_queue(channel)
+    headers = {"sentry-trace": bytearray(f"{HEAD}-b2bd6e9b3e4c5a1f-1".encode())}
+    await channel.default_exchange.publish(aio_pika.Message(b"x", headers=headers), queue.name)
+    await consume_until(queue, 1, busprop.amqp.consumer(lambda message: message.ack()))
+    (event,) = processed(captured.transactions())
+    assert (trace_of(event)["trace_id"], trace_of(event)["parent_span_id"]) == (HEAD, "b2bd6e9b3e4c5a1f")
+
+
+async def test_unsampled_head_no_consumer_transaction_and_minus_zero_forwarded(
+    sentry_init: Callable[..., Any], channel: AbstractChannel
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    first, second = await exclusive_queue(channel), await exclusive_queue(channel)
+    exchange = busprop.amqp.traced_exchange(channel.default_exchange)
+    with sentry_sdk.start_transaction(name="head", sampled=False) as head:
+        await exchange.publish(aio_pika.Message(b"order"), routing_key=first.name)
+
+    @busprop.amqp.consumer
+    async def forward(message: AbstractIncomingMessage) -> None:
+        async with message.process():
+            await exchange.publish(aio_pika.Message(b"email"), routing_key=second.name)
+
+    await consume_until(first, 1, forward)
+    received = await receive(second)
+    trace_id, _, sampled = str(received.headers["sentry-trace"]).split("-")
+    assert (trace_id, sampled) == (head.trace_id, "0")
+    assert "sentry-sampled=false" in str(received.headers["baggage"])
+    assert captured.transactions() == []
+
+
+async def test_tracing_disabled_still_propagates_trace_ids(
+    sentry_init: Callable[..., Any], channel: AbstractChannel
+) -> None:
+    captured = sentry_init(traces_sample_rate=None)
+    first, second = await exclusive_queue(channel), await exclusive_queue(channel)
+    exchange = busprop.amqp.traced_exchange(channel.default_exchange)
+    await exchange.publish(aio_pika.Message(b"a"), routing_key=first.name)
+    head_trace = str((await receive(first)).headers["sentry-trace"])[:32]
+    await exchange.publish(aio_pika.Message(b"b"), routing_key=first.name)
+
+    @busprop.amqp.consumer
+    async def forward(message: AbstractIncomingMessage) -> None:
+        await message.ack()
+        await exchange.publish(aio_pika.Message(b"c"), routing_key=second.name)
+
+    await consume_until(first, 1, forward)
+    assert str((await receive(second)).headers["sentry-trace"])[:32] == head_trace
+    assert captured.transactions() == []
+
+
+# --- separate processes -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mode", "count", "prefetch"), [("callback", 500, 50), ("iterator", 100, 10)])
+async def test_separate_processes_each_message_under_its_own_trace(
+    amqp_url: str, channel: AbstractChannel, tmp_path: Any, mode: str, count: int, prefetch: int
+) -> None:
+    queue = await channel.declare_queue(unique(), auto_delete=False)
+    consumer_capture, report_path = tmp_path / "consumer.json", tmp_path / "report.json"
+    try:
+        consumer = start_app(
+            "amqp_consumer", amqp_url, queue.name, str(count), mode, str(prefetch),
+            str(consumer_capture), str(report_path),
+        )  # fmt: skip
+        assert consumer.stdout is not None
+        assert (await asyncio.to_thread(consumer.stdout.readline)).strip() == "ready"
+        await asyncio.to_thread(
+            run_app, "amqp_publisher", amqp_url, queue.name, str(count), str(tmp_path / "p.json")
+        )
+        _, stderr = await asyncio.to_thread(consumer.communicate, timeout=60)
+        assert consumer.returncode == 0, stderr
+    finally:
+        await queue.delete(if_unused=False, if_empty=False)
+
+    publish_spans = spans_of(read_captured(tmp_path / "p.json")["transactions"], "queue.publish")
+    assert len(publish_spans) == count
+    parents = {span["trace_id"]: span["span_id"] for span in publish_spans}
+    assert len(parents) == count
+
+    report = json.loads(report_path.read_text())
+    assert len(report["seen"]) == count
+    for body, seen in report["seen"].items():
+        assert seen["header"] == seen["before"] == seen["after"], body
+    if mode == "callback":
+        assert report["max_in_flight"] > 1  # callbacks really ran concurrently
+
+    events = processed(read_captured(consumer_capture)["transactions"])
+    assert len(events) == count
+    assert {trace_of(e)["trace_id"]: trace_of(e)["parent_span_id"] for e in events} == parents
