@@ -436,13 +436,13 @@ class BatchProcessing:
         return self
 
     def __iter__(self) -> Iterator[Any]:
-        try:
-            for record in self.records:
-                self._finish_span()
-                self._span = self._start_span(record)
-                yield record
-        finally:
+        # No ``finally``: a loop body that raises or breaks closes this generator before the
+        # ``with`` block's ``__exit__`` runs, and that ``__exit__`` finishes the span with the error.
+        for record in self.records:
             self._finish_span()
+            self._span = self._start_span(record)
+            yield record
+        self._finish_span()
 
     def _start_span(self, record: Any) -> Span | None:
         transaction = self._transaction

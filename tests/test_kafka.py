@@ -7,6 +7,7 @@ are about consumer groups join one. Every test uses its own topics.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -463,3 +464,133 @@ def test_thousand_records_of_fifty_traces_across_processes_in_a_consumer_group(
     for value, trace_id, parent_span_id in seen:  # the loop body ran inside the record's trace
         assert trace_id == trace_of_head[f"order-{value.split(':')[0]}"]
         assert trace_of_span[parent_span_id] == trace_id
+
+
+# --- poll() batches ------------------------------------------------------------------------------
+
+
+def poll_all(consumer: KafkaConsumer, count: int) -> dict[Any, list[Any]]:
+    """Merge ``poll()`` results until ``count`` records arrived (a batch as poll returns it)."""
+    batch: dict[Any, list[Any]] = {}
+    for _attempt in range(50):
+        for partition, records in consumer.poll(timeout_ms=200).items():
+            batch.setdefault(partition, []).extend(records)
+        if sum(len(records) for records in batch.values()) >= count:
+            return batch
+    raise AssertionError(f"fewer than {count} records arrived")
+
+
+def produce_heads(bootstrap: str, topic: str, heads: list[tuple[str, bool]], per_head: int) -> dict[str, str]:
+    """Each head (name, sampled) sends ``per_head`` records; returns the trace id of each head."""
+    producer = busprop.kafka.traced_producer(KafkaProducer(bootstrap_servers=bootstrap))
+    trace_ids = {}
+    for name, sampled in heads:
+        with sentry_sdk.start_transaction(name=name, sampled=sampled) as head:
+            for index in range(per_head):
+                producer.send(topic, f"{name}:{index}".encode())
+        trace_ids[name] = head.trace_id
+    producer.close()
+    return trace_ids
+
+
+def test_poll_batch_with_one_trace_per_record(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    topic = new_topic(partitions=2)
+    trace_ids = produce_heads(kafka_bootstrap, topic, [("a", True), ("b", True), ("c", True)], 2)
+    consumer = assigned_consumer(kafka_bootstrap, topic, partitions=2)
+    batch = poll_all(consumer, 6)
+    seen = []
+    with busprop.kafka.traced_records(batch, group_id="batch-group") as records:
+        for record in records:
+            span = sentry_sdk.get_current_span()
+            assert span is not None
+            seen.append((record.value.decode().split(":")[0], span.trace_id))
+    consumer.close()
+    assert sorted(seen) == sorted((head, trace_ids[head]) for head in "aabbcc")
+    processed = by_op(captured, "queue.process")
+    assert len(processed) == 6
+    assert {event["contexts"]["trace"]["data"]["messaging.consumer.group.name"] for event in processed} == {
+        "batch-group"
+    }
+
+
+def test_batch_mode_one_transaction_with_a_span_per_record(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    topic = new_topic()
+    produce_heads(kafka_bootstrap, topic, [("sampled", True), ("unsampled", False)], 3)
+    records_on_broker = read_all(kafka_bootstrap, topic, 6)
+    producer_traces = {
+        record.offset: only(header_values(record, "sentry-trace")).decode().split("-")
+        for record in records_on_broker
+    }
+    captured_heads = len(captured.transactions())
+    consumer = assigned_consumer(kafka_bootstrap, topic, group_id=None)
+    batch = poll_all(consumer, 6)
+    inside = []
+    with busprop.kafka.process_batch(batch, consumer=consumer, name="orders batch") as records:
+        for record in records:
+            span = sentry_sdk.get_current_span()
+            assert span is not None
+            inside.append((record.offset, span.op, span.span_id))
+    consumer.close()
+    transaction = only(captured.transactions()[captured_heads:])
+    trace = transaction["contexts"]["trace"]
+    assert (trace["op"], transaction["transaction"]) == ("queue.process", "orders batch")
+    assert trace["data"]["messaging.batch.message_count"] == 6
+    assert trace["trace_id"] not in {parts[0] for parts in producer_traces.values()}  # a trace of its own
+    spans = sorted(transaction["spans"], key=lambda span: span["data"]["messaging.kafka.offset"])
+    assert inside == [(offset, "queue.process", span["span_id"]) for offset, span in enumerate(spans)]
+    assert [span["data"]["messaging.message.id"] for span in spans] == [f"{topic}/0/{n}" for n in range(6)]
+    for span in spans:
+        trace_id, span_id, sampled = producer_traces[span["data"]["messaging.kafka.offset"]]
+        assert span["parent_span_id"] == trace["span_id"]
+        assert span["data"]["busprop.link.trace_id"] == trace_id
+        assert span["data"]["busprop.link.span_id"] == span_id
+        assert span["data"]["busprop.link.sampled"] is (sampled == "1")
+        assert span["data"]["messaging.destination.name"] == topic
+        assert span["data"]["messaging.message.receive.latency"] >= 0
+    assert all(
+        earlier["timestamp"] <= later["start_timestamp"] for earlier, later in itertools.pairwise(spans)
+    )
+
+
+def test_batch_mode_exception_fails_the_batch_and_propagates(
+    sentry_init: SentryInit, kafka_bootstrap: str, raw_producer: KafkaProducer, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    topic = new_topic()
+    for value in (b"ok", b"poison", b"never"):
+        raw_producer.send(topic, value)
+    raw_producer.flush()
+    consumer = assigned_consumer(kafka_bootstrap, topic)
+    batch = poll_all(consumer, 3)
+    failure = RuntimeError("poison record")
+    with pytest.raises(RuntimeError) as raised, busprop.kafka.process_batch(batch) as records:
+        for record in records:
+            if record.value == b"poison":
+                raise failure
+    consumer.close()
+    assert raised.value is failure
+    transaction = only(captured.transactions())
+    assert transaction["contexts"]["trace"]["status"] == "internal_error"
+    assert [span.get("status", "ok") for span in transaction["spans"]] == ["ok", "internal_error"]
+    assert only(captured.errors())["exception"]["values"][-1]["value"] == "poison record"
+
+
+def test_unsampled_batch_costs_no_spans_and_delivers_every_record(
+    sentry_init: SentryInit, kafka_bootstrap: str, raw_producer: KafkaProducer, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=0.0)
+    topic = new_topic()
+    for value in (b"1", b"2", b"3"):
+        raw_producer.send(topic, value)
+    raw_producer.flush()
+    consumer = assigned_consumer(kafka_bootstrap, topic)
+    with busprop.kafka.process_batch(poll_all(consumer, 3)) as records:
+        assert [record.value for record in records] == [b"1", b"2", b"3"]
+    consumer.close()
+    assert captured.transactions() == []
