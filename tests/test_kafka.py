@@ -594,3 +594,127 @@ def test_unsampled_batch_costs_no_spans_and_delivers_every_record(
         assert [record.value for record in records] == [b"1", b"2", b"3"]
     consumer.close()
     assert captured.transactions() == []
+
+
+# --- KafkaIntegration ----------------------------------------------------------------------------
+
+ORIGINAL_SEND = KafkaProducer.send
+ORIGINAL_NEXT = KafkaConsumer.__next__
+ORIGINAL_CLOSE = KafkaConsumer.close
+
+
+@pytest.fixture
+def integration() -> Iterator[type[busprop.kafka.KafkaIntegration]]:
+    yield busprop.kafka.KafkaIntegration
+    busprop.kafka.KafkaIntegration.uninstall()
+
+
+def test_integration_traces_unchanged_kafka_python_code(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    topic = new_topic()
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    with sentry_sdk.start_transaction(name="head") as head:
+        for value in (b"one", b"two"):
+            producer.send(topic, value, headers=(("kept", b"1"),))
+    producer.close()
+    publish_span_ids = [span["span_id"] for span in publish_spans(only(captured.transactions()))]
+    assert len(publish_span_ids) == 2
+
+    consumer = assigned_consumer(kafka_bootstrap, topic, group_id=None)
+    seen = []
+    for record in consumer:
+        span = sentry_sdk.get_current_span()
+        assert span is not None
+        seen.append((record.value, span.trace_id, span.parent_span_id))
+        if len(seen) == 2:
+            break
+    assert len(by_op(captured, "queue.process")) == 1  # the second record's ends when asked for more
+    consumer.close()
+    assert seen == [
+        (b"one", head.trace_id, publish_span_ids[0]),
+        (b"two", head.trace_id, publish_span_ids[1]),
+    ]
+    assert len(by_op(captured, "queue.process")) == 2
+    assert sentry_sdk.get_current_span() is None  # nothing left open after close()
+
+
+def test_integration_twice_and_with_the_wrappers_traces_once(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    patched_send, patched_next = KafkaProducer.send, KafkaConsumer.__next__
+    assert patched_send is not ORIGINAL_SEND and patched_next is not ORIGINAL_NEXT
+    busprop.kafka.install()
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    assert (KafkaProducer.send, KafkaConsumer.__next__) == (patched_send, patched_next)
+
+    topic = new_topic()
+    producer = busprop.kafka.traced_producer(KafkaProducer(bootstrap_servers=kafka_bootstrap))
+    with sentry_sdk.start_transaction(name="head"):
+        producer.send(topic, b"v").get(timeout=10)
+    producer.close()
+    assert len(publish_spans(only(captured.transactions()))) == 1
+    record = only(read_all(kafka_bootstrap, topic, 1))  # a patched consumer: one transaction
+    assert len(header_values(record, "sentry-trace")) == 1
+    assert len(by_op(captured, "queue.process")) == 1
+
+    consumer = assigned_consumer(kafka_bootstrap, topic)
+    with busprop.kafka.traced_consumer(consumer) as records:
+        for _record in records:
+            break
+    consumer.close()
+    assert len(by_op(captured, "queue.process")) == 2  # not 3: the wrapper bypasses the patch
+
+
+def test_integration_uninstall_restores_the_originals(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    integration.uninstall()
+    assert KafkaProducer.send is ORIGINAL_SEND
+    assert KafkaConsumer.__next__ is ORIGINAL_NEXT
+    assert KafkaConsumer.close is ORIGINAL_CLOSE
+    integration.uninstall()  # twice is harmless
+
+    captured = sentry_init(traces_sample_rate=1.0)
+    topic = new_topic()
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    with sentry_sdk.start_transaction(name="head"):
+        producer.send(topic, b"plain").get(timeout=10)
+    producer.close()
+    assert only(read_all(kafka_bootstrap, topic, 1)).headers == []
+    assert publish_spans(only(captured.transactions())) == []
+
+    sentry_init(traces_sample_rate=1.0, integrations=[integration()])  # can be installed again
+    assert KafkaProducer.send is not ORIGINAL_SEND
+
+
+def test_patched_methods_pass_through_for_a_client_without_the_integration(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    captured = sentry_init(traces_sample_rate=1.0)  # the patches stay, this client did not ask for them
+    assert KafkaProducer.send is not ORIGINAL_SEND
+    topic = new_topic()
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    with sentry_sdk.start_transaction(name="head"):
+        producer.send(topic, b"plain").get(timeout=10)
+    producer.close()
+    consumer = assigned_consumer(kafka_bootstrap, topic)
+    assert next(consumer).headers == []
+    consumer.close()
+    assert [event["transaction"] for event in captured.transactions()] == ["head"]
