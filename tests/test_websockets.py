@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +28,8 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError, Conne
 
 import busprop
 from busprop import websockets as traced_ws
-from tests.conftest import Captured
+from tests.conftest import IN_CI, Captured
+from tests.processes import ROOT, read_captured
 
 Init = Callable[..., Captured]
 Handler = Callable[[Any], Awaitable[None]]
@@ -548,3 +556,129 @@ async def test_unsampled_head_and_tracing_off_still_propagate(sentry_init: Init,
     assert metadata["sentryTrace"].startswith(trace_id) and metadata["sentryTrace"].endswith("-0")
     assert "sentry-sampled=false" in metadata["baggage"]
     assert captured.transactions() == []
+
+
+# examples/websocket_chat: the server with the Python client and with the page in headless Chromium
+
+
+EXAMPLE = ROOT / "examples" / "websocket_chat"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@contextmanager
+def chat_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """The example's server on a free port, capturing; yields (port, capture file) and stops it."""
+    capture = tmp_path / "server.json"
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "BUSPROP_CAPTURE": str(capture)}
+    process = subprocess.Popen(
+        [sys.executable, str(EXAMPLE / "server.py"), "--port", "0"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert match, f"server did not start: {line}{process.stderr.read() if process.stderr else ''}"
+        yield int(match.group(1)), capture
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr
+
+
+def test_example_python_client_against_the_chat_server(tmp_path: Path) -> None:
+    client_capture = tmp_path / "client.json"
+    with chat_server(tmp_path) as (port, server_capture):
+        output = subprocess.run(
+            [
+                sys.executable,
+                str(EXAMPLE / "client.py"),
+                f"ws://127.0.0.1:{port}/chat",
+                "--user",
+                "ada",
+                "--message",
+                "hello",
+                "--message",
+                "bye",
+            ],
+            env={**os.environ, "PYTHONPATH": str(ROOT), "BUSPROP_CAPTURE": str(client_capture)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            check=True,
+        ).stdout
+    assert "< ada: hello" in output and "< ada: bye" in output
+    client = read_captured(client_capture)["transactions"]
+    server = read_captured(server_capture)["transactions"]
+    sends = [t for t in client if t["transaction"] == "chat message"]
+    assert len(sends) == 2 and len(server) == 2
+    for send, process in zip(sends, server, strict=True):
+        (publish,) = send["spans"]
+        trace = process["contexts"]["trace"]
+        assert (trace["trace_id"], trace["parent_span_id"]) == (
+            send["contexts"]["trace"]["trace_id"],
+            publish["span_id"],
+        )
+        assert f"(trace {trace['trace_id']})" in output
+        broadcast, peer_publish = process["spans"]
+        assert (broadcast["op"], peer_publish["op"]) == ("chat.broadcast", "queue.publish")
+        (handled,) = [
+            t for t in client if t["contexts"]["trace"].get("parent_span_id") == peer_publish["span_id"]
+        ]
+        assert handled["contexts"]["trace"]["op"] == "queue.process"
+        assert handled["contexts"]["trace"]["trace_id"] == trace["trace_id"]
+
+
+def test_example_browser_page_in_headless_chromium(tmp_path: Path) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        message = "chromium is not installed (apt-get install chromium; dev.sh installs it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    with chat_server(tmp_path) as (port, server_capture):
+        dom = subprocess.run(
+            [
+                chromium,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--virtual-time-budget=10000",
+                "--dump-dom",
+                f"http://127.0.0.1:{port}/?auto=hello%20from%20chromium",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=True,
+        ).stdout
+    assert '<p id="status">round trip done</p>' in dom, dom
+    sent = re.search(r'data-direction="sent" data-sentry-trace="([0-9a-f]{32})-([0-9a-f]{16})-1"', dom)
+    received = re.search(
+        r'data-direction="received" data-sentry-trace="([0-9a-f]{32})-([0-9a-f]{16})-1"', dom
+    )
+    assert sent and received, dom
+    page_trace, page_span = sent.groups()
+    (process,) = read_captured(server_capture)["transactions"]
+    trace = process["contexts"]["trace"]
+    assert (trace["trace_id"], trace["parent_span_id"], trace["op"]) == (
+        page_trace,
+        page_span,
+        "queue.process",
+    )
+    assert process["_dsc"]["environment"] == "browser"  # the page's frozen baggage is continued
+    assert process["_dsc"]["trace_id"] == page_trace
+    _broadcast, publish = process["spans"]
+    assert received.groups() == (page_trace, publish["span_id"])  # the copy the page got is that span's child
