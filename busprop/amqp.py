@@ -499,9 +499,26 @@ def _patched_consume(original: Callable[..., Any]) -> Callable[..., Any]:
 def _patched_aiter(original: Callable[..., Any]) -> Callable[..., Any]:
     def aiter(self: AsyncIterable[AbstractIncomingMessage]) -> Any:
         iterator = original(self)
-        return TracedQueueIterator(iterator) if _enabled() else iterator
+        if not _enabled():
+            return iterator
+        traced = TracedQueueIterator(iterator)
+        with contextlib.suppress(AttributeError):  # for __aexit__: `async with queue.iterator() as q`
+            iterator._busprop_traced = traced
+        return traced
 
     return aiter
+
+
+def _patched_aexit(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def aexit(self: AbstractQueueIterator, *exc_info: Any) -> Any:
+        traced = self.__dict__.pop("_busprop_traced", None)
+        if isinstance(
+            traced, TracedQueueIterator
+        ):  # the loop body's exception fails its message's transaction
+            await TracedAsyncIterator.__aexit__(traced, *exc_info)
+        return await original(self, *exc_info)
+
+    return aexit
 
 
 def _patched_call(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -529,6 +546,7 @@ _PATCHES: tuple[tuple[type, str, Callable[[Callable[..., Any]], Callable[..., An
     (aio_pika.Queue, "consume", _patched_consume),
     (aio_pika.Queue, "__aiter__", _patched_aiter),
     (QueueIterator, "__aiter__", _patched_aiter),
+    (QueueIterator, "__aexit__", _patched_aexit),
     (RPC, "call", _patched_call),
     (RPC, "execute", _patched_execute),
 )
@@ -567,4 +585,5 @@ class AioPikaIntegration(Integration):
         with capture_internal_exceptions():
             from sentry_sdk import integrations
 
+            integrations._processed_integrations.discard(AioPikaIntegration.identifier)
             integrations._installed_integrations.discard(AioPikaIntegration.identifier)

@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aio_pika
+import aio_pika.patterns
 import pytest
 import sentry_sdk
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.queue import QueueIterator
 
 import busprop
 import busprop.amqp
+from busprop.amqp import AioPikaIntegration
 from busprop.testing import CapturingTransport
 from tests.processes import read_captured, run_app, start_app
 
@@ -45,6 +48,18 @@ def mechanism_of(error: dict[str, Any]) -> str | None:
 
 def processed(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [event for event in events if trace_of(event)["op"] == "queue.process"]
+
+
+async def transactions_when(
+    captured: Any, ready: Callable[[list[dict[str, Any]]], bool], timeout: float = 5
+) -> list[dict[str, Any]]:
+    """The captured transactions, once ``ready(events)`` holds (a consumer may finish after a reply)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        events: list[dict[str, Any]] = captured.transactions()
+        if ready(events) or asyncio.get_running_loop().time() > deadline:
+            return events
+        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -484,3 +499,190 @@ async def test_separate_processes_each_message_under_its_own_trace(
     events = processed(read_captured(consumer_capture)["transactions"])
     assert len(events) == count
     assert {trace_of(e)["trace_id"]: trace_of(e)["parent_span_id"] for e in events} == parents
+
+
+# --- RPC ----------------------------------------------------------------------------------------
+
+
+async def test_rpc_server_continues_the_callers_trace_inside_the_round_trip_span(
+    sentry_init: Callable[..., Any], connection: aio_pika.abc.AbstractRobustConnection
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    server = await busprop.amqp.TracedRPC.create(await connection.channel())
+    caller = await busprop.amqp.TracedRPC.create(await connection.channel())
+    method = unique("multiply")
+    inside: list[str | None] = []
+
+    async def multiply(*, x: int, y: int) -> int:
+        await asyncio.sleep(0.01)
+        inside.append(sentry_sdk.get_traceparent())
+        return x * y
+
+    await server.register(method, multiply, auto_delete=True)
+    try:
+        with sentry_sdk.start_transaction(name="caller") as root:
+            assert await caller.call(method, kwargs={"x": 6, "y": 7}) == 42
+    finally:
+        await caller.close()
+        await server.close()
+
+    events = await transactions_when(captured, lambda events: len(processed(events)) == 1)
+    (call_span,) = spans_of(events, "rpc.client")
+    (served,) = processed(events)
+    assert call_span["trace_id"] == root.trace_id == trace_of(served)["trace_id"]
+    assert trace_of(served)["parent_span_id"] == call_span["span_id"]
+    assert inside[0] is not None and inside[0].startswith(f"{root.trace_id}-{trace_of(served)['span_id']}")
+    assert call_span["start_timestamp"] <= served["start_timestamp"]
+    assert call_span["timestamp"] >= served["timestamp"]
+    assert call_span["data"]["messaging.destination.name"] == f"/{method}"
+    assert trace_of(served)["data"]["messaging.destination.name"] == f"/{method}"
+
+
+async def test_rpc_server_exception_fails_its_transaction_and_reaches_the_caller(
+    sentry_init: Callable[..., Any], connection: aio_pika.abc.AbstractRobustConnection
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    server = await busprop.amqp.TracedRPC.create(await connection.channel())
+    caller = await busprop.amqp.TracedRPC.create(await connection.channel())
+    method = unique("fail")
+
+    async def fail() -> None:
+        raise LookupError("no such order")
+
+    await server.register(method, fail, auto_delete=True)
+    try:
+        with sentry_sdk.start_transaction(name="caller"), pytest.raises(LookupError):
+            await caller.call(method)
+    finally:
+        await caller.close()
+        await server.close()
+    events = await transactions_when(captured, lambda events: len(processed(events)) == 1)
+    (served,) = processed(events)
+    (call_span,) = spans_of(events, "rpc.client")
+    assert trace_of(served)["status"] == "internal_error"
+    assert call_span["status"] == "internal_error"
+    (error,) = [e for e in captured.errors() if mechanism_of(e) == "busprop"]
+    assert error["contexts"]["trace"]["trace_id"] == trace_of(served)["trace_id"]
+
+
+# --- auto-instrumentation -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def integration() -> Iterator[type[AioPikaIntegration]]:
+    yield AioPikaIntegration
+    AioPikaIntegration.uninstall()
+
+
+async def test_integration_traces_plain_aio_pika_code(
+    sentry_init: Callable[..., Any], connection: aio_pika.abc.AbstractRobustConnection, integration: Any
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    channel = await connection.channel()
+    callback_queue, loop_queue = await exclusive_queue(channel), await exclusive_queue(channel)
+    with sentry_sdk.start_transaction(name="checkout") as root:
+        await channel.default_exchange.publish(aio_pika.Message(b"a"), routing_key=callback_queue.name)
+        await channel.default_exchange.publish(aio_pika.Message(b"b"), routing_key=loop_queue.name)
+    inside: list[str] = []
+
+    async def handle(message: AbstractIncomingMessage) -> None:
+        async with message.process():
+            inside.append((sentry_sdk.get_traceparent() or "")[:32])
+
+    await consume_until(callback_queue, 1, handle)
+    async with loop_queue.iterator() as messages:
+        async for message in messages:
+            async with message.process():
+                inside.append((sentry_sdk.get_traceparent() or "")[:32])
+            break
+
+    events = captured.transactions()
+    publish_spans = spans_of(events, "queue.publish")
+    assert len(publish_spans) == 2
+    consumed = processed(events)
+    assert [trace_of(e)["parent_span_id"] for e in consumed] == [span["span_id"] for span in publish_spans]
+    assert inside == [root.trace_id, root.trace_id]
+
+
+async def test_integration_rpc_round_trip(
+    sentry_init: Callable[..., Any], connection: aio_pika.abc.AbstractRobustConnection, integration: Any
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    server = await aio_pika.patterns.RPC.create(await connection.channel())
+    caller = await aio_pika.patterns.RPC.create(await connection.channel())
+    method = unique("echo")
+
+    async def echo(*, text: str) -> str:
+        return text
+
+    await server.register(method, echo, auto_delete=True)
+    try:
+        with sentry_sdk.start_transaction(name="caller"):
+            assert await caller.call(method, kwargs={"text": "hi"}) == "hi"
+    finally:
+        await caller.close()
+        await server.close()
+    events = await transactions_when(captured, lambda events: len(processed(events)) == 1)
+    (call_span,) = spans_of(events, "rpc.client")
+    request_span = next(
+        s for s in spans_of(events, "queue.publish") if s["parent_span_id"] == call_span["span_id"]
+    )
+    (served,) = processed(events)  # the caller's reply consumer is aio-pika's own: not a transaction
+    assert trace_of(served)["parent_span_id"] == request_span["span_id"]
+
+
+async def test_integration_iterator_body_exception_fails_the_transaction(
+    sentry_init: Callable[..., Any], channel: AbstractChannel, integration: Any
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    queue = await exclusive_queue(channel)
+    await channel.default_exchange.publish(aio_pika.Message(b"bad"), routing_key=queue.name)
+    with pytest.raises(KeyError):
+        async with queue.iterator() as messages:
+            async for message in messages:
+                async with message.process():
+                    raise KeyError("bad")
+    (event,) = processed(captured.transactions())
+    assert trace_of(event)["status"] == "internal_error"
+
+
+def test_integration_is_idempotent_and_uninstall_restores_the_originals(
+    sentry_init: Callable[..., Any], integration: Any
+) -> None:
+    originals = {
+        (owner, name): owner.__dict__[name]
+        for owner, name in [
+            (aio_pika.Exchange, "publish"),
+            (aio_pika.Queue, "consume"),
+            (aio_pika.Queue, "__aiter__"),
+            (QueueIterator, "__aiter__"),
+            (QueueIterator, "__aexit__"),
+            (aio_pika.patterns.RPC, "call"),
+            (aio_pika.patterns.RPC, "execute"),
+        ]
+    }
+    sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    patched = {key: key[0].__dict__[key[1]] for key in originals}
+    assert all(patched[key] is not original for key, original in originals.items())
+    assert all(patched[key].__wrapped__ is original for key, original in originals.items())
+    integration.setup_once()
+    sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    assert {key: key[0].__dict__[key[1]] for key in originals} == patched
+    integration.uninstall()
+    assert {key: key[0].__dict__[key[1]] for key in originals} == originals
+    sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    assert aio_pika.Exchange.__dict__["publish"] is not originals[(aio_pika.Exchange, "publish")]
+
+
+async def test_integration_and_explicit_wrappers_trace_once(
+    sentry_init: Callable[..., Any], channel: AbstractChannel, integration: Any
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    queue = await exclusive_queue(channel)
+    exchange = busprop.amqp.traced_exchange(channel.default_exchange)
+    with sentry_sdk.start_transaction(name="checkout"):
+        await exchange.publish(aio_pika.Message(b"once"), routing_key=queue.name)
+    await consume_until(queue, 1, busprop.amqp.consumer(lambda message: message.ack()))
+    events = captured.transactions()
+    assert len(spans_of(events, "queue.publish")) == 1
+    assert len(processed(events)) == 1
