@@ -57,10 +57,8 @@ class MessageProcessing:
             logger.debug("busprop: could not open an isolation scope", exc_info=True)
             return None
         try:
-            if sdk.needs_transaction(self.trace):
+            if sdk.needs_transaction(sdk.continue_propagation(scope, self.trace)):
                 self.transaction = _start(scope, self.trace, arguments)
-            else:
-                sdk.continue_propagation(scope, self.trace)
         except Exception:
             logger.debug("busprop: could not continue the trace", exc_info=True)
         return self.transaction

@@ -71,22 +71,27 @@ def _serialize(baggage: Baggage) -> str:
     return serialized
 
 
-def needs_transaction(incoming: IncomingTrace) -> bool:
+def continue_propagation(scope: sentry_sdk.Scope, incoming: IncomingTrace) -> bool | None:
+    """Make the incoming trace the propagation context of ``scope``; return the head's decision.
+
+    The SDK decides whether the trace is continued at all (``strict_trace_continuation``, a
+    foreign ``org_id``), so the decision is read back from the context it built.
+    """
+    scope.generate_propagation_context(incoming.as_headers())
+    return scope.get_active_propagation_context().parent_sampled
+
+
+def needs_transaction(parent_sampled: bool | None) -> bool:
     """Whether processing a message can produce a transaction that Sentry would receive.
 
     When it cannot (tracing disabled, or an unsampled head and no ``traces_sampler`` that could
-    overrule it), busprop only continues the propagation context: the trace id and the head's
+    overrule it), busprop keeps only the propagation context: the trace id and the head's
     decision flow on, without the cost of a transaction that would be dropped.
     """
     options = sentry_sdk.get_client().options
     if not has_tracing_enabled(options):
         return False
-    return not (incoming.sampled is False and options.get("traces_sampler") is None)
-
-
-def continue_propagation(scope: sentry_sdk.Scope, incoming: IncomingTrace) -> None:
-    """Make the incoming trace the propagation context of ``scope`` (the cheap path)."""
-    scope.generate_propagation_context(incoming.as_headers())
+    return not (parent_sampled is False and options.get("traces_sampler") is None)
 
 
 def start_process_transaction(

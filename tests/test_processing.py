@@ -233,3 +233,31 @@ def test_works_without_sentry_initialised() -> None:
         busprop.inject(out, destination="x")
     assert transaction is None
     assert out["sentry-trace"].startswith(TRACE_ID)
+
+
+def test_a_trace_from_another_org_is_not_continued(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0, dsn="http://public@o42.ingest.localhost/1")
+    headers = {
+        "sentry-trace": f"{TRACE_ID}-{PARENT}-0",
+        "baggage": f"sentry-trace_id={TRACE_ID},sentry-org_id=7,sentry-sampled=false",
+    }
+    with busprop.continue_trace(headers, system="c", destination="d"):
+        pass
+    (event,) = captured.transactions()  # a fresh trace, sampled here, not the foreign unsampled one
+    assert event["contexts"]["trace"]["trace_id"] != TRACE_ID
+
+
+def test_strict_trace_continuation(sentry_init: Init) -> None:
+    captured = sentry_init(
+        traces_sample_rate=1.0, dsn="http://public@o42.ingest.localhost/1", strict_trace_continuation=True
+    )
+    with busprop.continue_trace(message("1"), system="c", destination="d"):  # no org_id in its baggage
+        pass
+    assert captured.transactions()[0]["contexts"]["trace"]["trace_id"] != TRACE_ID
+    with busprop.continue_trace(
+        {"sentry-trace": f"{TRACE_ID}-{PARENT}-1", "baggage": f"sentry-trace_id={TRACE_ID},sentry-org_id=42"},
+        system="c",
+        destination="d",
+    ):
+        pass
+    assert captured.transactions()[1]["contexts"]["trace"]["trace_id"] == TRACE_ID
