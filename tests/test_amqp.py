@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import aio_pika.patterns
@@ -686,3 +689,102 @@ async def test_integration_and_explicit_wrappers_trace_once(
     events = captured.transactions()
     assert len(spans_of(events, "queue.publish")) == 1
     assert len(processed(events)) == 1
+
+
+# --- the broker drops the connection mid-stream -------------------------------------------------
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def private_vhost(amqp_url: str) -> Iterator[str]:
+    """A vhost of its own, so closing all of its connections disturbs nobody else on the broker."""
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("rabbitmqctl is not on PATH: it closes the connections from the broker side")
+    vhost = unique("busprop-vhost")
+    user = urlsplit(amqp_url).username or "guest"
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        parts = urlsplit(amqp_url)
+        yield urlunsplit((parts.scheme, parts.netloc, f"/{vhost}", "reconnect_interval=0.2", ""))
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+async def test_connection_closed_by_the_broker_every_message_still_under_its_own_trace(
+    sentry_init: Callable[..., Any], private_vhost: str
+) -> None:
+    """Messages 20-39 are in flight (unacked) when the broker closes both connections: they come back
+    redelivered, and the rest are published after the robust connections reconnect."""
+    captured = sentry_init(traces_sample_rate=1.0)
+    count, drop_after = 120, 40
+    vhost = urlsplit(private_vhost).path.lstrip("/")
+    consumer_connection = await aio_pika.connect_robust(private_vhost)
+    publisher_connection = await aio_pika.connect_robust(private_vhost)
+    reconnections: list[object] = []
+    for connection in (consumer_connection, publisher_connection):
+        connection.reconnect_callbacks.add(lambda connection: reconnections.append(connection))
+    expected: dict[bytes, str] = {}
+    seen: dict[bytes, list[tuple[str, str, bool]]] = {}
+    all_seen, dropped = asyncio.Event(), asyncio.Event()
+    try:
+        channel = await consumer_connection.channel()
+        await channel.set_qos(prefetch_count=10)
+        queue = await channel.declare_queue("stream", auto_delete=False)
+
+        @busprop.amqp.consumer
+        async def handle(message: AbstractIncomingMessage) -> None:
+            async with message.process():
+                if 20 <= int(message.body) < drop_after:
+                    await dropped.wait()
+                current = (sentry_sdk.get_traceparent() or "")[:32]
+                header = str(message.headers["sentry-trace"])[:32]
+                seen.setdefault(message.body, []).append((header, current, bool(message.redelivered)))
+            if len(seen) == count:
+                all_seen.set()
+
+        await queue.consume(handle)
+        publisher = busprop.amqp.traced_exchange((await publisher_connection.channel()).default_exchange)
+        for number in range(count):
+            if number == drop_after:
+                await asyncio.to_thread(rabbitmqctl, "close_all_connections", "-p", vhost, "busprop test")
+                await until(lambda: len(reconnections) >= 2)
+                dropped.set()
+            body = str(number).encode()
+            with sentry_sdk.start_transaction(name=f"publish {number}") as transaction:
+                expected[body] = transaction.trace_id
+                await publish_until_accepted(publisher, body, "stream")
+        await asyncio.wait_for(all_seen.wait(), timeout=30)
+    finally:
+        await consumer_connection.close()
+        await publisher_connection.close()
+
+    assert set(seen) == set(expected)
+    for body, processings in seen.items():
+        assert all(header == current == expected[body] for header, current, _ in processings), body
+    assert any(redelivered for processings in seen.values() for _, _, redelivered in processings)
+    events = processed(captured.transactions())
+    assert {trace_of(event)["trace_id"] for event in events} == set(expected.values())
+
+
+async def until(condition: Callable[[], bool], timeout: float = 15) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def publish_until_accepted(exchange: Any, body: bytes, routing_key: str) -> None:
+    """Publish, retrying while the robust connection reconnects (it does not replay publishes)."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        try:
+            await exchange.publish(aio_pika.Message(body), routing_key=routing_key)
+            return
+        except Exception:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
