@@ -1,0 +1,430 @@
+"""Celery: one trace from the code that enqueues a task to every task it sets off, with signals only.
+
+Celery announces every publish and every task run with signals, so busprop needs no monkeypatching:
+``before_task_publish``/``after_task_publish`` bracket a ``queue.publish`` span and write the trace
+into the task message headers, ``task_prerun``/``task_postrun`` bracket a ``queue.process``
+transaction that continues it. The headers go at the top level of the message and again in its
+nested ``headers`` dict, where sentry-sdk's own Celery worker reads them (celery#4875), with the
+publish time under sentry-sdk's key, so either side of the broker may run either integration.
+
+sentry-sdk enables its own CeleryIntegration whenever Celery is importable. When it is enabled in a
+process it leads there (it wraps Celery before any signal fires) and this hook steps aside, so
+nothing is written twice and no transaction is duplicated; ``disabled_integrations=[CeleryIntegration]``
+lets busprop lead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import sentry_sdk
+from celery import current_app, signals, states
+from celery.exceptions import Ignore, Reject, Retry
+
+from busprop import sdk
+from busprop.carrier import BAGGAGE, NO_TRACE, SENTRY_TRACE, extract, write
+from busprop.config import get_config, should_propagate
+from busprop.processing import MessageProcessing, continue_trace
+from busprop.publishing import Publishing, inject, publish
+from busprop.spandata import DESTINATION, RETRY_COUNT
+
+__all__ = ["ENQUEUED_TIME", "ORIGIN", "install", "is_leading", "uninstall"]
+
+logger = logging.getLogger("busprop")
+
+#: The publish time (float epoch seconds) in the headers; sentry-sdk's Celery integration uses this key.
+ENQUEUED_TIME = "sentry-task-enqueued-time"
+#: Per-task opt-out honoured by sentry-sdk's integration: ``apply_async(headers={PROPAGATE: False})``.
+PROPAGATE = "sentry-propagate-traces"
+#: The nested headers dict Celery hands to the worker as ``task.request.headers`` (celery#4875).
+NESTED = "headers"
+ORIGIN = "auto.queue.busprop.celery"
+SYSTEM = "celery"
+#: sentry-sdk's CeleryIntegration identifier.
+SENTRY_INTEGRATION = "celery"
+
+#: Transaction status for each final task state (``task_postrun``'s ``state``).
+STATUS_BY_STATE = {
+    states.SUCCESS: "ok",
+    states.FAILURE: "internal_error",
+    states.RETRY: "aborted",
+    states.IGNORED: "aborted",
+    states.REJECTED: "aborted",
+}
+
+#: Exceptions a task raises to steer Celery (retry, ignore, reject), not errors.
+CONTROL_FLOW = (Retry, Ignore, Reject)
+
+
+@dataclass(eq=False)
+class _Sending:
+    """A publish between ``before_task_publish`` and ``after_task_publish``."""
+
+    task_id: Any
+    publishing: Publishing
+
+
+@dataclass(eq=False)
+class _Run:
+    """A task between ``task_prerun`` and ``task_postrun``."""
+
+    task_id: Any
+    processing: MessageProcessing
+    status: str | None = None
+
+
+_sendings: ContextVar[tuple[_Sending, ...]] = ContextVar("busprop_celery_sendings", default=())
+_runs: ContextVar[tuple[_Run, ...]] = ContextVar("busprop_celery_runs", default=())
+_beat_threads: set[int] = set()
+_systems: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+_state: dict[str, Any] = {"installed": False, "app": None}
+
+
+def is_leading() -> bool:
+    """Whether busprop's hook traces Celery in this process: installed, and sentry-sdk's own
+    CeleryIntegration not enabled (when it is, it leads and busprop steps aside)."""
+    return bool(_state["installed"]) and not _sentry_integration_enabled()
+
+
+def _sentry_integration_enabled() -> bool:
+    return sentry_sdk.get_client().get_integration(SENTRY_INTEGRATION) is not None
+
+
+def _guarded(handler: Callable[..., None], *, starts: bool) -> Callable[..., None]:
+    """Never let a handler raise into Celery; one that starts tracing runs only when busprop leads
+    (one that finishes always runs: it only ends what busprop started)."""
+
+    def receiver(sender: Any = None, **kwargs: Any) -> None:
+        try:
+            if not (starts and _sentry_integration_enabled()):
+                handler(sender, **kwargs)
+        except Exception:
+            logger.debug("busprop: celery %s handler failed", handler.__name__, exc_info=True)
+
+    receiver.__name__ = handler.__name__
+    return receiver
+
+
+def _system(app: Any) -> str:
+    """The broker transport (``redis``, ``amqp``, ``memory``...) of ``app``, looked up once."""
+    if app is None:
+        return SYSTEM
+    try:
+        return _systems[app]
+    except (KeyError, TypeError):
+        pass
+    try:
+        system = str(app.connection_for_write().transport.driver_type)
+    except Exception:
+        system = SYSTEM
+    with contextlib.suppress(TypeError):  # an app that cannot be weakly referenced
+        _systems[app] = system
+    return system
+
+
+def _publishing_app() -> Any:
+    app = _state["app"]
+    return app if app is not None else current_app._get_current_object()
+
+
+# ---------------------------------------------------------------- publishing side
+
+
+def _message_id(headers: Mapping[str, Any], body: Any) -> Any:
+    if "id" in headers:
+        return headers["id"]
+    return body.get("id") if isinstance(body, Mapping) else None  # protocol 1 keeps it in the body
+
+
+def _in_beat_without_span() -> bool:
+    """Beat runs outside any transaction: each scheduled run must start its own trace."""
+    return threading.get_ident() in _beat_threads and sentry_sdk.get_current_span() is None
+
+
+def _write_nested(headers: dict[str, Any], published_at: float) -> None:
+    """Copy the trace written at the top level into the nested headers dict, with the publish time."""
+    headers[ENQUEUED_TIME] = published_at
+    nested = headers.get(NESTED)
+    if nested is None:
+        nested = headers[NESTED] = {}
+    if not isinstance(nested, dict):
+        return
+    values = {key: headers[key] for key in (SENTRY_TRACE, BAGGAGE) if isinstance(headers.get(key), str)}
+    write(nested, values)
+    nested[ENQUEUED_TIME] = published_at
+
+
+def _before_publish(sender: Any, headers: Any = None, body: Any = None, **kwargs: Any) -> None:
+    if not isinstance(headers, dict):
+        return
+    _close_sendings(_sendings.get(), failed=True)  # a publish that raised never saw after_task_publish
+    if not headers.pop(PROPAGATE, True):
+        return
+    name = sender if isinstance(sender, str) else str(headers.get("task"))
+    if not should_propagate(name):
+        return
+    published_at = time.time()
+    if _in_beat_without_span():
+        headers[ENQUEUED_TIME] = published_at  # no trace headers: the worker starts a fresh trace
+        return
+    queue = kwargs.get("routing_key") or kwargs.get("exchange") or None
+    publishing = publish(
+        headers,
+        system=_system(_publishing_app()),
+        destination=name,
+        message_id=_message_id(headers, body),
+        name=name,
+        origin=ORIGIN,
+        extra_data={DESTINATION: queue, RETRY_COUNT: headers.get("retries")},
+    )
+    publishing.__enter__()
+    _sendings.set((*_sendings.get(), _Sending(_message_id(headers, body), publishing)))
+    _write_nested(headers, published_at)
+
+
+def _after_publish(sender: Any, headers: Any = None, body: Any = None, **kwargs: Any) -> None:
+    pending = _sendings.get()
+    if not pending or not isinstance(headers, Mapping):
+        return
+    task_id = _message_id(headers, body)
+    for index in range(len(pending) - 1, -1, -1):
+        if pending[index].task_id == task_id:
+            _close_sendings(pending[index + 1 :], failed=True)
+            _close_sendings(pending[index : index + 1], failed=False)
+            return
+
+
+def _close_sendings(sendings: tuple[_Sending, ...], *, failed: bool) -> None:
+    """End publish spans, newest first; one whose publish raised ends as failed."""
+    if not sendings:
+        return
+    remaining = tuple(sending for sending in _sendings.get() if all(sending is not s for s in sendings))
+    _sendings.set(remaining)
+    for sending in reversed(sendings):
+        span = sending.publishing.span
+        if failed and span is not None:
+            span.set_status("internal_error")
+        if span is not None and sentry_sdk.get_current_span() is not span:
+            span.finish()  # the scope moved on; ending it through the context manager would rewind it
+            continue
+        sending.publishing.__exit__(None, None, None)
+
+
+# ---------------------------------------------------------------- worker side
+
+
+def _carriers(request: Any) -> tuple[Any, ...]:
+    """Top-level message headers (the request's attributes) and the nested headers dict."""
+    return (vars(request), getattr(request, "headers", None))
+
+
+def _published_at(carriers: tuple[Any, ...]) -> float | None:
+    for carrier in carriers:
+        if isinstance(carrier, Mapping):
+            value = carrier.get(ENQUEUED_TIME)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                return float(value)
+    return None
+
+
+def _delivery_queue(delivery_info: Any) -> str | None:
+    if isinstance(delivery_info, Mapping):
+        queue = delivery_info.get("routing_key") or delivery_info.get("exchange")
+        if queue:
+            return str(queue)
+    return None
+
+
+def _queue(request: Any, task: Any) -> str | None:
+    queue = _delivery_queue(getattr(request, "delivery_info", None))
+    if queue is None:
+        queue = getattr(task, "queue", None) or task.app.conf.task_default_queue
+    return str(queue) if queue else None
+
+
+def _eager_carriers(request: Any, task: Any, carriers: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An eager task was never published: it continues the caller's trace, as a published one would."""
+    if not getattr(request, "is_eager", False) or extract(*carriers) is not NO_TRACE:
+        return carriers
+    headers: dict[str, Any] = {}
+    inject(headers, destination=task.name, system=SYSTEM)
+    return (headers,)
+
+
+def _task_processing(task: Any, task_id: Any, request: Any, args: Any, kwargs: Any) -> MessageProcessing:
+    carriers = _eager_carriers(request, task, _carriers(request))
+    return continue_trace(
+        *carriers,
+        system=_system(task.app),
+        destination=task.name,
+        message_id=task_id,
+        retry_count=getattr(request, "retries", None),
+        published_at=_published_at(carriers),
+        name=task.name,
+        origin=ORIGIN,
+        extra_data={DESTINATION: _queue(request, task)},
+        sampling_context={"celery_job": {"task": task.name, "args": list(args or ()), "kwargs": kwargs}},
+    )
+
+
+def _prerun(sender: Any, task_id: Any = None, task: Any = None, **kwargs: Any) -> None:
+    if task is None:
+        return
+    _close_sendings(_sendings.get(), failed=True)  # a publish in this context that raised
+    processing = _task_processing(task, task_id, task.request, kwargs.get("args"), kwargs.get("kwargs"))
+    processing.__enter__()
+    _runs.set((*_runs.get(), _Run(task_id, processing)))
+
+
+def _find_run(task_id: Any) -> _Run | None:
+    for run in reversed(_runs.get()):
+        if run.task_id == task_id:
+            return run
+    return None
+
+
+def _postrun(sender: Any, task_id: Any = None, state: Any = None, **kwargs: Any) -> None:
+    run = _find_run(task_id)
+    if run is None:
+        return
+    _runs.set(tuple(other for other in _runs.get() if other is not run))
+    _close_sendings(_sendings.get(), failed=True)
+    if run.status is None and state is None:  # an eager task that propagates: the error is in flight
+        _mark_failed(run, sender, sys.exc_info()[1])
+    transaction = run.processing.transaction
+    if transaction is not None:
+        transaction.set_status(run.status or STATUS_BY_STATE.get(state, "unknown"))
+    run.processing.__exit__(None, None, None)
+
+
+def _mark_failed(run: _Run, task: Any, exception: Any) -> None:
+    """Record a task's error on its run (captured, unless the task declares it in ``throws``)."""
+    if isinstance(exception, CONTROL_FLOW):
+        run.status = "aborted"
+        return
+    if not isinstance(exception, Exception):
+        return
+    run.status = "internal_error"
+    if get_config().capture_exceptions and not isinstance(exception, getattr(task, "throws", ()) or ()):
+        sdk.capture_consumer_exception(exception, mechanism="celery")
+
+
+def _failure(sender: Any, task_id: Any = None, exception: Any = None, **kwargs: Any) -> None:
+    run = _find_run(task_id)
+    if run is not None:
+        _mark_failed(run, sender, exception)
+
+
+def _retry(sender: Any, request: Any = None, **kwargs: Any) -> None:
+    run = _find_run(getattr(request, "id", None))
+    if run is not None:
+        run.status = "aborted"
+
+
+def _record_unprocessed(name: str, message: Any, carriers: tuple[Any, ...], status: str, app: Any) -> None:
+    """A task that will not run here (revoked, rejected, unknown) still ends its hop of the trace;
+    ``message`` is the request or kombu message, for its id and delivery info."""
+    headers = getattr(message, "headers", None)
+    message_id = getattr(message, "id", None) or (headers.get("id") if isinstance(headers, Mapping) else None)
+    with continue_trace(
+        *carriers,
+        system=_system(app),
+        destination=name,
+        message_id=message_id,
+        published_at=_published_at(carriers),
+        name=name,
+        origin=ORIGIN,
+        extra_data={DESTINATION: _delivery_queue(getattr(message, "delivery_info", None))},
+    ) as transaction:
+        if transaction is not None:
+            transaction.set_status(status)
+
+
+def _revoked(sender: Any, request: Any = None, expired: bool = False, **kwargs: Any) -> None:
+    task_id = getattr(request, "id", None)
+    run = _find_run(task_id)
+    if run is not None:
+        run.status = "cancelled"
+        return
+    status = "deadline_exceeded" if expired else "cancelled"
+    name = str(getattr(sender, "name", "unknown"))
+    _record_unprocessed(name, request, _carriers(request), status, getattr(sender, "app", None))
+
+
+def _message_carriers(message: Any) -> tuple[Any, ...]:
+    headers = getattr(message, "headers", None)
+    nested = headers.get(NESTED) if isinstance(headers, Mapping) else None
+    return (headers, nested)
+
+
+def _rejected(sender: Any, message: Any = None, **kwargs: Any) -> None:
+    headers = getattr(message, "headers", None) or {}
+    name = str(headers.get("task") or "unknown")
+    app = getattr(sender, "app", None)
+    _record_unprocessed(name, message, _message_carriers(message), "invalid_argument", app)
+
+
+def _unknown(sender: Any, message: Any = None, name: Any = None, **kwargs: Any) -> None:
+    app = getattr(sender, "app", None)
+    _record_unprocessed(str(name or "unknown"), message, _message_carriers(message), "not_found", app)
+
+
+def _beat_started(sender: Any, **kwargs: Any) -> None:
+    _beat_threads.add(threading.get_ident())
+
+
+_RECEIVERS = (  # (signal, handler, whether it starts tracing)
+    (signals.before_task_publish, _before_publish, True),
+    (signals.after_task_publish, _after_publish, False),
+    (signals.task_prerun, _prerun, True),
+    (signals.task_postrun, _postrun, False),
+    (signals.task_failure, _failure, False),
+    (signals.task_retry, _retry, False),
+    (signals.task_revoked, _revoked, True),
+    (signals.task_rejected, _rejected, True),
+    (signals.task_unknown, _unknown, True),
+    (signals.beat_init, _beat_started, False),
+)
+_CONNECTED = [
+    (signal, _guarded(handler, starts=starts), f"busprop.celery.{handler.__name__}")
+    for signal, handler, starts in _RECEIVERS
+]
+
+
+def install(app: Any = None) -> None:
+    """Trace Celery in this process: publishers, workers and beat alike. Installing again changes nothing.
+
+    Celery's signals are process-wide, so every app in the process is traced; ``app`` names the app
+    whose broker transport is reported as ``messaging.system`` for publishes (default: the current
+    app; workers always use the task's app).
+    """
+    if app is not None:
+        _state["app"] = app
+    if _state["installed"]:
+        return
+    for signal, receiver, uid in _CONNECTED:
+        signal.connect(receiver, weak=False, dispatch_uid=uid)
+    _state["installed"] = True
+    if _sentry_integration_enabled():
+        logger.info(
+            "busprop: sentry-sdk's CeleryIntegration is enabled and leads; busprop's hook steps aside"
+        )
+
+
+def uninstall() -> None:
+    """Disconnect busprop's signal receivers; Celery is left exactly as before :func:`install`."""
+    for signal, receiver, uid in _CONNECTED:
+        signal.disconnect(receiver, dispatch_uid=uid)
+    _state["installed"] = False
+    _state["app"] = None
+    _beat_threads.clear()

@@ -1,0 +1,633 @@
+"""busprop.celery against real Celery workers (separate processes) on Redis and RabbitMQ.
+
+Workers are module-scoped and shared: a prefork worker on Redis and a threads worker on RabbitMQ run
+every canvas shape; a solo worker on Redis with embedded beat covers the third pool and beat; a worker
+with only sentry-sdk's CeleryIntegration covers interoperability. The test process publishes with
+busprop and captures its own transactions in memory; workers append theirs to JSON-lines files.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sentry_sdk
+from celery import Celery, chain, chord, group, signals
+from sentry_sdk.integrations.celery import CeleryIntegration
+
+import busprop
+import busprop.celery
+from tests.apps.celery_app import create_app
+from tests.processes import APPS, ROOT, read_captured, run_app
+
+pytestmark = pytest.mark.broker
+
+Event = dict[str, Any]
+
+
+def trace_of(event: Event) -> dict[str, Any]:
+    return event["contexts"]["trace"]  # type: ignore[no-any-return]
+
+
+def spans_of(event: Event, op: str) -> list[dict[str, Any]]:
+    return [span for span in event.get("spans", []) if span["op"] == op]
+
+
+@dataclass
+class Worker:
+    """A ``celery worker`` subprocess and what it captured."""
+
+    name: str
+    system: str
+    queue: str
+    app: Celery
+    capture_dir: Path
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    def events(self, kind: str = "transaction") -> list[Event]:
+        found = []
+        for path in sorted(self.capture_dir.glob("*.jsonl")):
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    record = json.loads(line)
+                    if record["type"] == kind:
+                        found.append({**record["event"], "_dsc": record["dsc"]})
+        return found
+
+    def wait_for(
+        self,
+        predicate: Callable[[Event], bool],
+        count: int = 1,
+        kind: str = "transaction",
+        timeout: float = 20,
+    ) -> list[Event]:
+        """The captured events matching ``predicate``, once there are ``count`` of them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            matching = [event for event in self.events(kind) if predicate(event)]
+            if len(matching) >= count or time.monotonic() > deadline:
+                break
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker {self.name} exited\n{self.log()}")
+            time.sleep(0.05)
+        assert len(matching) >= count, (
+            f"{len(matching)}/{count} {kind}s from {self.name}\n{self.log()[-3000:]}"
+        )
+        return matching
+
+    def transactions_of(self, trace_id: str, count: int = 1) -> list[Event]:
+        return self.wait_for(lambda event: trace_of(event)["trace_id"] == trace_id, count)
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+def start_worker(
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    name: str,
+    broker: str,
+    backend: str,
+    pool: str,
+    concurrency: int,
+    mode: str = "busprop",
+    beat_every: float | None = None,
+) -> Worker:
+    queue = f"busprop-{name}-{uuid.uuid4().hex[:8]}"
+    directory = tmp_path_factory.mktemp(f"celery-{name}")
+    capture_dir = directory / "captured"
+    capture_dir.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BUSPROP_CAPTURE_DIR": str(capture_dir)}
+    args = [broker, backend, queue, pool, str(concurrency), mode]
+    if beat_every is not None:
+        env["BUSPROP_BEAT_EVERY"] = str(beat_every)
+        args += ["--beat", str(directory / "beat-schedule")]
+    log_path = directory / "worker.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(APPS / "celery_worker.py"), *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    app = create_app(broker, backend, queue)
+    system = "redis" if broker.startswith("redis") else "amqp"
+    worker = Worker(name, system, queue, app, capture_dir, log_path, process)
+    try:
+        app.send_task("busprop_tests.add", (0, 0)).get(timeout=60)  # ready when it answers
+    except Exception:
+        stop_worker(worker)
+        raise AssertionError(f"worker {name} did not start\n{worker.log()}") from None
+    return worker
+
+
+def stop_worker(worker: Worker) -> None:
+    worker.process.send_signal(signal.SIGQUIT)  # cold shutdown: every task the tests sent has finished
+    try:
+        worker.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.process.pid, signal.SIGKILL)
+        worker.process.wait()
+    try:
+        with worker.app.connection_for_write() as connection:
+            connection.default_channel.queue_delete(worker.queue)
+    except Exception:
+        pass
+    worker.app.close()
+
+
+@pytest.fixture(scope="module")
+def redis_worker(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    worker = start_worker(
+        tmp_path_factory,
+        name="redis-prefork",
+        broker=redis_url,
+        backend=redis_url,
+        pool="prefork",
+        concurrency=2,
+    )
+    yield worker
+    stop_worker(worker)
+
+
+@pytest.fixture(scope="module")
+def amqp_worker(amqp_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    worker = start_worker(
+        tmp_path_factory,
+        name="amqp-threads",
+        broker=amqp_url,
+        backend=redis_url,
+        pool="threads",
+        concurrency=8,
+    )
+    yield worker
+    stop_worker(worker)
+
+
+@pytest.fixture(scope="module")
+def solo_worker(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    worker = start_worker(
+        tmp_path_factory,
+        name="redis-solo-beat",
+        broker=redis_url,
+        backend=redis_url,
+        pool="solo",
+        concurrency=1,
+        beat_every=0.5,
+    )
+    yield worker
+    stop_worker(worker)
+
+
+@pytest.fixture(scope="module")
+def sentry_worker(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    worker = start_worker(
+        tmp_path_factory,
+        name="redis-sentry-sdk",
+        broker=redis_url,
+        backend=redis_url,
+        pool="threads",
+        concurrency=4,
+        mode="sentry",
+    )
+    yield worker
+    stop_worker(worker)
+
+
+@pytest.fixture(params=["redis", "amqp"])
+def worker(request: pytest.FixtureRequest) -> Worker:
+    return request.getfixturevalue(f"{request.param}_worker")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def traced(sentry_init: Callable[..., Any]) -> Iterator[Any]:
+    """This process publishes with busprop (sentry-sdk's CeleryIntegration disabled) and captures."""
+    # sentry-sdk 2.75 applies ``disabled_integrations`` only the first time an integration is set up in a
+    # process; leaving out the auto-enabling integrations keeps its CeleryIntegration off in any test order.
+    captured = sentry_init(traces_sample_rate=1.0, auto_enabling_integrations=False)
+    assert sentry_sdk.get_client().get_integration(CeleryIntegration) is None
+    busprop.celery.install()
+    yield captured
+    busprop.celery.uninstall()
+
+
+def root_transaction(captured: Any, name: str = "root") -> Event:
+    [root] = [event for event in captured.transactions() if event["transaction"] == name]
+    return root
+
+
+def assert_continues(child: Event, parent_span: dict[str, Any]) -> None:
+    assert trace_of(child)["trace_id"] == parent_span["trace_id"]
+    assert trace_of(child)["parent_span_id"] == parent_span["span_id"]
+
+
+# ---------------------------------------------------------------- single tasks and canvas
+
+
+def test_single_task(traced: Any, worker: Worker) -> None:
+    busprop.celery.install(worker.app)
+    add = worker.app.tasks["busprop_tests.add"]
+    with sentry_sdk.start_transaction(name="root", op="test"):
+        result = add.delay(2, 3)
+        assert result.get(timeout=10) == 5
+    root = root_transaction(traced)
+    [publish] = spans_of(root, "queue.publish")
+    assert publish["description"] == "busprop_tests.add"
+    assert publish["data"]["messaging.system"] == worker.system
+    assert publish["data"]["messaging.destination.name"] == worker.queue
+    assert publish["data"]["messaging.message.id"] == result.id
+    assert publish["timestamp"] >= publish["start_timestamp"]
+    [task] = worker.transactions_of(trace_of(root)["trace_id"])
+    assert_continues(task, publish)
+    context = trace_of(task)
+    assert task["transaction"] == "busprop_tests.add"
+    assert context["op"] == "queue.process"
+    assert context["status"] == "ok"
+    assert context["origin"] == busprop.celery.ORIGIN
+    data = context["data"]
+    assert data["messaging.system"] == worker.system
+    assert data["messaging.destination.name"] == worker.queue
+    assert data["messaging.message.id"] == result.id
+    assert data["messaging.message.retry.count"] == 0
+    assert 0 <= data["messaging.message.receive.latency"] < 10_000
+    assert task["_dsc"]["trace_id"] == trace_of(root)["trace_id"]
+    assert task["_dsc"]["transaction"] == "root"  # the head's frozen baggage
+
+
+def test_headers_top_level_and_nested(traced: Any, worker: Worker) -> None:
+    busprop.celery.install(worker.app)
+    echo = worker.app.tasks["busprop_tests.echo"]
+    with sentry_sdk.start_transaction(name="root", op="test"):
+        seen = echo.apply_async(headers={"baggage": "vendor=kept"}).get(timeout=10)
+    [publish] = spans_of(root_transaction(traced), "queue.publish")
+    expected = f"{publish['trace_id']}-{publish['span_id']}-1"
+    for container in ("top", "nested"):
+        assert seen[container]["sentry-trace"] == expected
+        assert "vendor=kept" in seen[container]["baggage"].split(",")
+        assert seen[container]["baggage"].count("sentry-trace_id=") == 1
+        assert isinstance(seen[container]["sentry-task-enqueued-time"], float)
+
+
+def test_chain_step_two_is_child_of_step_one(traced: Any, worker: Worker) -> None:
+    busprop.celery.install(worker.app)
+    tasks = worker.app.tasks
+    with sentry_sdk.start_transaction(name="root", op="test"):
+        result = chain(tasks["busprop_tests.add"].s(1, 2), tasks["busprop_tests.double"].s()).apply_async()
+        assert result.get(timeout=10) == 6
+    root = root_transaction(traced)
+    [publish] = spans_of(root, "queue.publish")
+    by_name = {event["transaction"]: event for event in worker.transactions_of(publish["trace_id"], 2)}
+    step_one, step_two = by_name["busprop_tests.add"], by_name["busprop_tests.double"]
+    assert_continues(step_one, publish)
+    [publish_two] = spans_of(step_one, "queue.publish")
+    assert publish_two["description"] == "busprop_tests.double"
+    assert_continues(step_two, publish_two)
+
+
+def test_group_each_member_continues(traced: Any, worker: Worker) -> None:
+    busprop.celery.install(worker.app)
+    add = worker.app.tasks["busprop_tests.add"]
+    with sentry_sdk.start_transaction(name="root", op="test"):
+        assert group(add.s(i, i) for i in range(3)).apply_async().get(timeout=10) == [0, 2, 4]
+    publishes = spans_of(root_transaction(traced), "queue.publish")
+    assert len(publishes) == 3
+    members = worker.transactions_of(publishes[0]["trace_id"], 3)
+    assert sorted(trace_of(event)["parent_span_id"] for event in members) == sorted(
+        span["span_id"] for span in publishes
+    )
+
+
+def test_chord_body_continues_from_a_header_task(traced: Any, worker: Worker) -> None:
+    busprop.celery.install(worker.app)
+    tasks = worker.app.tasks
+    with sentry_sdk.start_transaction(name="root", op="test"):
+        header = [tasks["busprop_tests.add"].s(i, 1) for i in range(3)]
+        assert chord(header)(tasks["busprop_tests.total"].s()).get(timeout=15) == 6
+    trace_id = trace_of(root_transaction(traced))["trace_id"]
+    events = worker.transactions_of(trace_id, 4)
+    [body] = [event for event in events if event["transaction"] == "busprop_tests.total"]
+    header_publishes = {
+        span["span_id"]: span
+        for event in events
+        if event["transaction"] == "busprop_tests.add"
+        for span in spans_of(event, "queue.publish")
+    }
+    assert trace_of(body)["parent_span_id"] in header_publishes
+
+
+def test_link_and_link_error(traced: Any, worker: Worker) -> None:
+    busprop.celery.install(worker.app)
+    tasks = worker.app.tasks
+    with sentry_sdk.start_transaction(name="root", op="test"):
+        tasks["busprop_tests.add"].apply_async((1, 1), link=tasks["busprop_tests.double"].s())
+        tasks["busprop_tests.fail"].apply_async(link_error=tasks["busprop_tests.record_error"].s())
+    trace_id = trace_of(root_transaction(traced))["trace_id"]
+    events = {event["transaction"]: event for event in worker.transactions_of(trace_id, 4)}
+    [linked_publish] = spans_of(events["busprop_tests.add"], "queue.publish")
+    assert_continues(events["busprop_tests.double"], linked_publish)
+    [errback_publish] = spans_of(events["busprop_tests.fail"], "queue.publish")
+    assert_continues(events["busprop_tests.record_error"], errback_publish)
+    assert trace_of(events["busprop_tests.fail"])["status"] == "internal_error"
+    [error] = worker.wait_for(lambda event: trace_of(event)["trace_id"] == trace_id, kind="event")
+    assert error["exception"]["values"][-1]["type"] == "ValueError"
+    assert error["exception"]["values"][-1]["mechanism"]["type"] == "celery"
+
+
+def test_send_task_by_name_leaves_no_span_open(traced: Any, worker: Worker, redis_url: str) -> None:
+    bare = Celery("bare", broker=worker.app.conf.broker_url, backend=redis_url, set_as_current=False)
+    bare.conf.task_default_queue = worker.queue
+    busprop.celery.install(bare)
+    try:
+        with sentry_sdk.start_transaction(name="root", op="test") as root:
+            result = bare.send_task("busprop_tests.add", (4, 4))
+            assert sentry_sdk.get_current_span() is root
+            assert result.get(timeout=10) == 8
+    finally:
+        bare.close()
+    [publish] = spans_of(root_transaction(traced), "queue.publish")
+    assert publish["timestamp"] is not None
+    [task] = worker.transactions_of(publish["trace_id"])
+    assert_continues(task, publish)
+
+
+def test_countdown_and_eta(traced: Any, redis_worker: Worker) -> None:
+    busprop.celery.install(redis_worker.app)
+    add = redis_worker.app.tasks["busprop_tests.add"]
+    eta = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=0.6)
+    with sentry_sdk.start_transaction(name="root", op="test"):
+        first = add.apply_async((1, 0), countdown=0.6)
+        second = add.apply_async((2, 0), eta=eta)
+        assert (first.get(timeout=10), second.get(timeout=10)) == (1, 2)
+    publishes = spans_of(root_transaction(traced), "queue.publish")
+    tasks = redis_worker.transactions_of(publishes[0]["trace_id"], 2)
+    assert sorted(trace_of(task)["parent_span_id"] for task in tasks) == sorted(
+        s["span_id"] for s in publishes
+    )
+    for task in tasks:
+        assert trace_of(task)["data"]["messaging.message.receive.latency"] >= 500
+
+
+def test_retry_is_one_trace_with_retry_count(traced: Any, worker: Worker) -> None:
+    busprop.celery.install(worker.app)
+    with sentry_sdk.start_transaction(name="root", op="test"):
+        assert worker.app.tasks["busprop_tests.retry_once"].delay().get(timeout=10) == 1
+    [publish] = spans_of(root_transaction(traced), "queue.publish")
+    runs = sorted(
+        worker.transactions_of(publish["trace_id"], 2),
+        key=lambda event: trace_of(event)["data"]["messaging.message.retry.count"],
+    )
+    assert [trace_of(run)["status"] for run in runs] == ["aborted", "ok"]
+    assert [trace_of(run)["data"]["messaging.message.retry.count"] for run in runs] == [0, 1]
+    assert_continues(runs[0], publish)
+    [republish] = spans_of(runs[0], "queue.publish")
+    assert_continues(runs[1], republish)
+
+
+def test_failure_is_reported_in_the_trace(traced: Any, worker: Worker) -> None:
+    busprop.celery.install(worker.app)
+    with sentry_sdk.start_transaction(name="root", op="test"):
+        result = worker.app.tasks["busprop_tests.fail"].delay()
+        with pytest.raises(ValueError, match="boom"):
+            result.get(timeout=10)
+    trace_id = trace_of(root_transaction(traced))["trace_id"]
+    [task] = worker.transactions_of(trace_id)
+    assert trace_of(task)["status"] == "internal_error"
+    [error] = worker.wait_for(lambda event: trace_of(event)["trace_id"] == trace_id, kind="event")
+    assert error["exception"]["values"][-1]["value"] == "boom"
+
+
+def test_expired_task_is_revoked_in_the_trace(traced: Any, redis_worker: Worker) -> None:
+    busprop.celery.install(redis_worker.app)
+    expired = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=5)
+    with sentry_sdk.start_transaction(name="root", op="test"):
+        result = redis_worker.app.tasks["busprop_tests.add"].apply_async((1, 1), expires=expired)
+    [publish] = spans_of(root_transaction(traced), "queue.publish")
+    [task] = redis_worker.transactions_of(publish["trace_id"])
+    assert_continues(task, publish)
+    assert trace_of(task)["status"] == "deadline_exceeded"
+    assert trace_of(task)["data"]["messaging.message.id"] == result.id
+
+
+def test_unknown_task_ends_its_hop(traced: Any, redis_worker: Worker) -> None:
+    busprop.celery.install(redis_worker.app)
+    with sentry_sdk.start_transaction(name="root", op="test"):
+        redis_worker.app.send_task("busprop_tests.not_registered_anywhere")
+    [publish] = spans_of(root_transaction(traced), "queue.publish")
+    [task] = redis_worker.transactions_of(publish["trace_id"])
+    assert_continues(task, publish)
+    assert trace_of(task)["status"] == "not_found"
+    assert trace_of(task)["data"]["messaging.destination.name"] == redis_worker.queue
+    assert trace_of(task)["data"]["messaging.message.id"] == publish["data"]["messaging.message.id"]
+
+
+# ---------------------------------------------------------------- headers that are missing or junk
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"sentry-trace": "not-a-trace", "baggage": "sentry-trace_id=zz"},
+        {"sentry-trace": 42, "baggage": ["x"], "headers": {"sentry-trace": "0" * 32 + "-" + "0" * 16 + "-1"}},
+        {"headers": "not a dict", "sentry-task-enqueued-time": "yesterday"},
+    ],
+    ids=["missing", "malformed", "wrong-types", "junk-nested"],
+)
+def test_bad_headers_start_a_fresh_trace(traced: Any, redis_worker: Worker, headers: dict[str, Any]) -> None:
+    busprop.celery.install(redis_worker.app)
+    busprop.configure(propagation_targets=[])  # this publisher writes nothing: the headers stay as given
+    with sentry_sdk.start_transaction(name="root", op="test") as root:
+        result = redis_worker.app.tasks["busprop_tests.traceparent"].apply_async(headers=headers)
+        seen = result.get(timeout=10)
+    [task] = redis_worker.wait_for(
+        lambda event: trace_of(event)["data"].get("messaging.message.id") == result.id
+    )
+    assert trace_of(task)["trace_id"] != root.trace_id
+    assert trace_of(task).get("parent_span_id") is None
+    assert seen.split("-")[0] == trace_of(task)["trace_id"]
+    assert trace_of(task)["status"] == "ok"
+
+
+def test_unsampled_head_is_not_recorded_and_travels_on(traced: Any, worker: Worker) -> None:
+    busprop.celery.install(worker.app)
+    tasks = worker.app.tasks
+    with sentry_sdk.start_transaction(name="root", op="test", sampled=False) as root:
+        child_id = tasks["busprop_tests.spawn"].delay().get(timeout=10)
+        seen = worker.app.AsyncResult(child_id).get(timeout=10)
+    assert seen["top"]["sentry-trace"].startswith(root.trace_id)
+    assert seen["top"]["sentry-trace"].endswith("-0")
+    assert seen["nested"]["sentry-trace"] == seen["top"]["sentry-trace"]
+    assert "sentry-sampled=false" in seen["nested"]["baggage"]
+    assert not [event for event in worker.events() if trace_of(event)["trace_id"] == root.trace_id]
+    assert traced.transactions() == []
+
+
+# ---------------------------------------------------------------- in-process behaviour
+
+
+@pytest.fixture
+def eager_app() -> Iterator[Celery]:
+    app = create_app("memory://", "cache+memory://", "eager")
+    app.conf.task_always_eager = True
+    yield app
+    app.close()
+
+
+def test_eager_task_continues_the_caller(traced: Any, eager_app: Celery) -> None:
+    busprop.celery.install(eager_app)
+    with sentry_sdk.start_transaction(name="root", op="test") as root:
+        assert eager_app.tasks["busprop_tests.add"].delay(1, 2).get() == 3
+        assert sentry_sdk.get_current_span() is root
+    [task] = [event for event in traced.transactions() if event["transaction"] == "busprop_tests.add"]
+    assert trace_of(task)["trace_id"] == root.trace_id
+    assert trace_of(task)["parent_span_id"] == root.span_id
+    assert trace_of(task)["op"] == "queue.process"
+
+
+def test_eager_failure_and_retry(traced: Any, eager_app: Celery) -> None:
+    busprop.celery.install(eager_app)
+    with sentry_sdk.start_transaction(name="root", op="test"):
+        assert eager_app.tasks["busprop_tests.retry_once"].delay().get() == 1
+        with pytest.raises(ValueError):
+            eager_app.tasks["busprop_tests.fail"].apply(throw=True)
+    statuses = sorted(
+        (event["transaction"], trace_of(event)["status"])
+        for event in traced.transactions()
+        if event["transaction"] != "root"
+    )
+    assert statuses == [
+        ("busprop_tests.fail", "internal_error"),
+        ("busprop_tests.retry_once", "aborted"),
+        ("busprop_tests.retry_once", "ok"),
+    ]
+    assert [error["exception"]["values"][-1]["value"] for error in traced.errors()] == ["boom"]
+
+
+def test_install_is_idempotent_and_uninstall_restores(traced: Any, eager_app: Celery) -> None:
+    def ours(signal: Any) -> list[Any]:
+        return [receiver for receiver in signal.receivers if "busprop" in str(receiver[0])]
+
+    before = {name: len(getattr(signals, name).receivers) for name in ("before_task_publish", "task_prerun")}
+    busprop.celery.install(eager_app)
+    busprop.celery.install(eager_app)
+    assert busprop.celery.is_leading()
+    assert len(ours(signals.task_prerun)) == 1
+    assert {name: len(getattr(signals, name).receivers) for name in before} == before
+    busprop.celery.uninstall()
+    assert not busprop.celery.is_leading()
+    assert ours(signals.task_prerun) == [] and ours(signals.before_task_publish) == []
+    with sentry_sdk.start_transaction(name="root", op="test"):
+        eager_app.tasks["busprop_tests.add"].delay(1, 1).get()
+    assert [event["transaction"] for event in traced.transactions()] == ["root"]
+
+
+def test_failed_publish_leaves_no_span_open(traced: Any, eager_app: Celery) -> None:
+    unreachable = Celery("down", broker="amqp://guest:guest@127.0.0.1:1//", set_as_current=False)
+    unreachable.conf.update(broker_transport_options={"max_retries": 0, "interval_start": 0})
+    busprop.celery.install(unreachable)
+    with sentry_sdk.start_transaction(name="root", op="test") as root:
+        with pytest.raises(Exception):  # noqa: B017 (kombu's OperationalError)
+            unreachable.send_task("anything", retry=False)
+        with pytest.raises(Exception):  # noqa: B017
+            unreachable.send_task("anything", retry=False)
+        eager_app.tasks["busprop_tests.add"].delay(1, 1)
+        assert sentry_sdk.get_current_span() is root
+    unreachable.close()
+    publishes = spans_of(root_transaction(traced), "queue.publish")
+    assert [span["status"] for span in publishes] == ["internal_error", "internal_error"]
+
+
+# ---------------------------------------------------------------- interoperability with sentry-sdk
+
+
+def test_sentry_sdk_publisher_to_busprop_worker(redis_worker: Worker, redis_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "publisher.json"
+    run_app("celery_sentry_publisher", redis_url, redis_url, redis_worker.queue, str(path))
+    [root] = read_captured(path)["transactions"]
+    submits = spans_of(root, "queue.submit.celery")  # apply_async's, and send_task's inside it
+    [innermost] = [span for span in submits if span["parent_span_id"] in {s["span_id"] for s in submits}]
+    [task] = redis_worker.transactions_of(root["contexts"]["trace"]["trace_id"])
+    assert_continues(task, innermost)
+    assert trace_of(task)["op"] == "queue.process"
+    assert trace_of(task)["data"]["messaging.message.receive.latency"] >= 0
+
+
+def test_busprop_publisher_to_sentry_sdk_worker(traced: Any, sentry_worker: Worker) -> None:
+    busprop.celery.install(sentry_worker.app)
+    with sentry_sdk.start_transaction(name="root", op="test"):
+        assert sentry_worker.app.tasks["busprop_tests.add"].delay(5, 5).get(timeout=10) == 10
+    [publish] = spans_of(root_transaction(traced), "queue.publish")
+    [task] = sentry_worker.transactions_of(publish["trace_id"])
+    assert_continues(task, publish)
+    assert trace_of(task)["op"] == "queue.task.celery"
+    [process] = spans_of(task, "queue.process")
+    assert process["data"]["messaging.message.receive.latency"] >= 0  # it read our publish time
+
+
+def test_sentry_sdk_integration_leads_when_both_are_enabled(redis_worker: Worker, tmp_path: Path) -> None:
+    """A plain ``sentry_sdk.init()`` and busprop in one process (its own, so that sentry-sdk's
+    integration is set up as in an application): sentry-sdk's integration leads, busprop writes nothing."""
+    path = tmp_path / "both.json"
+    run_app("celery_both", redis_worker.app.conf.broker_url, redis_worker.queue, str(path))
+    captured = read_captured(path)
+    assert captured["busprop_leading"] is False
+    eager, root = captured["transactions"]
+    assert trace_of(eager)["op"] == "queue.task.celery"  # one transaction for the eager task, sentry-sdk's
+    assert [span["op"] for span in eager["spans"]] == ["queue.process"]
+    origins = {span["origin"] for span in root["spans"] if span["op"].startswith("queue.")}
+    assert origins == {"auto.queue.celery"}
+    assert len(spans_of(root, "queue.publish")) == 1
+    submits = spans_of(root, "queue.submit.celery")
+    [innermost] = [span for span in submits if span["parent_span_id"] in {s["span_id"] for s in submits}]
+    written = f"{innermost['trace_id']}-{innermost['span_id']}-1"
+    assert captured["seen"]["top"]["sentry-trace"] == captured["seen"]["nested"]["sentry-trace"] == written
+    [task] = redis_worker.transactions_of(innermost["trace_id"])
+    assert_continues(task, innermost)
+
+
+# ---------------------------------------------------------------- pools, concurrency and beat
+
+
+def burst(worker: Worker, count: int = 200, pause: float = 0.005) -> None:
+    """``count`` tasks, each from its own trace, in flight together; each sees only its own trace."""
+    busprop.celery.install(worker.app)
+    task = worker.app.tasks["busprop_tests.traceparent"]
+    sent = []
+    for _ in range(count):
+        with sentry_sdk.start_transaction(name="burst", op="test") as root:
+            sent.append((root.trace_id, task.delay(pause)))
+    for trace_id, result in sent:
+        seen = result.get(timeout=30)
+        assert seen.split("-")[0] == trace_id
+    trace_ids = {trace_id for trace_id, _ in sent}
+    recorded = worker.wait_for(lambda event: trace_of(event)["trace_id"] in trace_ids, count, timeout=30)
+    assert len({trace_of(event)["trace_id"] for event in recorded}) == count
+    busprop.configure(propagation_targets=[])
+    after = task.delay().get(timeout=10)
+    assert after.split("-")[0] not in trace_ids  # nothing left behind for the next task
+
+
+@pytest.mark.parametrize("pool", ["redis", "amqp", "solo"])
+def test_two_hundred_concurrent_traces(traced: Any, pool: str, request: pytest.FixtureRequest) -> None:
+    burst(request.getfixturevalue(f"{pool}_worker"), pause=0.0 if pool == "solo" else 0.005)
+
+
+def test_beat_runs_each_start_their_own_trace(solo_worker: Worker) -> None:
+    ticks = solo_worker.wait_for(lambda event: event["transaction"] == "busprop_tests.tick", 2, timeout=20)
+    assert len({trace_of(event)["trace_id"] for event in ticks}) == len(ticks)
+    assert all(trace_of(event).get("parent_span_id") is None for event in ticks)
+    assert all(trace_of(event)["data"]["messaging.message.receive.latency"] >= 0 for event in ticks)
