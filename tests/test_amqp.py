@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -788,3 +789,120 @@ async def publish_until_accepted(exchange: Any, body: bytes, routing_key: str) -
             if asyncio.get_running_loop().time() > deadline:
                 raise
             await asyncio.sleep(0.05)
+
+
+# --- interoperability: Sentry's Node SDK (amqplib) and OpenTelemetry ------------------------------
+
+NODE_DIR = Path(__file__).resolve().parent / "node"
+
+
+def node_command(script: str, *args: str) -> list[str]:
+    if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "@sentry" / "node").is_dir():
+        pytest.skip(
+            "Node.js with tests/node/node_modules (./dev.sh installs them) is needed for the interop tests"
+        )
+    return ["node", "--import", "@sentry/node/import", script, *args]
+
+
+def run_node(script: str, *args: str) -> None:
+    result = subprocess.run(
+        node_command(script, *args), cwd=NODE_DIR, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_node_sdk_publisher_is_continued_by_busprop(
+    sentry_init: Callable[..., Any], channel: AbstractChannel, amqp_url: str, tmp_path: Path
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    queue = await exclusive_queue(channel)
+    await asyncio.to_thread(run_node, "amqp_producer.mjs", amqp_url, queue.name, str(tmp_path / "node.json"))
+    node_spans = json.loads((tmp_path / "node.json").read_text())["spans"]
+    (node_publish,) = [span for span in node_spans if span["attributes"]["sentry.op"] == "queue.publish"]
+
+    bodies: list[bytes] = []
+    await consume_until(queue, 1, busprop.amqp.consumer(lambda message: bodies.append(message.body)))
+    (event,) = processed(captured.transactions())
+    assert bodies == [b"from-node"]
+    assert (trace_of(event)["trace_id"], trace_of(event)["parent_span_id"]) == (
+        node_publish["trace_id"],
+        node_publish["span_id"],
+    )
+    assert event["_dsc"]["sample_rate"] == "1"  # the head's frozen baggage, as Node wrote it
+    assert event["_dsc"]["transaction"] == "node-head"
+
+
+async def test_busprop_publisher_is_continued_by_the_node_sdk(
+    sentry_init: Callable[..., Any], channel: AbstractChannel, amqp_url: str, tmp_path: Path
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    shared = await channel.declare_queue(unique(), auto_delete=False)  # Node consumes from another connection
+    try:
+        node = subprocess.Popen(
+            node_command("amqp_consumer.mjs", amqp_url, shared.name, "1", str(tmp_path / "node.json")),
+            cwd=NODE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert node.stdout is not None
+        assert (await asyncio.to_thread(node.stdout.readline)).strip() == "ready"
+        exchange = busprop.amqp.traced_exchange(channel.default_exchange)
+        with sentry_sdk.start_transaction(name="python-head"):
+            message = aio_pika.Message(b"from-python", headers={"baggage": "vendor=python"})
+            await exchange.publish(message, routing_key=shared.name)
+        _, stderr = await asyncio.to_thread(node.communicate, timeout=60)
+        assert node.returncode == 0, stderr
+    finally:
+        await shared.delete(if_unused=False, if_empty=False)
+
+    (publish_span,) = spans_of(captured.transactions(), "queue.publish")
+    report = json.loads((tmp_path / "node.json").read_text())
+    (received,) = report["received"]
+    assert received["body"] == "from-python"
+    assert received["headers"]["sentry-trace"] == f"{publish_span['trace_id']}-{publish_span['span_id']}-1"
+    (node_process,) = [span for span in report["spans"] if span["attributes"]["sentry.op"] == "queue.process"]
+    assert (node_process["trace_id"], node_process["parent_span_id"]) == (
+        publish_span["trace_id"],
+        publish_span["span_id"],
+    )
+    assert received["activeTraceId"] == publish_span["trace_id"]
+
+
+async def test_opentelemetry_traceparent_only_messages_are_continued(
+    sentry_init: Callable[..., Any], channel: AbstractChannel
+) -> None:
+    """OpenTelemetry's propagator writes only ``traceparent``; its sampled flag is the head's decision."""
+    captured = sentry_init(traces_sample_rate=1.0)
+    queue, forwarded = await exclusive_queue(channel), await exclusive_queue(channel)
+    sampled = {"traceparent": f"00-{HEAD}-b2bd6e9b3e4c5a1f-01"}
+    unsampled = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-00"}
+    for headers in (sampled, unsampled):
+        await channel.default_exchange.publish(aio_pika.Message(b"otel", headers=headers), queue.name)
+    exchange = busprop.amqp.traced_exchange(channel.default_exchange)
+
+    @busprop.amqp.consumer
+    async def forward(message: AbstractIncomingMessage) -> None:
+        await message.ack()
+        await exchange.publish(aio_pika.Message(b"next"), routing_key=forwarded.name)
+
+    await consume_until(queue, 2, forward)
+    (event,) = processed(captured.transactions())
+    assert (trace_of(event)["trace_id"], trace_of(event)["parent_span_id"]) == (HEAD, "b2bd6e9b3e4c5a1f")
+    forwarded_traces = {str((await receive(forwarded)).headers["sentry-trace"]) for _ in range(2)}
+    assert {(trace[:32], trace[-2:]) for trace in forwarded_traces} == {
+        (HEAD, "-1"),
+        ("0af7651916cd43dd8448eb211c80319c", "-0"),
+    }
+
+
+async def test_write_traceparent_for_opentelemetry_consumers(
+    sentry_init: Callable[..., Any], channel: AbstractChannel
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    busprop.configure(write_traceparent=True)
+    queue = await exclusive_queue(channel)
+    with sentry_sdk.start_transaction(name="checkout"):
+        await busprop.amqp.traced_exchange(channel.default_exchange).publish(
+            aio_pika.Message(b"x"), queue.name
+        )
+    (span,) = spans_of(captured.transactions(), "queue.publish")
+    headers = (await receive(queue)).headers
+    assert headers["traceparent"] == f"00-{span['trace_id']}-{span['span_id']}-01"
