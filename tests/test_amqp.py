@@ -906,3 +906,24 @@ async def test_write_traceparent_for_opentelemetry_consumers(
     (span,) = spans_of(captured.transactions(), "queue.publish")
     headers = (await receive(queue)).headers
     assert headers["traceparent"] == f"00-{span['trace_id']}-{span['span_id']}-01"
+
+
+# --- the demo leg -------------------------------------------------------------------------------
+
+
+def test_demo_leg_is_one_trace(sentry_init: Callable[..., Any], amqp_url: str) -> None:
+    from busprop.demo.legs import amqp as leg
+
+    captured = sentry_init(traces_sample_rate=1.0)
+    with sentry_sdk.start_transaction(name="root", op="demo") as root:
+        assert leg.run() is None
+    events = captured.transactions()
+    hops = processed(events)
+    assert len(hops) == 3  # the orders callback, the RPC server, the emails loop
+    assert {trace_of(event)["trace_id"] for event in events} == {root.trace_id}
+    spans = {span["span_id"]: span["op"] for event in events for span in event["spans"]}
+    assert sorted(spans[trace_of(event)["parent_span_id"]] for event in hops) == [
+        "queue.publish",
+        "queue.publish",
+        "rpc.client",
+    ]
