@@ -364,16 +364,16 @@ def test_send_task_by_name_leaves_no_span_open(traced: Any, worker: Worker, redi
     assert_continues(task, publish)
 
 
-def test_countdown_and_eta(traced: Any, redis_worker: Worker) -> None:
-    busprop.celery.install(redis_worker.app)
-    add = redis_worker.app.tasks["busprop_tests.add"]
+def test_countdown_and_eta(traced: Any, worker: Worker) -> None:
+    busprop.celery.install(worker.app)
+    add = worker.app.tasks["busprop_tests.add"]
     eta = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=0.6)
     with sentry_sdk.start_transaction(name="root", op="test"):
         first = add.apply_async((1, 0), countdown=0.6)
         second = add.apply_async((2, 0), eta=eta)
         assert (first.get(timeout=10), second.get(timeout=10)) == (1, 2)
     publishes = spans_of(root_transaction(traced), "queue.publish")
-    tasks = redis_worker.transactions_of(publishes[0]["trace_id"], 2)
+    tasks = worker.transactions_of(publishes[0]["trace_id"], 2)
     assert sorted(trace_of(task)["parent_span_id"] for task in tasks) == sorted(
         s["span_id"] for s in publishes
     )
@@ -410,27 +410,27 @@ def test_failure_is_reported_in_the_trace(traced: Any, worker: Worker) -> None:
     assert error["exception"]["values"][-1]["value"] == "boom"
 
 
-def test_expired_task_is_revoked_in_the_trace(traced: Any, redis_worker: Worker) -> None:
-    busprop.celery.install(redis_worker.app)
+def test_expired_task_is_revoked_in_the_trace(traced: Any, worker: Worker) -> None:
+    busprop.celery.install(worker.app)
     expired = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=5)
     with sentry_sdk.start_transaction(name="root", op="test"):
-        result = redis_worker.app.tasks["busprop_tests.add"].apply_async((1, 1), expires=expired)
+        result = worker.app.tasks["busprop_tests.add"].apply_async((1, 1), expires=expired)
     [publish] = spans_of(root_transaction(traced), "queue.publish")
-    [task] = redis_worker.transactions_of(publish["trace_id"])
+    [task] = worker.transactions_of(publish["trace_id"])
     assert_continues(task, publish)
     assert trace_of(task)["status"] == "deadline_exceeded"
     assert trace_of(task)["data"]["messaging.message.id"] == result.id
 
 
-def test_unknown_task_ends_its_hop(traced: Any, redis_worker: Worker) -> None:
-    busprop.celery.install(redis_worker.app)
+def test_unknown_task_ends_its_hop(traced: Any, worker: Worker) -> None:
+    busprop.celery.install(worker.app)
     with sentry_sdk.start_transaction(name="root", op="test"):
-        redis_worker.app.send_task("busprop_tests.not_registered_anywhere")
+        worker.app.send_task("busprop_tests.not_registered_anywhere")
     [publish] = spans_of(root_transaction(traced), "queue.publish")
-    [task] = redis_worker.transactions_of(publish["trace_id"])
+    [task] = worker.transactions_of(publish["trace_id"])
     assert_continues(task, publish)
     assert trace_of(task)["status"] == "not_found"
-    assert trace_of(task)["data"]["messaging.destination.name"] == redis_worker.queue
+    assert trace_of(task)["data"]["messaging.destination.name"] == worker.queue
     assert trace_of(task)["data"]["messaging.message.id"] == publish["data"]["messaging.message.id"]
 
 
@@ -447,15 +447,13 @@ def test_unknown_task_ends_its_hop(traced: Any, redis_worker: Worker) -> None:
     ],
     ids=["missing", "malformed", "wrong-types", "junk-nested"],
 )
-def test_bad_headers_start_a_fresh_trace(traced: Any, redis_worker: Worker, headers: dict[str, Any]) -> None:
-    busprop.celery.install(redis_worker.app)
+def test_bad_headers_start_a_fresh_trace(traced: Any, worker: Worker, headers: dict[str, Any]) -> None:
+    busprop.celery.install(worker.app)
     busprop.configure(propagation_targets=[])  # this publisher writes nothing: the headers stay as given
     with sentry_sdk.start_transaction(name="root", op="test") as root:
-        result = redis_worker.app.tasks["busprop_tests.traceparent"].apply_async(headers=headers)
+        result = worker.app.tasks["busprop_tests.traceparent"].apply_async(headers=headers)
         seen = result.get(timeout=10)
-    [task] = redis_worker.wait_for(
-        lambda event: trace_of(event)["data"].get("messaging.message.id") == result.id
-    )
+    [task] = worker.wait_for(lambda event: trace_of(event)["data"].get("messaging.message.id") == result.id)
     assert trace_of(task)["trace_id"] != root.trace_id
     assert trace_of(task).get("parent_span_id") is None
     assert seen.split("-")[0] == trace_of(task)["trace_id"]
@@ -474,6 +472,44 @@ def test_unsampled_head_is_not_recorded_and_travels_on(traced: Any, worker: Work
     assert "sentry-sampled=false" in seen["nested"]["baggage"]
     assert not [event for event in worker.events() if trace_of(event)["trace_id"] == root.trace_id]
     assert traced.transactions() == []
+
+
+def test_propagation_targets_match_task_names(traced: Any, worker: Worker) -> None:
+    busprop.configure(propagation_targets=[r"^busprop_tests\.add$"])
+    busprop.celery.install(worker.app)
+    tasks = worker.app.tasks
+    with sentry_sdk.start_transaction(name="root", op="test") as root:
+        assert tasks["busprop_tests.add"].delay(1, 1).get(timeout=10) == 2
+        seen = tasks["busprop_tests.echo"].delay().get(timeout=10)
+    [task] = worker.transactions_of(root.trace_id)
+    assert task["transaction"] == "busprop_tests.add"
+    assert seen["top"]["sentry-trace"] is None and seen["nested"]["sentry-trace"] is None
+    assert not seen["traceparent"].startswith(root.trace_id)
+
+
+def test_per_task_opt_out_header(traced: Any, worker: Worker) -> None:
+    busprop.celery.install(worker.app)
+    with sentry_sdk.start_transaction(name="root", op="test") as root:
+        seen = worker.app.tasks["busprop_tests.echo"].apply_async(headers={busprop.celery.PROPAGATE: False})
+        seen = seen.get(timeout=10)
+    assert seen["top"] == {key: None for key in seen["top"]}
+    assert not seen["traceparent"].startswith(root.trace_id)
+    assert spans_of(root_transaction(traced), "queue.publish") == []
+
+
+def test_message_protocol_1(traced: Any, worker: Worker) -> None:
+    app = create_app(worker.app.conf.broker_url, worker.app.conf.result_backend, worker.queue)
+    app.conf.task_protocol = 1
+    busprop.celery.install(app)
+    try:
+        with sentry_sdk.start_transaction(name="root", op="test"):
+            assert app.tasks["busprop_tests.add"].delay(3, 4).get(timeout=10) == 7
+    finally:
+        app.close()
+    [publish] = spans_of(root_transaction(traced), "queue.publish")
+    [task] = worker.transactions_of(publish["trace_id"])
+    assert_continues(task, publish)
+    assert trace_of(task)["data"]["messaging.message.id"] == publish["data"]["messaging.message.id"]
 
 
 # ---------------------------------------------------------------- in-process behaviour
@@ -631,3 +667,23 @@ def test_beat_runs_each_start_their_own_trace(solo_worker: Worker) -> None:
     assert len({trace_of(event)["trace_id"] for event in ticks}) == len(ticks)
     assert all(trace_of(event).get("parent_span_id") is None for event in ticks)
     assert all(trace_of(event)["data"]["messaging.message.receive.latency"] >= 0 for event in ticks)
+
+
+# ---------------------------------------------------------------- the demo leg
+
+
+def test_demo_leg_is_one_trace(traced: Any) -> None:
+    from busprop.demo.legs import celery as leg
+
+    with sentry_sdk.start_transaction(name="root", op="demo") as root:
+        assert leg.run() is None
+    tasks = [event for event in traced.transactions() if event["transaction"].startswith("demo.")]
+    assert sorted(event["transaction"] for event in tasks) == sorted(f"demo.{f.__name__}" for f in leg.TASKS)
+    assert {trace_of(event)["trace_id"] for event in tasks} == {root.trace_id}
+    spans = {
+        span["span_id"]: span
+        for event in [*tasks, root_transaction(traced)]
+        for span in spans_of(event, "queue.publish")
+    }
+    for event in tasks:
+        assert spans[trace_of(event)["parent_span_id"]]["description"] == event["transaction"]
