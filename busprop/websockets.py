@@ -272,7 +272,10 @@ class TracedConnection:
                 message = _render(outgoing)
             if span is not None:
                 span.set_data(BODY_SIZE, _body_size(message))
-            await self.connection.send(message, text=text)
+            if text is None:  # ``text=`` is new in websockets 14
+                await self.connection.send(message)
+            else:
+                await self.connection.send(message, text=text)
 
     async def recv(self, decode: bool | None = None) -> Data:
         """Receive the next message; its processing continues the trace it carries.
