@@ -243,16 +243,23 @@ class TracedConnection:
     """
 
     def __init__(self, connection: Connection, *, strip_metadata: bool = False) -> None:
+        self._current = _Current()  # the message recv() last returned, ended by the next recv()
         #: The wrapped ``websockets`` connection.
         self.connection = connection
         #: Whether ``recv()`` removes ``sentryTrace`` and ``baggage`` from the messages it returns.
         self.strip_metadata = strip_metadata
         #: The destination string (:func:`connection_url`).
-        self.destination = connection_url(connection)
-        self._handshake = _handshake_carrier(connection)
-        self._current = _Current()  # the message recv() last returned, ended by the next recv()
+        self.destination = SYSTEM
+        self._handshake: dict[str, str] | None = None
+        try:
+            self.destination = connection_url(connection)
+            self._handshake = _handshake_carrier(connection)
+        except Exception:
+            logger.debug("busprop: could not read the WebSocket handshake", exc_info=True)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("connection", "_current"):
+            raise AttributeError(name)
         return getattr(self.connection, name)
 
     def __repr__(self) -> str:
@@ -352,8 +359,13 @@ def _render(outgoing: _Outgoing) -> Any:
         return outgoing.original
 
 
-def traced(connection: Connection, *, strip_metadata: bool = False) -> TracedConnection:
-    """Wrap a ``websockets.asyncio`` client or server connection so its messages carry the trace."""
+def traced(connection: Connection | TracedConnection, *, strip_metadata: bool = False) -> TracedConnection:
+    """Wrap a ``websockets.asyncio`` client or server connection so its messages carry the trace.
+
+    A connection that is already wrapped is returned as it is.
+    """
+    if isinstance(connection, TracedConnection):
+        return connection
     return TracedConnection(connection, strip_metadata=strip_metadata)
 
 

@@ -682,3 +682,84 @@ def test_example_browser_page_in_headless_chromium(tmp_path: Path) -> None:
     assert process["_dsc"]["trace_id"] == page_trace
     _broadcast, publish = process["spans"]
     assert received.groups() == (page_trace, publish["span_id"])  # the copy the page got is that span's child
+
+
+# Sentry's Node SDK following the docs -------------------------------------------------------------
+
+
+async def test_node_sdk_client_following_the_docs_interoperates_both_ways(
+    sentry_init: Init, tmp_path: Path
+) -> None:
+    """@sentry/node 11: getTraceData() into the message, continueTrace() from the reply."""
+    node = shutil.which("node")
+    if node is None or not (ROOT / "tests" / "node" / "node_modules" / "@sentry" / "node").is_dir():
+        message = "node and tests/node/node_modules are needed (./dev.sh test installs them)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    captured = sentry_init(traces_sample_rate=1.0)
+
+    async def handler(ws: traced_ws.TracedConnection) -> None:
+        async for message in ws:
+            await ws.send(json.dumps({"reply": json.loads(message)["message"]}))
+
+    output = tmp_path / "node.json"
+    async with running(handler) as url:
+        process = await asyncio.create_subprocess_exec(
+            node,
+            "--experimental-websocket",
+            "websockets_seed_client.mjs",
+            url,
+            str(output),
+            cwd=ROOT / "tests" / "node",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, stderr.decode()
+    result = json.loads(output.read_text())
+    node_trace, node_span, _ = result["sent"]["sentry-trace"].split("-")
+
+    (process_event,) = processes(captured)
+    trace = process_event["contexts"]["trace"]
+    assert (trace["trace_id"], trace["parent_span_id"]) == (node_trace, node_span)
+    dsc = process_event["_dsc"]
+    assert (dsc["release"], dsc["transaction"]) == ("node-client@1.0", "node chat send")  # Node's frozen DSC
+    (publish,) = process_event["spans"]
+
+    assert result["reply"]["reply"] == "hello from node"
+    assert result["reply"]["metadata"]["sentryTrace"] == f"{node_trace}-{publish['span_id']}-1"
+    assert result["reply"]["metadata"]["baggage"] == result["sent"]["baggage"]  # passed on as received
+    (receive,) = [span for span in result["spans"] if span["name"] == "node chat receive"]
+    assert (receive["trace_id"], receive["parent_span_id"]) == (node_trace, publish["span_id"])
+
+
+async def test_the_wrapper_leaves_everything_else_to_the_connection(sentry_init: Init) -> None:
+    sentry_init(traces_sample_rate=1.0)
+
+    paths: list[str] = []
+
+    async def handler(ws: traced_ws.TracedConnection) -> None:
+        paths.append(ws.request.path)
+        async for message in ws:
+            await ws.send(message)
+
+    async with running(handler) as url:
+        async with traced_ws.connect(url + "?token=secret") as ws:
+            assert traced_ws.traced(ws) is ws
+            assert ws.destination == url  # no query string
+            assert isinstance(await ws.ping(), asyncio.Future)
+            assert ws.remote_address[0] == "127.0.0.1"
+            await ws.send(b"\x00\x01", text=False)
+            fragments = [fragment async for fragment in ws.recv_streaming()]
+            assert b"".join(fragments) == b"\x00\x01"
+        async for reconnecting in traced_ws.connect(url):
+            assert isinstance(reconnecting, traced_ws.TracedConnection)
+            await reconnecting.send("{}")
+            assert json.loads(await reconnecting.recv())["metadata"]["sentryTrace"]
+            break
+        opened = await traced_ws.connect(url)
+        assert isinstance(opened, traced_ws.TracedConnection)
+        await opened.close()
+        assert opened.close_code == 1000
+    assert paths[0] == "/chat?token=secret"
