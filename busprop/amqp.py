@@ -22,20 +22,23 @@ import functools
 import inspect
 import logging
 import math
+import random
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, ClassVar, TypeVar, cast, overload
 
 import aio_pika
+import aiormq
 import sentry_sdk
 from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractMessage,
     AbstractQueueIterator,
+    MessageInfo,
 )
 from aio_pika.patterns import RPC
 from aio_pika.patterns.rpc import RPCMessageType
@@ -138,24 +141,56 @@ def message_processing(message: AbstractIncomingMessage, name: str | None = None
 # --- publishing -------------------------------------------------------------------------------
 
 
-def _outgoing(message: AbstractMessage) -> AbstractMessage | None:
-    """A copy of ``message`` to publish with trace headers, or ``None`` if it cannot be copied.
+class OutgoingMessage(AbstractMessage):
+    """What busprop publishes in place of the user's message: the same body and properties, but
+    its own headers table (the user's headers plus the trace), publish time and message id.
 
-    The copy shares the body and every property but has its own headers table. The publish time
-    goes into :data:`PUBLISHED_AT_HEADER` and, when unset, the ``timestamp`` property; a missing
-    ``message_id`` is generated here instead of by aiormq (the same random hex), so the publish
-    span can name it.
+    The user's message is only read, so it can be published again, concurrently or elsewhere,
+    without carrying a stale trace. Attributes not set here are the original's.
     """
-    if not isinstance(message, aio_pika.Message):
-        return None
-    outgoing = copy.copy(message)
-    now = time.time()
-    outgoing.headers = {**(message.headers or {}), PUBLISHED_AT_HEADER: f"{now:.6f}"}
-    if outgoing.timestamp is None:
-        outgoing.timestamp = datetime.fromtimestamp(now, tz=timezone.utc)
-    if not outgoing.message_id:
-        outgoing.message_id = uuid.uuid4().hex
-    return outgoing
+
+    def __init__(self, original: AbstractMessage, published_at: float) -> None:
+        self.original = original
+        self.headers = {**(original.headers or {}), PUBLISHED_AT_HEADER: f"{published_at:.6f}"}
+        self.timestamp = original.timestamp or datetime.fromtimestamp(published_at, tz=timezone.utc)
+        # aiormq would generate the same (a random UUID's hex) when publishing; here the span can name it
+        self.message_id = original.message_id or uuid.UUID(int=random.getrandbits(128), version=4).hex
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self.original, attribute)
+
+    @property
+    def properties(self) -> aiormq.spec.Basic.Properties:
+        properties = self.original.properties
+        if not isinstance(self.original, aio_pika.Message):  # it might hand out a shared object
+            properties = copy.copy(properties)
+        properties.headers = self.headers
+        properties.timestamp = self.timestamp
+        properties.message_id = self.message_id
+        return properties
+
+    def info(self) -> MessageInfo:
+        info = self.original.info()
+        info["headers"], info["timestamp"], info["message_id"] = self.headers, self.timestamp, self.message_id
+        return info
+
+    @property
+    def locked(self) -> bool:
+        return False
+
+    def lock(self) -> None:
+        pass
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.original.body)
+
+    def __copy__(self) -> OutgoingMessage:
+        duplicate = OutgoingMessage.__new__(OutgoingMessage)
+        duplicate.__dict__.update(self.__dict__, headers=dict(self.headers))
+        return duplicate
+
+    def __repr__(self) -> str:
+        return f"<OutgoingMessage of {self.original!r}>"
 
 
 async def publish_message(
@@ -167,14 +202,14 @@ async def publish_message(
 ) -> Any:
     """Publish ``message`` with ``send(message, routing_key, **options)`` inside a ``queue.publish`` span.
 
-    ``send`` is the exchange's own publish. The trace is written into a copy of the message
-    (see :func:`_outgoing`); for a destination outside ``propagation_targets`` the message is
+    ``send`` is the exchange's own publish. The trace is written into an :class:`OutgoingMessage`
+    standing in for ``message``; for a destination outside ``propagation_targets`` the message is
     published as given.
     """
     if _publishing.get():
         return await send(message, routing_key, **options)
     destination = destination_of(exchange.name, routing_key)
-    outgoing = _outgoing(message) if should_propagate(destination) else None
+    outgoing = OutgoingMessage(message, time.time()) if should_propagate(destination) else None
     sent = outgoing if outgoing is not None else message
     token = _publishing.set(True)
     try:

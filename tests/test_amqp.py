@@ -171,6 +171,29 @@ async def test_a_reused_message_carries_each_publish_its_own_trace(
     assert message.headers == {}
 
 
+async def test_forwarding_a_received_message_writes_the_forwarders_trace(
+    sentry_init: Callable[..., Any], channel: AbstractChannel
+) -> None:
+    """A received (acked, so locked) message published again: its old trace is replaced, in the copy only."""
+    captured = sentry_init(traces_sample_rate=1.0)
+    inbox, outbox = await exclusive_queue(channel), await exclusive_queue(channel)
+    old = f"{HEAD}-b2bd6e9b3e4c5a1f-1"
+    await channel.default_exchange.publish(
+        aio_pika.Message(b"payload", headers={"sentry-trace": old, "x": 1}, correlation_id="c-1"), inbox.name
+    )
+    incoming = await receive(inbox)
+    await incoming.ack()
+    with sentry_sdk.start_transaction(name="forwarder"):
+        await busprop.amqp.traced_exchange(channel.default_exchange).publish(
+            incoming, routing_key=outbox.name
+        )
+    forwarded = await receive(outbox)
+    (span,) = spans_of(captured.transactions(), "queue.publish")
+    assert forwarded.headers["sentry-trace"] == f"{span['trace_id']}-{span['span_id']}-1"
+    assert (forwarded.body, forwarded.headers["x"], forwarded.correlation_id) == (b"payload", 1, "c-1")
+    assert incoming.headers["sentry-trace"] == old
+
+
 async def test_named_exchange_destination_and_propagation_targets(
     sentry_init: Callable[..., Any], channel: AbstractChannel
 ) -> None:
