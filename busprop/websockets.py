@@ -232,7 +232,7 @@ def handshake_headers(uri: str, additional_headers: Any = None) -> list[tuple[st
     return headers
 
 
-# The current message's processing -----------------------------------------------------------------
+# Connections --------------------------------------------------------------------------------------
 
 
 class TracedConnection:
@@ -277,8 +277,9 @@ class TracedConnection:
         with publish(carrier, system=SYSTEM, destination=self.destination, keys=METADATA_KEYS) as span:
             if outgoing is not None and carrier != before:
                 message = _render(outgoing)
-            if span is not None:
-                span.set_data(BODY_SIZE, _body_size(message))
+            size = _body_size(message)
+            if span is not None and size is not None:
+                span.set_data(BODY_SIZE, size)
             if text is None:  # ``text=`` is new in websockets 14
                 await self.connection.send(message)
             else:
