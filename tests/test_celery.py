@@ -687,3 +687,62 @@ def test_demo_leg_is_one_trace(traced: Any) -> None:
     }
     for event in tasks:
         assert spans[trace_of(event)["parent_span_id"]]["description"] == event["transaction"]
+
+
+# ---------------------------------------------------------------- examples/celery_tasks
+
+
+@pytest.mark.parametrize("broker", ["redis", "amqp"])
+def test_example_order_pipeline(
+    broker: str, redis_url: str, amqp_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    directory = tmp_path_factory.mktemp(f"example-{broker}")
+    capture_dir = directory / "captured"
+    capture_dir.mkdir()
+    queue = f"busprop-example-{uuid.uuid4().hex[:8]}"
+    broker_url = redis_url if broker == "redis" else amqp_url
+    env = {"ORDERS_BROKER_URL": broker_url, "ORDERS_RESULT_BACKEND": redis_url, "ORDERS_QUEUE": queue}
+    log_path = directory / "worker.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(APPS / "celery_example_worker.py"), "prefork"],
+            env={**os.environ, "PYTHONPATH": str(ROOT), "BUSPROP_CAPTURE_DIR": str(capture_dir), **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    worker = Worker(
+        "example", broker, queue, create_app(broker_url, redis_url, queue), capture_dir, log_path, process
+    )
+    try:
+        run_app("celery_example_producer", str(directory / "producer.json"), env=env, timeout=60)
+        produced = read_captured(directory / "producer.json")
+        trace_id = produced["trace_id"]
+        tasks = {event["transaction"]: event for event in worker.transactions_of(trace_id, 6)}
+    finally:
+        stop_worker(worker)
+    assert sorted(tasks) == [
+        "orders.charge_payment",
+        "orders.issue_invoice",
+        "orders.notify_warehouse",
+        "orders.reserve_stock",
+        "orders.send_confirmation",
+        "orders.validate_order",
+    ]
+    [checkout] = produced["transactions"]
+    assert checkout["transaction"] == "POST /checkout"
+    published_by = {
+        span["span_id"]: event["transaction"]
+        for event in [checkout, *tasks.values()]
+        for span in spans_of(event, "queue.publish")
+    }
+    assert {name: published_by[trace_of(event)["parent_span_id"]] for name, event in tasks.items()} == {
+        "orders.validate_order": "POST /checkout",
+        "orders.reserve_stock": "orders.validate_order",
+        "orders.charge_payment": "orders.reserve_stock",
+        "orders.issue_invoice": "orders.charge_payment",
+        "orders.send_confirmation": "POST /checkout",
+        "orders.notify_warehouse": "POST /checkout",
+    }
+    assert {trace_of(event)["status"] for event in tasks.values()} == {"ok"}
