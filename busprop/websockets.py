@@ -26,6 +26,7 @@ import sentry_sdk
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as websockets_connect
 from websockets.asyncio.connection import Connection
+from websockets.asyncio.connection import broadcast as websockets_broadcast
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosedOK
 from websockets.headers import build_host
@@ -43,8 +44,10 @@ __all__ = [
     "SYSTEM",
     "TracedConnect",
     "TracedConnection",
+    "broadcast",
     "connect",
     "connection_url",
+    "handshake_headers",
     "traced",
     "traced_handler",
 ]
@@ -271,19 +274,11 @@ class TracedConnection:
         Only a message sent as a text frame that is a JSON object (whose ``metadata``, if present,
         is an object) carries the trace; anything else is sent unchanged, inside the span.
         """
-        outgoing = _Outgoing.of(message, text)
-        carrier: dict[str, Any] = outgoing.metadata if outgoing is not None else {}
-        before = dict(carrier)
-        with publish(carrier, system=SYSTEM, destination=self.destination, keys=METADATA_KEYS) as span:
-            if outgoing is not None and carrier != before:
-                message = _render(outgoing)
-            size = _body_size(message)
-            if span is not None and size is not None:
-                span.set_data(BODY_SIZE, size)
+        with _publishing(message, text, self.destination) as traced_message:
             if text is None:  # ``text=`` is new in websockets 14
-                await self.connection.send(message)
+                await self.connection.send(traced_message)
             else:
-                await self.connection.send(message, text=text)
+                await self.connection.send(traced_message, text=text)
 
     async def recv(self, decode: bool | None = None) -> Data:
         """Receive the next message; its processing continues the trace it carries.
@@ -352,6 +347,25 @@ class TracedConnection:
         return self._handshake
 
 
+@contextmanager
+def _publishing(
+    message: Any, text: bool | None, destination: str, extra_data: dict[str, Any] | None = None
+) -> Generator[Any, None, None]:
+    """A ``queue.publish`` span around a send; yields the message to send, the trace written in."""
+    outgoing = _Outgoing.of(message, text)
+    carrier: dict[str, Any] = outgoing.metadata if outgoing is not None else {}
+    before = dict(carrier)
+    with publish(
+        carrier, system=SYSTEM, destination=destination, keys=METADATA_KEYS, extra_data=extra_data
+    ) as span:
+        if outgoing is not None and carrier != before:
+            message = _render(outgoing)
+        size = _body_size(message)
+        if span is not None and size is not None:
+            span.set_data(BODY_SIZE, size)
+        yield message
+
+
 def _render(outgoing: _Outgoing) -> Any:
     try:
         return outgoing.render()
@@ -368,6 +382,35 @@ def traced(connection: Connection | TracedConnection, *, strip_metadata: bool = 
     if isinstance(connection, TracedConnection):
         return connection
     return TracedConnection(connection, strip_metadata=strip_metadata)
+
+
+def broadcast(
+    connections: Iterable[Connection | TracedConnection],
+    message: Any,
+    *,
+    text: bool | None = None,
+    raise_exceptions: bool = False,
+) -> None:
+    """``websockets``' ``broadcast()`` with the current trace written into the message once.
+
+    One ``queue.publish`` span covers the broadcast (``messaging.batch.message_count``: the number of
+    connections); every recipient's processing is its child. The destination is the first
+    connection's URL. The message is handled as by :meth:`TracedConnection.send`.
+    """
+    targets = [item.connection if isinstance(item, TracedConnection) else item for item in connections]
+    count = {"messaging.batch.message_count": len(targets)}
+    with _publishing(message, text, _first_url(targets), count) as traced_message:
+        options: dict[str, Any] = {"raise_exceptions": raise_exceptions}
+        if text is not None:
+            options["text"] = text
+        websockets_broadcast(targets, traced_message, **options)
+
+
+def _first_url(connections: list[Connection]) -> str:
+    try:
+        return connection_url(connections[0]) if connections else SYSTEM
+    except Exception:
+        return SYSTEM
 
 
 # Servers ------------------------------------------------------------------------------------------
@@ -388,24 +431,23 @@ def _connection_scope(connection: TracedConnection) -> Generator[None, None, Non
         yield
 
 
-Handler: TypeAlias = Callable[[TracedConnection], Awaitable[None]]
+Handler: TypeAlias = Callable[..., Awaitable[None]]
 
 
-def traced_handler(
-    handler: Handler, *, strip_metadata: bool = False
-) -> Callable[[ServerConnection], Awaitable[None]]:
+def traced_handler(handler: Handler, *, strip_metadata: bool = False) -> Callable[..., Awaitable[None]]:
     """Wrap a server handler: it receives a :class:`TracedConnection` and runs in the handshake's trace.
 
-    An exception escaping the handler ends the current message's processing as failed (reported to
-    Sentry) and propagates to ``websockets`` unchanged.
+    Other arguments (``websockets``' router passes URL parameters) are passed on. An exception
+    escaping the handler ends the current message's processing as failed (reported to Sentry) and
+    propagates to ``websockets`` unchanged.
     """
 
     @functools.wraps(handler)
-    async def run(connection: ServerConnection) -> None:
+    async def run(connection: ServerConnection, *args: Any, **kwargs: Any) -> None:
         traced_connection = traced(connection, strip_metadata=strip_metadata)
         with _connection_scope(traced_connection):
             try:
-                await handler(traced_connection)
+                await handler(traced_connection, *args, **kwargs)
             except BaseException as error:
                 traced_connection.finish_processing(error)
                 raise

@@ -763,3 +763,38 @@ async def test_the_wrapper_leaves_everything_else_to_the_connection(sentry_init:
         await opened.close()
         assert opened.close_code == 1000
     assert paths[0] == "/chat?token=secret"
+
+
+async def test_broadcast_writes_the_trace_once_in_one_publish_span(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    peers: list[traced_ws.TracedConnection] = []
+    ready = asyncio.Event()
+
+    async def handler(ws: traced_ws.TracedConnection, room: str) -> None:
+        peers.append(ws)
+        if len(peers) == 3:
+            ready.set()
+        async for message in ws:
+            traced_ws.broadcast(peers, json.dumps({"room": room, "message": message}))
+
+    async def with_room(connection: ServerConnection) -> None:
+        await traced_ws.traced_handler(handler)(connection, room="lobby")
+
+    _, span_id, sentry_trace = new_trace()
+    async with running(with_room, wrap=False) as url:
+        clients = [await bare_connect(url) for _ in range(3)]
+        await ready.wait()
+        await clients[0].send(json.dumps({"metadata": {"sentryTrace": sentry_trace}}))
+        received = [await client.recv() for client in clients]
+        for client in clients:
+            await client.close()
+    assert len(set(received)) == 1
+    body = json.loads(received[0])
+    assert body["room"] == "lobby"
+    (process,) = processes(captured)
+    assert process["contexts"]["trace"]["parent_span_id"] == span_id
+    (publish,) = process["spans"]
+    assert publish["op"] == "queue.publish"
+    assert publish["data"]["messaging.batch.message_count"] == 3
+    assert publish["data"]["messaging.destination.name"] == url
+    assert body["metadata"]["sentryTrace"] == f"{sentry_trace.split('-')[0]}-{publish['span_id']}-1"
