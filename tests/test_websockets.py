@@ -7,6 +7,7 @@ asserts on what Sentry would receive.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -798,3 +799,31 @@ async def test_broadcast_writes_the_trace_once_in_one_publish_span(sentry_init: 
     assert publish["data"]["messaging.batch.message_count"] == 3
     assert publish["data"]["messaging.destination.name"] == url
     assert body["metadata"]["sentryTrace"] == f"{sentry_trace.split('-')[0]}-{publish['span_id']}-1"
+
+
+async def test_each_loop_body_runs_in_its_own_messages_transaction(sentry_init: Init) -> None:
+    """Spans and errors of the loop body belong to the message; it ends when the next is asked for."""
+    captured = sentry_init(traces_sample_rate=1.0)
+
+    async def handler(ws: traced_ws.TracedConnection) -> None:
+        async for message in ws:
+            with sentry_sdk.start_span(op="work", name=json.loads(message)["name"]):
+                pass
+            if json.loads(message)["name"] == "second":
+                sentry_sdk.capture_message("handled second")
+
+    traces = [new_trace() for _ in range(3)]
+    async with running(handler) as url, bare_connect(url) as browser:
+        for (_, _, sentry_trace), name in zip(traces, ["first", "second", "third"], strict=True):
+            await browser.send(json.dumps({"name": name, "metadata": {"sentryTrace": sentry_trace}}))
+    events = sorted(processes(captured), key=lambda event: event["start_timestamp"])
+    assert [event["contexts"]["trace"]["trace_id"] for event in events] == [trace for trace, _, _ in traces]
+    assert [[span["description"] for span in event["spans"]] for event in events] == [
+        ["first"],
+        ["second"],
+        ["third"],
+    ]
+    for earlier, later in itertools.pairwise(events):
+        assert earlier["timestamp"] <= later["start_timestamp"]
+    (error,) = captured.errors()
+    assert error["contexts"]["trace"]["trace_id"] == traces[1][0]
