@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import shutil
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 import busprop
 import busprop.kafka
-from tests.conftest import Captured
+from tests.conftest import IN_CI, Captured
 from tests.processes import read_captured, run_app, start_app
 
 pytestmark = pytest.mark.broker
@@ -718,3 +720,110 @@ def test_patched_methods_pass_through_for_a_client_without_the_integration(
     assert next(consumer).headers == []
     consumer.close()
     assert [event["transaction"] for event in captured.transactions()] == ["head"]
+
+
+# --- interoperability: Sentry's Node SDK (kafkajs) and OpenTelemetry -----------------------------
+
+NODE_DIR = Path(__file__).resolve().parent / "node"
+
+
+def run_node(script: str, *args: str) -> str:
+    """Run ``tests/node/<script>`` under Sentry's import hook (so its kafkajs integration is active)."""
+    if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "@sentry" / "node").is_dir():
+        message = "node and tests/node/node_modules are needed (./dev.sh installs them)"
+        pytest.fail(message) if IN_CI else pytest.skip(message)
+    result = subprocess.run(
+        ["node", "--import", "@sentry/node/import", script, *args],
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_records_from_sentrys_node_sdk_are_continued(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = new_topic()
+    run_node("kafka_producer.mjs", kafka_bootstrap, topic, str(tmp_path / "node.json"))
+    node_spans = read_captured(tmp_path / "node.json")["spans"]
+    node_publish = only([span for span in node_spans if span["op"] == "queue.publish"])
+    node_head = only([span for span in node_spans if span["name"] == "node-head"])
+
+    captured = sentry_init(traces_sample_rate=0.0)  # the head's decision (sampled) must win
+    consumer = assigned_consumer(kafka_bootstrap, topic)
+    with busprop.kafka.traced_consumer(consumer) as records:
+        for record in records:
+            assert record.value == b"from-node"
+            break
+    consumer.close()
+    event = only(by_op(captured, "queue.process"))
+    assert event["contexts"]["trace"]["trace_id"] == node_head["trace_id"]
+    assert event["contexts"]["trace"]["parent_span_id"] == node_publish["span_id"]
+    node_baggage = dict(
+        member.split("=", 1) for member in only(header_values(record, "baggage")).decode().split(",")
+    )
+    assert event["_dsc"]["sample_rand"] == node_baggage["sentry-sample_rand"]  # full precision kept
+    assert event["_dsc"]["transaction"] == "node-head"  # Node's frozen baggage travels on
+
+
+def test_records_from_busprop_are_continued_by_sentrys_node_sdk(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    topic = new_topic()
+    producer = busprop.kafka.traced_producer(KafkaProducer(bootstrap_servers=kafka_bootstrap))
+    with sentry_sdk.start_transaction(name="python-head") as head:
+        producer.send(topic, b"from-python", headers=[("sentry-trace", b"stale")]).get(timeout=10)
+    producer.close()
+    publish_span = only(publish_spans(only(captured.transactions())))
+
+    group = f"node-{uuid.uuid4().hex[:8]}"
+    seen = json.loads(
+        run_node("kafka_consumer.mjs", kafka_bootstrap, topic, group, "1", str(tmp_path / "n.json"))
+    )
+    assert seen == [
+        {"value": "from-python", "trace_id": head.trace_id, "parent_span_id": publish_span["span_id"]}
+    ]
+    node_process = only(
+        [span for span in read_captured(tmp_path / "n.json")["spans"] if span["op"] == "queue.process"]
+    )
+    assert (node_process["trace_id"], node_process["parent_span_id"]) == (
+        head.trace_id,
+        publish_span["span_id"],
+    )
+
+
+def test_opentelemetry_traceparent_only_records_are_continued(
+    sentry_init: SentryInit, kafka_bootstrap: str, raw_producer: KafkaProducer, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=0.0)
+    topic = new_topic()
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    raw_producer.send(topic, b"otel", headers=[("traceparent", f"00-{trace_id}-{span_id}-01".encode())])
+    raw_producer.flush()
+    consumer = assigned_consumer(kafka_bootstrap, topic)
+    with busprop.kafka.traced_consumer(consumer) as records:
+        for _record in records:
+            break
+    consumer.close()
+    trace = only(by_op(captured, "queue.process"))["contexts"]["trace"]
+    assert (trace["trace_id"], trace["parent_span_id"]) == (trace_id, span_id)
+
+
+def test_write_traceparent_for_opentelemetry_consumers(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    busprop.configure(write_traceparent=True)
+    topic = new_topic()
+    producer = busprop.kafka.traced_producer(KafkaProducer(bootstrap_servers=kafka_bootstrap))
+    with sentry_sdk.start_transaction(name="head") as head:
+        producer.send(topic, b"v", headers=[("traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01")])
+    producer.close()
+    record = only(read_all(kafka_bootstrap, topic, 1))
+    sentry_trace = only(header_values(record, "sentry-trace")).decode()
+    traceparent = only(header_values(record, "traceparent")).decode()  # replaced, not appended
+    assert traceparent == f"00-{head.trace_id}-{sentry_trace.split('-')[1]}-01"
