@@ -216,17 +216,19 @@ def _handshake_carrier(connection: Connection) -> dict[str, str] | None:
 def handshake_headers(uri: str, additional_headers: Any = None) -> list[tuple[str, str]]:
     """``additional_headers`` for a handshake to ``uri``, with the current trace written in.
 
-    Existing ``sentry-trace``/``baggage`` entries are replaced (third-party baggage kept); nothing
-    is written for a destination outside ``propagation_targets``.
+    Existing ``sentry-trace``/``baggage`` entries, in any letter case, are replaced (third-party
+    baggage kept); nothing is written for a destination outside ``propagation_targets``.
     """
     if additional_headers is None:
-        headers: list[tuple[str, str]] = []
+        pairs: list[tuple[str, str]] = []
     elif hasattr(additional_headers, "raw_items"):
-        headers = list(additional_headers.raw_items())
+        pairs = list(additional_headers.raw_items())
     elif hasattr(additional_headers, "items"):
-        headers = list(additional_headers.items())
+        pairs = list(additional_headers.items())
     else:
-        headers = list(additional_headers)
+        pairs = list(additional_headers)
+    names = {HEADER_KEYS.sentry_trace, HEADER_KEYS.baggage}
+    headers = [(name.lower() if name.lower() in names else name, value) for name, value in pairs]
     try:
         destination = _uri_url(uri)
     except Exception:  # websockets raises its own error for a bad URI when connecting

@@ -25,6 +25,7 @@ import pytest
 import sentry_sdk
 from websockets.asyncio.client import connect as bare_connect
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, InvalidURI
 
 import busprop
@@ -216,8 +217,11 @@ async def test_handshake_headers_give_the_connection_its_trace_and_metadata_wins
     seen: list[tuple[str, str]] = []
     headers: dict[str, str] = {}
 
+    raw_headers = Headers()
+
     async def handler(ws: traced_ws.TracedConnection) -> None:
         headers.update(ws.request.headers)
+        raw_headers.update(ws.request.headers)
         await ws.send(json.dumps({"welcome": current_trace_id()}))
         async for message in ws:
             seen.append((message, current_trace_id()))
@@ -225,13 +229,14 @@ async def test_handshake_headers_give_the_connection_its_trace_and_metadata_wins
     _, _, other_trace = new_trace()
     async with running(handler) as url:
         with sentry_sdk.start_transaction(name="connect") as transaction:
-            ws = await traced_ws.connect(url, additional_headers={"baggage": "vendor=acme", "X-Other": "1"})
+            ws = await traced_ws.connect(url, additional_headers={"Baggage": "vendor=acme", "X-Other": "1"})
         welcome = json.loads(await ws.recv())
         await ws.connection.send("no metadata at all")
         await ws.connection.send(json.dumps({"metadata": {"sentryTrace": other_trace}}))
         await ws.close()
     assert headers["sentry-trace"].startswith(transaction.trace_id + "-" + transaction.span_id)
     assert headers["baggage"].startswith("vendor=acme,sentry-trace_id=" + transaction.trace_id)
+    assert len(raw_headers.get_all("baggage")) == 1
     assert headers["x-other"] == "1"
     assert welcome["welcome"] == transaction.trace_id
     assert seen[0] == ("no metadata at all", transaction.trace_id)
