@@ -827,3 +827,25 @@ def test_write_traceparent_for_opentelemetry_consumers(
     sentry_trace = only(header_values(record, "sentry-trace")).decode()
     traceparent = only(header_values(record, "traceparent")).decode()  # replaced, not appended
     assert traceparent == f"00-{head.trace_id}-{sentry_trace.split('-')[1]}-01"
+
+
+# --- demo leg ------------------------------------------------------------------------------------
+
+
+def test_demo_leg_keeps_every_hop_in_one_trace(
+    sentry_init: SentryInit, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from busprop.demo.legs import kafka as leg
+
+    captured = sentry_init(traces_sample_rate=1.0)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    with sentry_sdk.start_transaction(op="demo", name="busprop demo") as root:
+        assert leg.run() is None
+    events = captured.transactions()
+    processed = [event for event in events if event["contexts"]["trace"]["op"] == "queue.process"]
+    assert len(processed) == 2
+    assert {event["contexts"]["trace"]["trace_id"] for event in events} == {root.trace_id}
+    root_event = only([event for event in events if event["transaction"] == "busprop demo"])
+    publish_ids = {span["span_id"] for span in publish_spans(root_event)}
+    publish_ids |= {span["span_id"] for event in processed for span in publish_spans(event)}
+    assert {event["contexts"]["trace"]["parent_span_id"] for event in processed} <= publish_ids
