@@ -188,9 +188,9 @@ async def test_100_connections_of_20_messages_each_keep_their_own_traces(sentry_
             for n in range(20):
                 with sentry_sdk.start_transaction(name=f"c{index}.{n}") as transaction:
                     await ws.send(json.dumps({"n": n}))
-                    reply = json.loads(await ws.recv())
+                    reply = json.loads(await ws.connection.recv())  # the server's side is under test
                     assert reply["n"] == n
-                    results.append((transaction.trace_id, reply["seen"], current_trace_id()))
+                    results.append((transaction.trace_id, transaction.span_id, reply["seen"]))
         return results
 
     async with running(handler) as url:
@@ -198,15 +198,20 @@ async def test_100_connections_of_20_messages_each_keep_their_own_traces(sentry_
     flat = [row for rows in results for row in rows]
     assert len(flat) == 2000
     assert len({sent for sent, _, _ in flat}) == 2000
-    for sent, seen_by_server, seen_by_client in flat:
-        assert sent == seen_by_server == seen_by_client
+    for sent, _, seen_by_server in flat:
+        assert sent == seen_by_server
     events = processes(captured)
-    assert len(events) == 4000
-    per_trace: dict[str, int] = {}
+    assert len(events) == 2000
+    senders = {
+        event["contexts"]["trace"]["trace_id"]: event
+        for event in captured.transactions()
+        if event["transaction"].startswith("c")
+    }
     for event in events:
-        trace_id = event["contexts"]["trace"]["trace_id"]
-        per_trace[trace_id] = per_trace.get(trace_id, 0) + 1
-    assert per_trace == {sent: 2 for sent, _, _ in flat}
+        trace = event["contexts"]["trace"]
+        (publish,) = senders[trace["trace_id"]]["spans"]
+        assert trace["parent_span_id"] == publish["span_id"]
+    assert {event["contexts"]["trace"]["trace_id"] for event in events} == {sent for sent, _, _ in flat}
 
 
 # Handshake ----------------------------------------------------------------------------------------
