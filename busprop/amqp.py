@@ -7,10 +7,11 @@ knows aio-pika: headers live in the message's AMQP table, the destination is
 processed by a ``queue.consume`` callback or an ``async for`` loop body. Everything else (parsing,
 sampling, scopes, span data) is the core's.
 
-Publishing never touches the user's :class:`aio_pika.Message`: the wrapper publishes a copy whose
-headers are a new table with the trace written in, so a message object (or a headers dict) reused
-for several publishes is never changed behind the user's back, and concurrent publishes of one
-object cannot send each other's trace. The payload is the same ``bytes`` object, never re-encoded.
+Publishing never changes the user's :class:`aio_pika.Message`: an :class:`OutgoingMessage` stands
+in for it, with the same body and properties but its own headers table carrying the trace, so a
+message object (or a headers dict) reused for several publishes never carries a stale trace, and
+concurrent publishes of one object cannot send each other's trace. The payload is the same
+``bytes`` object, never re-encoded.
 """
 
 from __future__ import annotations
@@ -311,11 +312,20 @@ async def process_message(
         return await result if inspect.isawaitable(result) else result
     token = _processing_message.set(message)
     try:
-        with message_processing(message, name):
+        with _processing_or_fresh_trace(message, name):
             result = call()
             return await result if inspect.isawaitable(result) else result
     finally:
         _processing_message.reset(token)
+
+
+def _processing_or_fresh_trace(message: AbstractIncomingMessage, name: str | None) -> MessageProcessing:
+    """:func:`message_processing`, or a fresh trace when the message's details cannot be read."""
+    try:
+        return message_processing(message, name)
+    except Exception:
+        logger.debug("busprop: could not read the AMQP message's details", exc_info=True)
+        return continue_trace(system=SYSTEM, destination="unknown", name=name, origin=ORIGIN)
 
 
 @overload
