@@ -7,15 +7,18 @@ asserts on what Sentry would receive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
 import re
 import secrets
+import select
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -653,6 +656,91 @@ def test_example_python_client_against_the_chat_server(tmp_path: Path) -> None:
         assert handled["contexts"]["trace"]["trace_id"] == trace["trace_id"]
 
 
+class HeadlessChromium:
+    """Chromium driven over the DevTools protocol on a pipe (fd 3 in, fd 4 out, NUL-separated JSON).
+
+    Waiting on the page's state, instead of ``--dump-dom`` with a virtual time budget, keeps the
+    test independent of how fast a loaded machine answers.
+    """
+
+    def __init__(self, chromium: str, url: str, profile: Path) -> None:
+        to_chrome, self._commands = os.pipe()
+        self._events, from_chrome = os.pipe()
+        wiring = f'exec "$0" "$@" 3<&{to_chrome} 4>&{from_chrome} {to_chrome}<&- {from_chrome}>&-'
+        self.process = subprocess.Popen(
+            [
+                "bash",
+                "-c",
+                wiring,
+                chromium,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "--remote-debugging-pipe",
+                url,
+            ],
+            pass_fds=(to_chrome, from_chrome),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        os.close(to_chrome)
+        os.close(from_chrome)
+        self._buffer = b""
+        self._last_id = 0
+        self._session: str | None = None
+
+    def __enter__(self) -> HeadlessChromium:
+        targets = self.call("Target.getTargets")["targetInfos"]
+        page = next(target for target in targets if target["type"] == "page")
+        self._session = self.call("Target.attachToTarget", {"targetId": page["targetId"], "flatten": True})[
+            "sessionId"
+        ]
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with contextlib.suppress(Exception):
+            self.call("Browser.close", timeout=5)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self._commands)
+        os.close(self._events)
+
+    def call(self, method: str, params: dict[str, Any] | None = None, timeout: float = 20) -> dict[str, Any]:
+        self._last_id += 1
+        message: dict[str, Any] = {"id": self._last_id, "method": method, "params": params or {}}
+        if self._session is not None:
+            message["sessionId"] = self._session
+        os.write(self._commands, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\0" in self._buffer:
+                raw, self._buffer = self._buffer.split(b"\0", 1)
+                reply = json.loads(raw)
+                if reply.get("id") == self._last_id:
+                    assert "error" not in reply, reply
+                    return reply["result"]  # type: ignore[no-any-return]
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"chromium did not answer {method}"
+            ready, _, _ = select.select([self._events], [], [], remaining)
+            if ready:
+                chunk = os.read(self._events, 65536)
+                assert chunk, "chromium exited"
+                self._buffer += chunk
+
+    def evaluate(self, expression: str) -> Any:
+        return self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True})["result"].get(
+            "value"
+        )
+
+    def wait_for(self, expression: str, expected: Any, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while (value := self.evaluate(expression)) != expected:
+            assert time.monotonic() < deadline, f"{expression} is {value!r}, not {expected!r}"
+            time.sleep(0.05)
+
+
 def test_example_browser_page_in_headless_chromium(tmp_path: Path) -> None:
     chromium = shutil.which("chromium")
     if chromium is None:
@@ -661,20 +749,10 @@ def test_example_browser_page_in_headless_chromium(tmp_path: Path) -> None:
             pytest.fail(message)
         pytest.skip(message)
     with chat_server(tmp_path) as (port, server_capture):
-        dom = subprocess.run(
-            [
-                chromium,
-                *CHROMIUM_FLAGS,
-                f"--user-data-dir={tmp_path / 'profile'}",
-                "--virtual-time-budget=10000",
-                "--dump-dom",
-                f"http://127.0.0.1:{port}/?auto=hello%20from%20chromium",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=True,
-        ).stdout
+        url = f"http://127.0.0.1:{port}/?auto=hello%20from%20chromium"
+        with HeadlessChromium(chromium, url, tmp_path / "profile") as browser:
+            browser.wait_for("document.getElementById('status').textContent", "round trip done")
+            dom = browser.evaluate("document.documentElement.outerHTML")
     assert '<p id="status">round trip done</p>' in dom, dom
     sent = re.search(r'data-direction="sent" data-sentry-trace="([0-9a-f]{32})-([0-9a-f]{16})-1"', dom)
     received = re.search(
