@@ -116,8 +116,7 @@ def _watch_delivery(future: Any, span: Span | None) -> None:
     try:
         if span is not None:
             _describe_sent_record(future, span)
-        if sentry_sdk.get_client().is_active():
-            future.add_errback(_delivery_failure_reporter())
+        future.add_errback(_delivery_failure_reporter())
     except Exception:
         logger.debug("busprop: could not watch the delivery of a Kafka record", exc_info=True)
 
@@ -165,6 +164,7 @@ class TracedProducer:
 
     def __init__(self, producer: Any) -> None:
         self.producer = producer
+        self._send = _untraced_send(producer)
 
     def send(
         self,
@@ -176,7 +176,8 @@ class TracedProducer:
         timestamp_ms: int | None = None,
     ) -> Any:
         """``KafkaProducer.send``, inside a ``queue.publish`` span, with the trace in the headers."""
-        return traced_send(_untraced_send(self.producer), topic, value, key, headers, partition, timestamp_ms)
+        send = _untraced_send(self.producer) if _originals else self._send
+        return traced_send(send, topic, value, key, headers, partition, timestamp_ms)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.producer, name)
