@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 import sentry_sdk
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.asyncio.client import connect as bare_connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
@@ -915,3 +917,57 @@ async def test_each_loop_body_runs_in_its_own_messages_transaction(sentry_init: 
         assert earlier["timestamp"] <= later["start_timestamp"]
     (error,) = captured.errors()
     assert error["contexts"]["trace"]["trace_id"] == traces[1][0]
+
+
+# Properties of the message handling (no connection needed) ----------------------------------------
+
+EXAMPLES = int(os.environ.get("BUSPROP_HYPOTHESIS_EXAMPLES", "200"))
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+json_objects = st.dictionaries(
+    st.text(max_size=10).filter(lambda key: key != "metadata"), json_values, max_size=6
+)
+TRACE_VALUES = {
+    "sentryTrace": "771a43a4192642f0b136d5159a501700-b2bd6e9b3e4c5a1f-1",
+    "baggage": "sentry-trace_id=771a43a4192642f0b136d5159a501700",
+}
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(json_objects, st.sampled_from([None, 0, 2]), st.sampled_from(["", " ", "\n", " \r\n\t"]))
+def test_splicing_metadata_keeps_every_other_byte(
+    body: dict[str, Any], indent: int | None, trailing: str
+) -> None:
+    text = json.dumps(body, indent=indent) + trailing
+    outgoing = traced_ws._Outgoing.of(text, None)
+    assert outgoing is not None
+    outgoing.metadata.update(TRACE_VALUES)
+    rendered = outgoing.render()
+    assert json.loads(rendered) == {**body, "metadata": TRACE_VALUES}
+    splice_at = len(text.rstrip(" \t\r\n")) - 1
+    assert rendered.startswith(text[:splice_at]) and rendered.endswith("}" + trailing)
+    received = traced_ws._received_object(rendered)
+    assert received is not None
+    assert json.loads(traced_ws._without_trace(rendered, received)) == body
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    st.one_of(st.text(max_size=300), st.binary(max_size=300), json_objects.map(json.dumps)),
+    st.sampled_from([None, True, False]),
+)
+def test_any_message_is_either_left_alone_or_a_json_object(message: Any, text: bool | None) -> None:
+    outgoing = traced_ws._Outgoing.of(message, text)
+    if outgoing is not None:
+        assert isinstance(json.loads(message), dict)
+    received = traced_ws._received_object(message)
+    assert received is None or isinstance(received, dict)
