@@ -16,6 +16,7 @@ import secrets
 import select
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -971,3 +972,54 @@ def test_any_message_is_either_left_alone_or_a_json_object(message: Any, text: b
         assert isinstance(json.loads(message), dict)
     received = traced_ws._received_object(message)
     assert received is None or isinstance(received, dict)
+
+
+async def test_tls_connections_are_wss_urls_on_both_sides(sentry_init: Init, tmp_path: Path) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is needed to make a certificate")
+    key, certificate = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(certificate),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(certificate, key)
+    client_tls = ssl.create_default_context(cafile=str(certificate))
+    captured = sentry_init(traces_sample_rate=1.0)
+    destinations: list[str] = []
+
+    async def handler(ws: traced_ws.TracedConnection) -> None:
+        destinations.append(ws.destination)
+        async for _message in ws:
+            pass
+
+    async with running(handler, ssl=server_tls) as url:
+        secure_url = url.replace("ws://", "wss://")
+        with sentry_sdk.start_transaction(name="client") as transaction:
+            async with traced_ws.connect(secure_url, ssl=client_tls) as ws:
+                destinations.append(ws.destination)
+                await ws.send("{}")
+    assert destinations == [secure_url, secure_url]
+    (process,) = processes(captured)
+    assert process["contexts"]["trace"]["trace_id"] == transaction.trace_id
+    assert process["contexts"]["trace"]["data"]["messaging.destination.name"] == secure_url
