@@ -209,12 +209,11 @@ async def publish_message(
     """
     if _publishing.get():
         return await send(message, routing_key, **options)
-    destination = destination_of(exchange.name, routing_key)
-    outgoing = OutgoingMessage(message, time.time()) if should_propagate(destination) else None
-    sent = outgoing if outgoing is not None else message
-    token = _publishing.set(True)
     try:
-        with publish(
+        destination = destination_of(exchange.name, routing_key)
+        outgoing = OutgoingMessage(message, time.time()) if should_propagate(destination) else None
+        sent = outgoing if outgoing is not None else message
+        publishing = publish(
             outgoing.headers if outgoing is not None else {},
             system=SYSTEM,
             destination=destination,
@@ -222,7 +221,13 @@ async def publish_message(
             body_size=len(sent.body),
             origin=ORIGIN,
             extra_data={ROUTING_KEY: routing_key},
-        ):
+        )
+    except Exception:  # a message busprop cannot read is published as it is, untraced
+        logger.debug("busprop: could not prepare the AMQP message for tracing", exc_info=True)
+        return await send(message, routing_key, **options)
+    token = _publishing.set(True)
+    try:
+        with publishing:
             return await send(sent, routing_key, **options)
     finally:
         _publishing.reset(token)
