@@ -24,6 +24,7 @@ from sentry_sdk.transport import Transport
 from websockets.asyncio.client import connect as bare_connect
 from websockets.asyncio.server import ServerConnection, serve
 
+import busprop
 from busprop import websockets as traced_websockets
 
 MESSAGE = json.dumps({"user": "bench", "message": "hello there, how is the weather today?", "room": "lobby"})
@@ -72,6 +73,45 @@ async def measure(traced: bool, connections: int, round_trips: int) -> float:
     return per_connection * connections / elapsed
 
 
+def per_message_costs(messages: int = 5000) -> list[tuple[str, float]]:
+    """Microseconds per message of the adapter's JSON work and of the core calls it makes (rate None)."""
+    init(None)
+    carrier: dict[str, Any] = {}
+    busprop.inject(carrier, destination="ws://bench/echo", keys=traced_websockets.METADATA_KEYS)
+    traced_message = json.dumps({**json.loads(MESSAGE), "metadata": carrier})
+
+    def splice() -> None:
+        outgoing = traced_websockets._Outgoing.of(MESSAGE, None)
+        assert outgoing is not None
+        outgoing.metadata.update(carrier)
+        outgoing.render()
+
+    def parse() -> None:
+        traced_websockets._metadata(traced_websockets._received_object(traced_message))
+
+    def inject() -> None:
+        busprop.inject({}, destination="ws://bench/echo", keys=traced_websockets.METADATA_KEYS)
+
+    def continue_trace() -> None:
+        with busprop.continue_trace(
+            carrier, system="websocket", destination="ws://bench/echo", keys=traced_websockets.METADATA_KEYS
+        ):
+            pass
+
+    costs = []
+    for name, work in [
+        ("adapter: parse + splice metadata into an outgoing message", splice),
+        ("adapter: find metadata in an incoming message", parse),
+        ("core: busprop.inject (sentry-sdk's trace values)", inject),
+        ("core: busprop.continue_trace, nothing sampled", continue_trace),
+    ]:
+        start = time.perf_counter()
+        for _ in range(messages):
+            work()
+        costs.append((name, (time.perf_counter() - start) / messages * 1e6))
+    return costs
+
+
 def init(rate: float | None) -> None:
     sentry_sdk.init(dsn="http://public@127.0.0.1/1", transport=DroppingTransport, traces_sample_rate=rate)
 
@@ -98,6 +138,7 @@ def main() -> None:
                 rate_per_second = asyncio.run(measure(traced, connections, arguments.round_trips))
                 key = (scenario, name)
                 best[key] = max(best.get(key, 0.0), rate_per_second)
+    costs = per_message_costs()
     sentry_sdk.init()
     print(f"Echo round trips of a {len(MESSAGE)}-byte JSON message, best of {arguments.repeats}\n")
     print(f"| {'scenario':<14} | {'configuration':<34} | {'round trips/s':>13} | {'vs bare':>7} |")
@@ -107,6 +148,9 @@ def main() -> None:
         for name, _, _ in CONFIGURATIONS:
             value = best[(scenario, name)]
             print(f"| {scenario:<14} | {name:<34} | {value:>13,.0f} | {value / bare:>6.2f}x |")
+    print("\nWhere a message's cost goes (traces_sample_rate=None), per message:\n")
+    for name, microseconds in costs:
+        print(f"  {microseconds:6.1f} µs  {name}")
 
 
 if __name__ == "__main__":
