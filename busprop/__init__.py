@@ -10,7 +10,7 @@ decision, spans every hop. The transport-agnostic core is exported here; adapter
 from busprop.carrier import CarrierKeys, IncomingTrace, extract
 from busprop.config import Config, ConfigurationError, configure, get_config
 from busprop.decorators import consumer, producer
-from busprop.processing import MessageProcessing, continue_trace
+from busprop.processing import MessageProcessing, continue_trace, propagation_scope
 from busprop.publishing import Publishing, inject, publish
 
 __version__ = "0.1.0"
@@ -30,5 +30,6 @@ __all__ = [
     "get_config",
     "inject",
     "producer",
+    "propagation_scope",
     "publish",
 ]

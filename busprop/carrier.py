@@ -145,33 +145,42 @@ def _pairs(container: Any) -> Iterable[tuple[Any, Any]]:
     return ()
 
 
-def extract(*containers: Any, keys: CarrierKeys = HEADER_KEYS) -> IncomingTrace:
-    """Read the trace a message carries from one or more header containers.
-
-    Containers are searched in the order given and the first usable value of each header wins, so
-    a transport with nested headers (Celery) passes the outer and the inner one. Anything that is
-    not a container, and any unusable value, is ignored: the result is then :data:`NO_TRACE`, from
-    which ``sentry_sdk`` starts a fresh trace. ``traceparent`` is used only when no
-    ``sentry-trace`` is usable, so OpenTelemetry-instrumented producers are continued too.
-    """
+def _read(container: Any, keys: CarrierKeys) -> tuple[str | None, str | None, str | None]:
+    """The first usable ``sentry-trace``, ``baggage`` and ``traceparent`` of one container."""
     sentry_trace: str | None = None
     baggage: str | None = None
     traceparent: str | None = None
+    for key, value in _pairs(container):
+        if key == keys.sentry_trace:
+            if sentry_trace is None:
+                sentry_trace = parse_sentry_trace(value)
+        elif key == keys.baggage:
+            if baggage is None:
+                baggage = parse_baggage(value)
+        elif key == keys.traceparent and traceparent is None:
+            traceparent = traceparent_to_sentry_trace(value)
+    return sentry_trace, baggage, traceparent
+
+
+def extract(*containers: Any, keys: CarrierKeys = HEADER_KEYS) -> IncomingTrace:
+    """Read the trace a message carries from one or more header containers.
+
+    Containers are alternatives, searched in order: the first one with a usable ``sentry-trace``
+    wins as a whole (its own ``baggage``, never another container's), so a transport with
+    nested headers (Celery) passes the outer and the inner one. Within a container the first
+    usable value of each header wins. ``traceparent`` is used only when no container has a usable
+    ``sentry-trace``, so OpenTelemetry-instrumented producers are continued too. Anything that is
+    not a container, and any unusable value, is ignored: the result is then :data:`NO_TRACE`,
+    from which ``sentry_sdk`` starts a fresh trace.
+    """
+    fallback: IncomingTrace | None = None
     for container in containers:
-        for key, value in _pairs(container):
-            if key == keys.sentry_trace:
-                if sentry_trace is None:
-                    sentry_trace = parse_sentry_trace(value)
-            elif key == keys.baggage:
-                if baggage is None:
-                    baggage = parse_baggage(value)
-            elif key == keys.traceparent and traceparent is None:
-                traceparent = traceparent_to_sentry_trace(value)
-    if sentry_trace is None:
-        sentry_trace = traceparent
-    if sentry_trace is None:
-        return NO_TRACE
-    return IncomingTrace(sentry_trace, baggage)
+        sentry_trace, baggage, traceparent = _read(container, keys)
+        if sentry_trace is not None:
+            return IncomingTrace(sentry_trace, baggage)
+        if traceparent is not None and fallback is None:
+            fallback = IncomingTrace(traceparent, baggage)
+    return fallback or NO_TRACE
 
 
 def _existing_value(container: MutableCarrier, key: str) -> Any:

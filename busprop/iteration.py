@@ -27,8 +27,12 @@ logger = logging.getLogger("busprop")
 T = TypeVar("T")
 
 
-class _Current:
-    """The processing of the message the loop body is working on, if any."""
+class CurrentProcessing:
+    """The processing of the message a loop body (or a connection) is working on, if any.
+
+    Adapters whose receive call is not an iterator (``recv()``) use it directly: ``start`` when a
+    message is returned, ``finish`` when the next one is asked for.
+    """
 
     __slots__ = ("processing",)
 
@@ -54,7 +58,7 @@ class TracedIterator(Generic[T]):
     def __init__(self, iterable: Iterable[T], start: Callable[[T], MessageProcessing]) -> None:
         self._iterator = iter(iterable)
         self._start = start
-        self._current = _Current()
+        self._current = CurrentProcessing()
 
     def __iter__(self) -> TracedIterator[T]:
         return self
@@ -87,7 +91,7 @@ class TracedAsyncIterator(Generic[T]):
     def __init__(self, iterable: AsyncIterable[T], start: Callable[[T], MessageProcessing]) -> None:
         self._iterator: AsyncIterator[T] = iterable.__aiter__()
         self._start = start
-        self._current = _Current()
+        self._current = CurrentProcessing()
 
     def __aiter__(self) -> TracedAsyncIterator[T]:
         return self

@@ -10,8 +10,8 @@ when a message arrives and exit it when the next one is asked for.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 from typing import Any
 
@@ -123,6 +123,27 @@ def _start(
         data=data,
         sampling_context=sampling_context,
     )
+
+
+@contextmanager
+def propagation_scope(*carriers: Any, keys: CarrierKeys = HEADER_KEYS) -> Iterator[IncomingTrace]:
+    """An isolation scope that continues the trace ``carriers`` hold, without a transaction.
+
+    For work that is not one message but spans many, such as a WebSocket connection continued
+    from its handshake: errors and messages sent inside it carry that trace, each message's own
+    processing (:func:`continue_trace`) nests inside it, and nothing leaks out of it.
+    """
+    trace = NO_TRACE
+    try:
+        trace = extract(*carriers, keys=keys)
+    except Exception:
+        logger.debug("busprop: unreadable trace headers, starting a new trace", exc_info=True)
+    with sentry_sdk.isolation_scope() as scope:
+        try:
+            sdk.continue_propagation(scope, trace)
+        except Exception:
+            logger.debug("busprop: could not continue the trace", exc_info=True)
+        yield trace
 
 
 def continue_trace(

@@ -78,6 +78,9 @@ def continue_propagation(scope: sentry_sdk.Scope, incoming: IncomingTrace) -> bo
     foreign ``org_id``), so the decision is read back from the context it built.
     """
     scope.generate_propagation_context(incoming.as_headers())
+    # A span active where the message is processed (the server's, a batch's) is not the
+    # message's parent: outgoing messages must carry the continued trace, not that span's.
+    sentry_sdk.get_current_scope().span = None
     return scope.get_active_propagation_context().parent_sampled
 
 

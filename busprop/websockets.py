@@ -22,7 +22,6 @@ from types import TracebackType
 from typing import Any, TypeAlias
 
 import pydantic_core
-import sentry_sdk
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as websockets_connect
 from websockets.asyncio.connection import Connection
@@ -32,10 +31,9 @@ from websockets.exceptions import ConnectionClosedOK
 from websockets.headers import build_host
 from websockets.uri import parse_uri
 
-from busprop import sdk
 from busprop.carrier import HEADER_KEYS, NO_TRACE, CarrierKeys, extract
-from busprop.iteration import _Current  # shared with the core loops; should be public there
-from busprop.processing import continue_trace
+from busprop.iteration import CurrentProcessing
+from busprop.processing import continue_trace, propagation_scope
 from busprop.publishing import inject, publish
 from busprop.spandata import BODY_SIZE
 
@@ -248,7 +246,7 @@ class TracedConnection:
     """
 
     def __init__(self, connection: Connection, *, strip_metadata: bool = False) -> None:
-        self._current = _Current()  # the message recv() last returned, ended by the next recv()
+        self._current = CurrentProcessing()  # the message recv() last returned, ended by the next recv()
         #: The wrapped ``websockets`` connection.
         self.connection = connection
         #: Whether ``recv()`` removes ``sentryTrace`` and ``baggage`` from the messages it returns.
@@ -418,21 +416,6 @@ def _first_url(connections: list[Connection]) -> str:
 # Servers ------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _connection_scope(connection: TracedConnection) -> Generator[None, None, None]:
-    """An isolation scope whose trace is the handshake's (a fresh trace when it carried none).
-
-    The span active where the server was started is not the connection's parent, so it is cleared.
-    """
-    with sentry_sdk.isolation_scope() as scope:
-        try:
-            sentry_sdk.get_current_scope().span = None
-            sdk.continue_propagation(scope, extract(connection._handshake, keys=METADATA_KEYS))
-        except Exception:
-            logger.debug("busprop: could not continue the handshake's trace", exc_info=True)
-        yield
-
-
 Handler: TypeAlias = Callable[..., Awaitable[None]]
 
 
@@ -447,7 +430,8 @@ def traced_handler(handler: Handler, *, strip_metadata: bool = False) -> Callabl
     @functools.wraps(handler)
     async def run(connection: ServerConnection, *args: Any, **kwargs: Any) -> None:
         traced_connection = traced(connection, strip_metadata=strip_metadata)
-        with _connection_scope(traced_connection):
+        # The span active where the server was started is not the connection's parent.
+        with propagation_scope(traced_connection._handshake, keys=METADATA_KEYS):
             try:
                 await handler(traced_connection, *args, **kwargs)
             except BaseException as error:

@@ -116,3 +116,15 @@ def test_round_trip(container: dict[str, object] | list[tuple[str, object]]) -> 
     trace = extract(container)
     assert trace.sentry_trace == TRACE
     assert trace.baggage == "sentry-sample_rand=0.5"
+
+
+def test_a_carrier_wins_as_a_whole() -> None:
+    first = {"sentry-trace": TRACE}
+    second = {"sentry-trace": OTHER, "baggage": "sentry-trace_id=0af7651916cd43dd8448eb211c80319c"}
+    assert extract(first, second) == extract(first)
+    assert extract({"baggage": "sentry-a=b"}, second).baggage == second["baggage"]
+
+
+def test_sentry_trace_in_a_later_carrier_beats_traceparent_in_an_earlier_one() -> None:
+    first = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    assert extract(first, {"sentry-trace": TRACE}).sentry_trace == TRACE

@@ -261,3 +261,26 @@ def test_strict_trace_continuation(sentry_init: Init) -> None:
     ):
         pass
     assert captured.transactions()[1]["contexts"]["trace"]["trace_id"] == TRACE_ID
+
+
+@pytest.mark.parametrize("rate", [1.0, None])
+def test_unsampled_message_inside_an_ambient_span_forwards_its_own_trace(
+    sentry_init: Init, rate: Any
+) -> None:
+    sentry_init(traces_sample_rate=rate)
+    with sentry_sdk.start_transaction(name="ambient server span"):
+        out = process(message("0", sampled="false"))
+    assert out["sentry-trace"].startswith(f"{TRACE_ID}-") and out["sentry-trace"].endswith("-0")
+
+
+def test_propagation_scope_continues_without_a_transaction(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    out: dict[str, Any] = {}
+    with sentry_sdk.start_transaction(name="ambient"), busprop.propagation_scope(message("1")) as trace:
+        assert trace.sentry_trace == f"{TRACE_ID}-{PARENT}-1"
+        assert sentry_sdk.get_current_span() is None
+        busprop.inject(out, destination="d")
+        with busprop.continue_trace({}, system="c", destination="d"):
+            pass  # a message without a trace of its own starts a fresh one
+    assert out["sentry-trace"].startswith(TRACE_ID)
+    assert [e["transaction"] for e in captured.transactions()] == ["d", "ambient"]
