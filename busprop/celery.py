@@ -38,7 +38,7 @@ from busprop.processing import MessageProcessing, continue_trace
 from busprop.publishing import Publishing, inject, publish
 from busprop.spandata import DESTINATION, RETRY_COUNT
 
-__all__ = ["ENQUEUED_TIME", "ORIGIN", "install", "is_leading", "uninstall"]
+__all__ = ["ENQUEUED_TIME", "ORIGIN", "PROPAGATE", "install", "is_leading", "uninstall"]
 
 logger = logging.getLogger("busprop")
 
