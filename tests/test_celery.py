@@ -555,6 +555,18 @@ def test_eager_failure_and_retry(traced: Any, eager_app: Celery) -> None:
     assert [error["exception"]["values"][-1]["value"] for error in traced.errors()] == ["boom"]
 
 
+def test_without_sentry_initialised_tasks_still_run(eager_app: Celery) -> None:
+    sentry_sdk.init(auto_enabling_integrations=False)  # no DSN, no tracing: busprop stays out of the way
+    assert not sentry_sdk.get_client().is_active()
+    busprop.celery.install(eager_app)
+    try:
+        assert eager_app.tasks["busprop_tests.add"].delay(2, 2).get() == 4
+        with pytest.raises(ValueError, match="boom"):
+            eager_app.tasks["busprop_tests.fail"].apply(throw=True)
+    finally:
+        busprop.celery.uninstall()
+
+
 def test_install_is_idempotent_and_uninstall_restores(traced: Any, eager_app: Celery) -> None:
     def ours(signal: Any) -> list[Any]:
         return [receiver for receiver in signal.receivers if "busprop" in str(receiver[0])]
