@@ -490,25 +490,41 @@ async def test_tracing_disabled_still_propagates_trace_ids(
 # --- separate processes -------------------------------------------------------------------------
 
 
+async def until_ready(process: subprocess.Popen[str]) -> None:
+    """Wait for the app's ``ready`` line; fail with its output if it exits or says something else."""
+    assert process.stdout is not None
+    line = await asyncio.to_thread(process.stdout.readline)
+    if line.strip() != "ready":
+        process.kill()
+        _, stderr = process.communicate()
+        raise AssertionError(f"the app did not get ready: {line!r}\n{stderr}")
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
 @pytest.mark.parametrize(("mode", "count", "prefetch"), [("callback", 500, 50), ("iterator", 100, 10)])
 async def test_separate_processes_each_message_under_its_own_trace(
     amqp_url: str, channel: AbstractChannel, tmp_path: Any, mode: str, count: int, prefetch: int
 ) -> None:
     queue = await channel.declare_queue(unique(), auto_delete=False)
     consumer_capture, report_path = tmp_path / "consumer.json", tmp_path / "report.json"
+    consumer = start_app(
+        "amqp_consumer", amqp_url, queue.name, str(count), mode, str(prefetch),
+        str(consumer_capture), str(report_path),
+    )  # fmt: skip
     try:
-        consumer = start_app(
-            "amqp_consumer", amqp_url, queue.name, str(count), mode, str(prefetch),
-            str(consumer_capture), str(report_path),
-        )  # fmt: skip
-        assert consumer.stdout is not None
-        assert (await asyncio.to_thread(consumer.stdout.readline)).strip() == "ready"
+        await until_ready(consumer)
         await asyncio.to_thread(
             run_app, "amqp_publisher", amqp_url, queue.name, str(count), str(tmp_path / "p.json")
         )
         _, stderr = await asyncio.to_thread(consumer.communicate, timeout=60)
         assert consumer.returncode == 0, stderr
     finally:
+        stop(consumer)
         await queue.delete(if_unused=False, if_empty=False)
 
     publish_spans = spans_of(read_captured(tmp_path / "p.json")["transactions"], "queue.publish")
@@ -859,14 +875,12 @@ async def test_busprop_publisher_is_continued_by_the_node_sdk(
     sentry_init: Callable[..., Any], channel: AbstractChannel, amqp_url: str, tmp_path: Path
 ) -> None:
     captured = sentry_init(traces_sample_rate=1.0)
-    shared = await channel.declare_queue(unique(), auto_delete=False)  # Node consumes from another connection
+    name = unique()
+    command = node_command("amqp_consumer.mjs", amqp_url, name, "1", str(tmp_path / "node.json"))
+    shared = await channel.declare_queue(name, auto_delete=False)  # Node consumes from another connection
+    node = subprocess.Popen(command, cwd=NODE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        node = subprocess.Popen(
-            node_command("amqp_consumer.mjs", amqp_url, shared.name, "1", str(tmp_path / "node.json")),
-            cwd=NODE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        assert node.stdout is not None
-        assert (await asyncio.to_thread(node.stdout.readline)).strip() == "ready"
+        await until_ready(node)
         exchange = busprop.amqp.traced_exchange(channel.default_exchange)
         with sentry_sdk.start_transaction(name="python-head"):
             message = aio_pika.Message(b"from-python", headers={"baggage": "vendor=python"})
@@ -874,6 +888,7 @@ async def test_busprop_publisher_is_continued_by_the_node_sdk(
         _, stderr = await asyncio.to_thread(node.communicate, timeout=60)
         assert node.returncode == 0, stderr
     finally:
+        stop(node)
         await shared.delete(if_unused=False, if_empty=False)
 
     (publish_span,) = spans_of(captured.transactions(), "queue.publish")
