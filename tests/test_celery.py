@@ -59,7 +59,7 @@ class Worker:
     def events(self, kind: str = "transaction") -> list[Event]:
         found = []
         for path in sorted(self.capture_dir.glob("*.jsonl")):
-            for line in path.read_text(encoding="utf-8").splitlines():
+            for line in path.read_text(encoding="utf-8").split("\n")[:-1]:  # a last line may be half-written
                 if line.strip():
                     record = json.loads(line)
                     if record["type"] == kind:
