@@ -395,6 +395,45 @@ def test_retry_count_from_redelivered_delivery_count_and_x_death() -> None:
     assert count({"x-death": [{"count": True}, {"count": -1}, "x"], "x-delivery-count": None}) == 0
 
 
+async def test_retry_count_on_a_quorum_queue_and_after_dead_lettering(
+    sentry_init: Callable[..., Any], channel: AbstractChannel
+) -> None:
+    """Real broker headers: x-delivery-count of a quorum queue, x-death after a dead-letter exchange."""
+    captured = sentry_init(traces_sample_rate=1.0)
+    retries, quorum = await exclusive_queue(channel), unique("busprop-quorum")
+    queue = await channel.declare_queue(
+        quorum,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": retries.name,
+        },
+    )
+    try:
+        await publish_traced(channel, quorum, [b"job"])
+        attempts: list[int] = []
+
+        @busprop.amqp.consumer
+        async def handle(message: AbstractIncomingMessage) -> None:
+            attempts.append(busprop.amqp.retry_count(message))
+            if len(attempts) == 1:
+                await message.nack(requeue=True)  # back to the quorum queue: x-delivery-count 1
+            else:
+                await message.reject(requeue=False)  # to the dead-letter queue: x-death count 1
+
+        await consume_until(queue, 2, handle)
+        await consume_until(retries, 1, busprop.amqp.consumer(lambda message: message.ack()))
+    finally:
+        await queue.delete(if_unused=False, if_empty=False)
+    events = processed(captured.transactions())
+    assert attempts == [0, 1]
+    # the third delivery: one dead-lettering (x-death); the broker does not carry the quorum queue's
+    # x-delivery-count across the dead-letter exchange
+    assert [trace_of(e)["data"]["messaging.message.retry.count"] for e in events] == [0, 1, 1]
+    assert len({trace_of(e)["trace_id"] for e in events}) == 1
+
+
 MALFORMED: list[dict[str, Any]] = [
     {"sentry-trace": bytearray(b"\xff\xfe\x00"), "baggage": bytearray(b"\x00\x01")},
     {"sentry-trace": 42, "baggage": 1.5},
