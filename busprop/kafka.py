@@ -57,8 +57,6 @@ LINK_SPAN_ID = "busprop.link.span_id"
 LINK_SAMPLED = "busprop.link.sampled"
 
 Headers = list[tuple[str, bytes]]
-#: What ``KafkaConsumer.poll()`` returns, or any iterable of records.
-Batch = "Mapping[Any, Iterable[ConsumerRecord]] | Iterable[ConsumerRecord]"
 
 
 # --- producer ------------------------------------------------------------------------------------
@@ -290,18 +288,26 @@ class _HeaderArgument:
 
 def record_processing(record: Any, group_id: str | None = None) -> MessageProcessing:
     """The core's processing of one record: its trace, its ``queue.process`` transaction and data."""
-    topic, partition, offset = record.topic, record.partition, record.offset
-    timestamp = record.timestamp
-    size = record.serialized_value_size
+    message_id, body_size, published_at = _record_facts(record)
     return continue_trace(
         record.headers,
         system=SYSTEM,
-        destination=topic,
-        message_id=f"{topic}/{partition}/{offset}",
-        body_size=size if isinstance(size, int) and size >= 0 else None,
-        published_at=timestamp / 1000.0 if isinstance(timestamp, int) and timestamp > 0 else None,
+        destination=record.topic,
+        message_id=message_id,
+        body_size=body_size,
+        published_at=published_at,
         origin=ORIGIN,
         extra_data=_record_data(record, group_id),
+    )
+
+
+def _record_facts(record: Any) -> tuple[str, int | None, float | None]:
+    """A record's message id (``topic/partition/offset``), value size and timestamp (epoch seconds)."""
+    size, timestamp = record.serialized_value_size, record.timestamp
+    return (
+        f"{record.topic}/{record.partition}/{record.offset}",
+        size if isinstance(size, int) and size >= 0 else None,
+        timestamp / 1000.0 if isinstance(timestamp, int) and timestamp > 0 else None,
     )
 
 
@@ -309,9 +315,18 @@ def _record_data(record: Any, group_id: str | None) -> dict[str, Any]:
     data: dict[str, Any] = {PARTITION: str(record.partition), OFFSET: record.offset}
     if group_id is not None:
         data[CONSUMER_GROUP] = group_id
-    if record.key is not None and sentry_sdk.get_client().should_send_default_pii():
+    if record.key is not None and _collects_message_keys():
         data[KEY] = _key_text(record.key)
     return data
+
+
+def _collects_message_keys() -> bool:
+    """``send_default_pii``, or sentry-sdk 2.75's ``data_collection={"queues": ...}`` that replaces it."""
+    options = sentry_sdk.get_client().options
+    collection = options.get("data_collection")
+    if isinstance(collection, Mapping) and "queues" in collection:
+        return bool(collection["queues"])
+    return bool(options.get("send_default_pii"))
 
 
 def _key_text(key: Any) -> str:
@@ -475,14 +490,14 @@ class BatchProcessing:
 
 
 def _record_span_data(record: Any, group_id: str | None) -> dict[str, Any]:
-    timestamp, size = record.timestamp, record.serialized_value_size
+    message_id, body_size, published_at = _record_facts(record)
     data = spandata.messaging_data(
         system=SYSTEM,
         destination=record.topic,
         operation="process",
-        message_id=f"{record.topic}/{record.partition}/{record.offset}",
-        body_size=size if isinstance(size, int) and size >= 0 else None,
-        published_at=timestamp / 1000.0 if isinstance(timestamp, int) and timestamp > 0 else None,
+        message_id=message_id,
+        body_size=body_size,
+        published_at=published_at,
         extra=_record_data(record, group_id),
     )
     producer_trace = extract(record.headers).sentry_trace

@@ -267,11 +267,25 @@ def test_loop_body_runs_inside_the_records_trace(
     assert processed[0]["transaction"] == topic
 
 
-@pytest.mark.filterwarnings("ignore:The send_default_pii option is deprecated")
+@pytest.mark.filterwarnings("ignore:.*send_default_pii.* deprecated")
+@pytest.mark.parametrize(
+    ("options", "collected"),
+    [
+        ({}, False),
+        ({"send_default_pii": True}, True),
+        ({"data_collection": {"queues": True}}, True),
+        ({"send_default_pii": True, "data_collection": {"queues": False}}, False),
+    ],
+)
 def test_record_key_only_with_send_default_pii(
-    sentry_init: SentryInit, kafka_bootstrap: str, raw_producer: KafkaProducer, new_topic: Callable[..., str]
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    raw_producer: KafkaProducer,
+    new_topic: Callable[..., str],
+    options: dict[str, Any],
+    collected: bool,
 ) -> None:
-    captured = sentry_init(traces_sample_rate=1.0, send_default_pii=True)
+    captured = sentry_init(traces_sample_rate=1.0, **options)
     topic = new_topic()
     raw_producer.send(topic, b"v", key=b"customer-7").get(timeout=10)
     consumer = assigned_consumer(kafka_bootstrap, topic)
@@ -279,7 +293,7 @@ def test_record_key_only_with_send_default_pii(
         break
     consumer.close()
     data = only(by_op(captured, "queue.process"))["contexts"]["trace"]["data"]
-    assert data["messaging.kafka.message.key"] == "customer-7"
+    assert data.get("messaging.kafka.message.key") == ("customer-7" if collected else None)
 
 
 def test_loop_body_exception_marks_failed_and_propagates_unchanged(
