@@ -762,12 +762,25 @@ async def test_integration_and_explicit_wrappers_trace_once(
     captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
     queue = await exclusive_queue(channel)
     exchange = busprop.amqp.traced_exchange(channel.default_exchange)
-    with sentry_sdk.start_transaction(name="checkout"):
-        await exchange.publish(aio_pika.Message(b"once"), routing_key=queue.name)
+
+    async def publish_one() -> None:
+        with sentry_sdk.start_transaction(name="checkout"):
+            await exchange.publish(aio_pika.Message(b"once"), routing_key=queue.name)
+
+    await publish_one()
     await consume_until(queue, 1, busprop.amqp.consumer(lambda message: message.ack()))
+    await publish_one()
+    async with busprop.amqp.traced_iterator(queue.iterator()) as messages:
+        async for message in messages:
+            await message.ack()
+            break
+    await publish_one()
+    async for message in busprop.amqp.traced_iterator(queue):
+        await message.ack()
+        break
     events = captured.transactions()
-    assert len(spans_of(events, "queue.publish")) == 1
-    assert len(processed(events)) == 1
+    assert len(spans_of(events, "queue.publish")) == 3
+    assert len(processed(events)) == 3
 
 
 # --- the broker drops the connection mid-stream -------------------------------------------------
