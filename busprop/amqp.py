@@ -49,6 +49,7 @@ from sentry_sdk.utils import capture_internal_exceptions
 
 from busprop import sdk
 from busprop.config import get_config, should_propagate
+from busprop.decorators import traced_call
 from busprop.iteration import TracedAsyncIterator
 from busprop.processing import MessageProcessing, continue_trace
 from busprop.publishing import inject, publish
@@ -308,20 +309,31 @@ def _find_message(args: tuple[Any, ...]) -> AbstractIncomingMessage | None:
     return None
 
 
-async def process_message(
-    message: AbstractIncomingMessage | None, call: Callable[[], Any], name: str | None = None
-) -> Any:
-    """Run ``call()`` (sync or async) inside ``message``'s trace; once per message per context."""
+@contextlib.contextmanager
+def processing_once(message: AbstractIncomingMessage | None, name: str | None = None) -> Iterator[None]:
+    """Process ``message`` inside its trace, unless this context already does (then a no-op).
+
+    A callback decorated with :func:`consumer` and also wrapped by :class:`AioPikaIntegration`, or
+    ``TracedRPC`` under the integration, is one transaction per message, not two.
+    """
     if message is None or _processing_message.get() is message:
-        result = call()
-        return await result if inspect.isawaitable(result) else result
+        yield
+        return
     token = _processing_message.set(message)
     try:
         with _processing_or_fresh_trace(message, name):
-            result = call()
-            return await result if inspect.isawaitable(result) else result
+            yield
     finally:
         _processing_message.reset(token)
+
+
+async def process_message(
+    message: AbstractIncomingMessage | None, call: Callable[[], Any], name: str | None = None
+) -> Any:
+    """Run ``call()`` (sync or async) inside ``message``'s trace; see :func:`processing_once`."""
+    with processing_once(message, name):
+        result = call()
+        return await result if inspect.isawaitable(result) else result
 
 
 def _processing_or_fresh_trace(message: AbstractIncomingMessage, name: str | None) -> MessageProcessing:
@@ -346,16 +358,12 @@ def consumer(func: F | None = None, *, name: str | None = None) -> F | Callable[
 
     Use as ``@busprop.amqp.consumer`` or ``@busprop.amqp.consumer(name="orders")`` (the
     transaction name; default ``exchange/routing_key``). The message is the callback's last
-    :class:`~aio_pika.abc.AbstractIncomingMessage` argument, so methods work too. busprop never
-    acks, nacks or rejects: an exception propagates unchanged to aio-pika.
+    :class:`~aio_pika.abc.AbstractIncomingMessage` argument, so methods work too; a sync function
+    stays sync. busprop never acks, nacks or rejects: an exception propagates unchanged to aio-pika.
     """
 
     def decorate(callback: F) -> F:
-        @functools.wraps(callback)
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return await process_message(_find_message(args), lambda: callback(*args, **kwargs), name)
-
-        return cast(F, wrapper)
+        return traced_call(callback, lambda args, kwargs: processing_once(_find_message(args), name))
 
     return decorate(func) if func is not None else decorate
 

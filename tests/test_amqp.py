@@ -374,6 +374,22 @@ async def test_decorated_callback_reraises_the_same_exception(
     await message.nack(requeue=False)
 
 
+async def test_a_sync_callback_stays_sync_and_is_traced(
+    sentry_init: Callable[..., Any], channel: AbstractChannel
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    queue = await exclusive_queue(channel)
+    (sent,) = await publish_traced(channel, queue.name, [b"sync"])
+
+    @busprop.amqp.consumer
+    def handle(message: AbstractIncomingMessage) -> str:
+        return (sentry_sdk.get_traceparent() or "")[:32]
+
+    assert handle(await receive(queue)) == sent[:32]  # a value, not a coroutine
+    (event,) = processed(captured.transactions())
+    assert trace_of(event)["parent_span_id"] == sent[33:]
+
+
 def test_retry_count_from_redelivered_delivery_count_and_x_death() -> None:
     class Fake:
         def __init__(self, headers: dict[str, Any], redelivered: bool) -> None:
