@@ -55,6 +55,21 @@ from busprop.processing import MessageProcessing, continue_trace
 from busprop.publishing import inject, publish
 from busprop.spandata import messaging_data
 
+__all__ = [
+    "AioPikaIntegration",
+    "OutgoingMessage",
+    "TracedExchange",
+    "TracedQueueIterator",
+    "TracedRPC",
+    "consumer",
+    "destination_of",
+    "message_processing",
+    "publisher",
+    "retry_count",
+    "traced_exchange",
+    "traced_iterator",
+]
+
 logger = logging.getLogger("busprop")
 
 SYSTEM = "rabbitmq"
@@ -107,7 +122,7 @@ def retry_count(message: AbstractIncomingMessage) -> int:
     return dead_letterings + redeliveries
 
 
-def published_at(message: AbstractMessage) -> float | None:
+def _published_at(message: AbstractMessage) -> float | None:
     """The publish time in epoch seconds: busprop's precise header, else the ``timestamp`` property."""
     value = (message.headers or {}).get(PUBLISHED_AT_HEADER)
     if isinstance(value, str) and len(value) < 32:
@@ -133,7 +148,7 @@ def message_processing(message: AbstractIncomingMessage, name: str | None = None
         message_id=message.message_id,
         body_size=len(message.body),
         retry_count=retry_count(message),
-        published_at=published_at(message),
+        published_at=_published_at(message),
         name=name,
         origin=ORIGIN,
         extra_data={ROUTING_KEY: message.routing_key, DELIVERY_TAG: message.delivery_tag},
@@ -195,7 +210,7 @@ class OutgoingMessage(AbstractMessage):
         return f"<OutgoingMessage of {self.original!r}>"
 
 
-async def publish_message(
+async def _publish_message(
     exchange: AbstractExchange,
     message: AbstractMessage,
     routing_key: str,
@@ -253,7 +268,7 @@ class TracedExchange(AbstractExchange):
 
     async def publish(self, message: AbstractMessage, routing_key: str, **options: Any) -> Any:
         """Publish like ``exchange.publish``, inside a ``queue.publish`` span, with the trace headers."""
-        return await publish_message(self.exchange, message, routing_key, self.exchange.publish, **options)
+        return await _publish_message(self.exchange, message, routing_key, self.exchange.publish, **options)
 
     async def declare(self, *args: Any, **kwargs: Any) -> Any:
         return await self.exchange.declare(*args, **kwargs)
@@ -310,7 +325,7 @@ def _find_message(args: tuple[Any, ...]) -> AbstractIncomingMessage | None:
 
 
 @contextlib.contextmanager
-def processing_once(message: AbstractIncomingMessage | None, name: str | None = None) -> Iterator[None]:
+def _processing_once(message: AbstractIncomingMessage | None, name: str | None = None) -> Iterator[None]:
     """Process ``message`` inside its trace, unless this context already does (then a no-op).
 
     A callback decorated with :func:`consumer` and also wrapped by :class:`AioPikaIntegration`, or
@@ -327,11 +342,11 @@ def processing_once(message: AbstractIncomingMessage | None, name: str | None = 
         _processing_message.reset(token)
 
 
-async def process_message(
+async def _process_message(
     message: AbstractIncomingMessage | None, call: Callable[[], Any], name: str | None = None
 ) -> Any:
-    """Run ``call()`` (sync or async) inside ``message``'s trace; see :func:`processing_once`."""
-    with processing_once(message, name):
+    """Run ``call()`` (sync or async) inside ``message``'s trace; see :func:`_processing_once`."""
+    with _processing_once(message, name):
         result = call()
         return await result if inspect.isawaitable(result) else result
 
@@ -363,7 +378,7 @@ def consumer(func: F | None = None, *, name: str | None = None) -> F | Callable[
     """
 
     def decorate(callback: F) -> F:
-        return traced_call(callback, lambda args, kwargs: processing_once(_find_message(args), name))
+        return traced_call(callback, lambda args, kwargs: _processing_once(_find_message(args), name))
 
     return decorate(func) if func is not None else decorate
 
@@ -445,7 +460,7 @@ def _round_trip_span(method_name: str, destination: str) -> contextlib.AbstractC
     return span
 
 
-async def rpc_call(rpc: RPC, method_name: str, call: Callable[[], Awaitable[Any]]) -> Any:
+async def _rpc_call(rpc: RPC, method_name: str, call: Callable[[], Awaitable[Any]]) -> Any:
     """Run an RPC ``call()`` inside one span that covers the round trip (request, server, reply)."""
     if _rpc_destination.get() is not None:
         return await call()
@@ -463,7 +478,7 @@ async def rpc_call(rpc: RPC, method_name: str, call: Callable[[], Awaitable[Any]
         _rpc_destination.reset(token)
 
 
-async def rpc_execute(call: Callable[[], Awaitable[Any]]) -> Any:
+async def _rpc_execute(call: Callable[[], Awaitable[Any]]) -> Any:
     """Run the server's function: its exception is reported and fails the transaction, then re-raised.
 
     aio-pika's RPC turns the exception into an error reply, so it never reaches the consumer's
@@ -490,7 +505,7 @@ class TracedRPC(RPC):
     """
 
     async def call(self, method_name: str, kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
-        return await rpc_call(
+        return await _rpc_call(
             self, method_name, functools.partial(super().call, method_name, kwargs, **options)
         )
 
@@ -502,10 +517,10 @@ class TracedRPC(RPC):
         return message
 
     async def on_call_message(self, method_name: str, message: aio_pika.IncomingMessage) -> None:
-        await process_message(message, functools.partial(super().on_call_message, method_name, message))
+        await _process_message(message, functools.partial(super().on_call_message, method_name, message))
 
     async def execute(self, func: Any, payload: dict[str, Any]) -> Any:
-        return await rpc_execute(functools.partial(super().execute, func, payload))
+        return await _rpc_execute(functools.partial(super().execute, func, payload))
 
 
 # --- auto-instrumentation ---------------------------------------------------------------------
@@ -528,7 +543,7 @@ def _traced_callback(callback: Callable[..., Any]) -> Callable[..., Any]:
         return callback
 
     async def traced(message: AbstractIncomingMessage) -> Any:
-        return await process_message(message, lambda: callback(message))
+        return await _process_message(message, lambda: callback(message))
 
     traced.__busprop_traced__ = True  # type: ignore[attr-defined]
     return traced
@@ -540,7 +555,8 @@ def _patched_publish(original: Callable[..., Any]) -> Callable[..., Any]:
     ) -> Any:
         if not _enabled():
             return await original(self, message, routing_key, **options)
-        return await publish_message(self, message, routing_key, functools.partial(original, self), **options)
+        send = functools.partial(original, self)
+        return await _publish_message(self, message, routing_key, send, **options)
 
     return publish
 
@@ -583,7 +599,7 @@ def _patched_call(original: Callable[..., Any]) -> Callable[..., Any]:
     async def call(self: RPC, method_name: str, *args: Any, **kwargs: Any) -> Any:
         if not _enabled():
             return await original(self, method_name, *args, **kwargs)
-        return await rpc_call(
+        return await _rpc_call(
             self, method_name, functools.partial(original, self, method_name, *args, **kwargs)
         )
 
@@ -594,7 +610,7 @@ def _patched_execute(original: Callable[..., Any]) -> Callable[..., Any]:
     async def execute(self: RPC, func: Any, payload: dict[str, Any]) -> Any:
         if not _enabled():
             return await original(self, func, payload)
-        return await rpc_execute(functools.partial(original, self, func, payload))
+        return await _rpc_execute(functools.partial(original, self, func, payload))
 
     return execute
 
