@@ -702,12 +702,17 @@ async def test_integration_traces_plain_aio_pika_code(
     assert inside == [root.trace_id, root.trace_id]
 
 
+@pytest.mark.parametrize("rpc_class", [aio_pika.patterns.RPC, busprop.amqp.TracedRPC])
 async def test_integration_rpc_round_trip(
-    sentry_init: Callable[..., Any], connection: aio_pika.abc.AbstractRobustConnection, integration: Any
+    sentry_init: Callable[..., Any],
+    connection: aio_pika.abc.AbstractRobustConnection,
+    integration: Any,
+    rpc_class: type[aio_pika.patterns.RPC],
 ) -> None:
+    """Plain RPC under the integration, and TracedRPC under it too: one span and one transaction."""
     captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
-    server = await aio_pika.patterns.RPC.create(await connection.channel())
-    caller = await aio_pika.patterns.RPC.create(await connection.channel())
+    server = await rpc_class.create(await connection.channel())
+    caller = await rpc_class.create(await connection.channel())
     method = unique("echo")
 
     async def echo(*, text: str) -> str:
