@@ -12,7 +12,7 @@ task a transaction, the worst case) or unsampled; no auto-enabled integrations (
 and a transport that drops envelopes stands in for the network.
 Two figures per variant: throughput (wall clock, noisy on a shared machine) and the CPU time producer
 and worker spent per task (steady), each with its ratio to bare Celery (higher is better).
-Run: ``python bench/bench_celery.py [--tasks N] [--repeats R]`` (default 500 tasks, one round; the
+Run: ``python bench/bench_celery.py [--tasks N] [--repeats R]`` (default 300 tasks, one round; the
 README's figures are for ``--tasks 2000 --repeats 2``).
 """
 
@@ -178,7 +178,7 @@ def compare(tasks: int, repeats: int) -> dict[tuple[str, float | None], Figures]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--tasks", type=int, default=500)
+    parser.add_argument("--tasks", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--worker", nargs=3, metavar=("VARIANT", "RATE", "QUEUE"))
     parser.add_argument("--producer", nargs=5, metavar=("VARIANT", "RATE", "QUEUE", "TASKS", "WORKER_PID"))
