@@ -28,6 +28,13 @@ def broker_missing(what: str, variable: str, address: str) -> None:
     pytest.skip(message)
 
 
+def tool_missing(message: str) -> None:
+    """A tool a test needs (node, rabbitmqctl, chromium) is missing: fail under CI, else skip."""
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 class Captured:
     """What the SDK would have sent since the fixture started."""
 

@@ -27,6 +27,7 @@ import busprop
 import busprop.amqp
 from busprop.amqp import AioPikaIntegration
 from busprop.testing import CapturingTransport
+from tests.conftest import tool_missing
 from tests.processes import read_captured, run_app, start_app
 
 pytestmark = pytest.mark.broker
@@ -815,7 +816,7 @@ def rabbitmqctl(*args: str) -> None:
 def private_vhost(amqp_url: str) -> Iterator[str]:
     """A vhost of its own, so closing all of its connections disturbs nobody else on the broker."""
     if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not on PATH: it closes the connections from the broker side")
+        tool_missing("rabbitmqctl is not on PATH: it closes the connections from the broker side")
     vhost = unique("busprop-vhost")
     user = urlsplit(amqp_url).username or "guest"
     rabbitmqctl("add_vhost", vhost)
@@ -910,7 +911,7 @@ NODE_DIR = Path(__file__).resolve().parent / "node"
 
 def node_command(script: str, *args: str) -> list[str]:
     if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "@sentry" / "node").is_dir():
-        pytest.skip(
+        tool_missing(
             "Node.js with tests/node/node_modules (./dev.sh installs them) is needed for the interop tests"
         )
     return ["node", "--import", "@sentry/node/import", script, *args]
