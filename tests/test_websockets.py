@@ -36,7 +36,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError, Conne
 
 import busprop
 from busprop import websockets as traced_ws
-from tests.conftest import IN_CI, Captured
+from tests.conftest import IN_CI, Captured, tool_missing
 from tests.processes import ROOT, read_captured
 
 Init = Callable[..., Captured]
@@ -977,7 +977,7 @@ def test_any_message_is_either_left_alone_or_a_json_object(message: Any, text: b
 async def test_tls_connections_are_wss_urls_on_both_sides(sentry_init: Init, tmp_path: Path) -> None:
     openssl = shutil.which("openssl")
     if openssl is None:
-        pytest.skip("openssl is needed to make a certificate")
+        tool_missing("openssl is needed to make a certificate")
     key, certificate = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
         [
