@@ -32,10 +32,12 @@ def snippets() -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize(("where", "code"), snippets(), ids=[where for where, _ in snippets()])
-def test_snippet_runs(where: str, code: str, tmp_path: Path) -> None:
+def test_snippet_runs(where: str, code: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     script = tmp_path / "snippet.py"
     script.write_text(code, encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if "KAFKA_BOOTSTRAP_SERVERS" in code:  # the session's broker (embedded unless configured)
+        env["KAFKA_BOOTSTRAP_SERVERS"] = request.getfixturevalue("kafka_bootstrap")
     result = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=90, cwd=tmp_path, env=env
     )
