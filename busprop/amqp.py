@@ -489,7 +489,7 @@ async def _rpc_execute(call: Callable[[], Awaitable[Any]]) -> Any:
     except Exception as error:
         with capture_internal_exceptions():
             if get_config().capture_exceptions:
-                sdk.capture_consumer_exception(error, mechanism="busprop")
+                sdk.capture_exception(error, mechanism="busprop")
             span = sentry_sdk.get_current_span()
             if span is not None:
                 span.set_status("internal_error")
@@ -527,7 +527,7 @@ class TracedRPC(RPC):
 
 
 def _enabled() -> bool:
-    return sentry_sdk.get_client().get_integration(AioPikaIntegration) is not None
+    return sdk.integration_enabled(AioPikaIntegration)
 
 
 def _is_internal_callback(callback: Any) -> bool:
@@ -657,7 +657,4 @@ class AioPikaIntegration(Integration):
             (owner, attribute), original = originals.popitem()
             setattr(owner, attribute, original)
         with capture_internal_exceptions():
-            from sentry_sdk import integrations
-
-            integrations._processed_integrations.discard(AioPikaIntegration.identifier)
-            integrations._installed_integrations.discard(AioPikaIntegration.identifier)
+            sdk.forget_integration(AioPikaIntegration.identifier)

@@ -97,7 +97,7 @@ def is_leading() -> bool:
 
 
 def _sentry_integration_enabled() -> bool:
-    return sentry_sdk.get_client().get_integration(SENTRY_INTEGRATION) is not None
+    return sdk.integration_enabled(SENTRY_INTEGRATION)
 
 
 def _guarded(handler: Callable[..., None], *, starts: bool) -> Callable[..., None]:
@@ -316,7 +316,7 @@ def _mark_failed(run: _Run, task: Any, exception: Any) -> None:
         return
     run.status = "internal_error"
     if get_config().capture_exceptions and not isinstance(exception, getattr(task, "throws", ()) or ()):
-        sdk.capture_consumer_exception(exception, mechanism="celery")
+        sdk.capture_exception(exception, mechanism="celery")
 
 
 def _failure(sender: Any, task_id: Any = None, exception: Any = None, **kwargs: Any) -> None:

@@ -33,7 +33,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from sentry_sdk.integrations import Integration
 from sentry_sdk.tracing import NoOpSpan, Span, Transaction
 
-from busprop import spandata
+from busprop import sdk, spandata
 from busprop.carrier import extract
 from busprop.decorators import FromCall, resolve, traced_call
 from busprop.iteration import TracedIterator
@@ -142,19 +142,11 @@ def _delivery_failure_reporter() -> Callable[[BaseException], None]:
                 sentry_sdk.new_scope() as reporting_scope,
             ):
                 reporting_scope.span = span
-                _capture(error, mechanism="busprop.kafka.delivery", handled=True)
+                sdk.capture_exception(error, mechanism="busprop.kafka.delivery", handled=True)
         except Exception:
             logger.debug("busprop: could not report a Kafka delivery failure", exc_info=True)
 
     return report
-
-
-def _capture(error: BaseException, *, mechanism: str, handled: bool) -> None:
-    client = sentry_sdk.get_client()
-    event, hint = sentry_sdk.utils.event_from_exception(
-        error, client_options=client.options, mechanism={"type": mechanism, "handled": handled}
-    )
-    sentry_sdk.capture_event(event, hint=hint)
 
 
 class TracedProducer:
@@ -553,7 +545,7 @@ class KafkaIntegration(Integration):
 
 
 def _enabled() -> bool:
-    return sentry_sdk.get_client().get_integration(KafkaIntegration) is not None
+    return sdk.integration_enabled(KafkaIntegration)
 
 
 def install() -> None:
@@ -578,9 +570,7 @@ def uninstall() -> None:
         KafkaConsumer.__next__ = _originals.pop("__next__")
         KafkaConsumer.close = _originals.pop("close")
         _originals.clear()
-        # sentry-sdk sets an integration up once per process; let it do so again.
-        sentry_sdk.integrations._installed_integrations.discard(KafkaIntegration.identifier)
-        sentry_sdk.integrations._processed_integrations.discard(KafkaIntegration.identifier)
+        sdk.forget_integration(KafkaIntegration.identifier)
 
 
 def _patched_send(

@@ -71,7 +71,7 @@ class MessageProcessing:
     ) -> None:
         try:
             if exc is not None and isinstance(exc, Exception) and get_config().capture_exceptions:
-                sdk.capture_consumer_exception(exc, mechanism="busprop")
+                sdk.capture_exception(exc, mechanism="busprop")
             if self.transaction is not None:
                 self.transaction.__exit__(exc_type, exc, traceback)
         except Exception:

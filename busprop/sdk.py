@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import sentry_sdk
+from sentry_sdk.integrations import Integration
 from sentry_sdk.tracing import NoOpSpan, Span, Transaction, TransactionSource
 from sentry_sdk.tracing_utils import Baggage, has_tracing_enabled
 from sentry_sdk.utils import event_from_exception
@@ -129,12 +130,29 @@ def start_publish_span(*, name: str, origin: str, data: dict[str, Any]) -> Span 
     return span
 
 
-def capture_consumer_exception(error: BaseException, mechanism: str) -> None:
-    """Report an exception raised while processing a message, as unhandled by the consumer."""
+def capture_exception(error: BaseException, *, mechanism: str, handled: bool = False) -> None:
+    """Report ``error`` with a mechanism naming busprop, unhandled by default (a consumer raised)."""
     client = sentry_sdk.get_client()
     if not client.is_active():
         return
     event, hint = event_from_exception(
-        error, client_options=client.options, mechanism={"type": mechanism, "handled": False}
+        error, client_options=client.options, mechanism={"type": mechanism, "handled": handled}
     )
     sentry_sdk.capture_event(event, hint=hint)
+
+
+def integration_enabled(integration: type[Integration] | str) -> bool:
+    """Whether the current client has ``integration`` (a class or its identifier) set up."""
+    return sentry_sdk.get_client().get_integration(integration) is not None
+
+
+def forget_integration(identifier: str) -> None:
+    """Let a later ``sentry_sdk.init`` set an uninstalled integration up again.
+
+    sentry-sdk sets each integration up once per process and records it in module-level sets;
+    an adapter's ``uninstall()`` restores the client library and then clears that record.
+    """
+    from sentry_sdk import integrations
+
+    integrations._installed_integrations.discard(identifier)
+    integrations._processed_integrations.discard(identifier)

@@ -61,6 +61,9 @@ def sentry_init() -> Iterator[Callable[..., Captured]]:
     yield init
     sentry_sdk.get_client().close()
     sentry_sdk.init()
+    # A test whose concurrent tasks shared one scope may leave a span on it; never let it leak on.
+    sentry_sdk.get_current_scope().span = None
+    sentry_sdk.get_isolation_scope().clear()
     CapturingTransport.clear()
 
 

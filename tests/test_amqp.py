@@ -631,8 +631,9 @@ async def test_rpc_server_continues_the_callers_trace_inside_the_round_trip_span
     assert call_span["trace_id"] == root.trace_id == trace_of(served)["trace_id"]
     assert trace_of(served)["parent_span_id"] == call_span["span_id"]
     assert inside[0] is not None and inside[0].startswith(f"{root.trace_id}-{trace_of(served)['span_id']}")
-    assert call_span["start_timestamp"] <= served["start_timestamp"]
-    assert call_span["timestamp"] >= served["timestamp"]
+    # The server's transaction starts inside the caller's span; it may end a moment after the caller
+    # has its reply (the server finishes after publishing the reply), so only the start is ordered.
+    assert call_span["start_timestamp"] <= served["start_timestamp"] <= call_span["timestamp"]
     assert call_span["data"]["messaging.destination.name"] == f"/{method}"
     assert trace_of(served)["data"]["messaging.destination.name"] == f"/{method}"
 

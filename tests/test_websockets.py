@@ -192,7 +192,11 @@ async def test_100_connections_of_20_messages_each_keep_their_own_traces(sentry_
         results = []
         async with traced_ws.connect(url) as ws:
             for n in range(20):
-                with sentry_sdk.start_transaction(name=f"c{index}.{n}") as transaction:
+                # each task forks its scopes, as an app serving concurrent requests does
+                with (
+                    sentry_sdk.isolation_scope(),
+                    sentry_sdk.start_transaction(name=f"c{index}.{n}") as transaction,
+                ):
                     await ws.send(json.dumps({"n": n}))
                     reply = json.loads(await ws.connection.recv())  # the server's side is under test
                     assert reply["n"] == n
