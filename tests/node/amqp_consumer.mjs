@@ -1,7 +1,7 @@
 // Consume COUNT messages with amqplib under Sentry's amqplib integration, acking each, and record
 // the headers each carried. Usage: node --import @sentry/node/import amqp_consumer.mjs AMQP_URL QUEUE COUNT CAPTURE
 // Prints "ready" once consuming.
-import { dumpCaptured, initSentry } from "./amqp_common.mjs";
+import { dumpCaptured, initSentry } from "./sentry_capture.mjs";
 
 const [url, queue, count, capture] = process.argv.slice(2);
 const Sentry = initSentry();

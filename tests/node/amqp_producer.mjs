@@ -1,6 +1,6 @@
 // Publish one message with amqplib inside a Sentry span (Sentry's amqplib integration writes the
 // trace headers). Usage: node --import @sentry/node/import amqp_producer.mjs AMQP_URL QUEUE CAPTURE
-import { dumpCaptured, initSentry } from "./amqp_common.mjs";
+import { dumpCaptured, initSentry } from "./sentry_capture.mjs";
 
 const [url, queue, capture] = process.argv.slice(2);
 const Sentry = initSentry();

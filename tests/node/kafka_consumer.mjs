@@ -1,7 +1,8 @@
 // Consume COUNT records with kafkajs `eachMessage` under Sentry's Node SDK and print, as JSON,
 // the trace the handler ran in for each record.
 // Usage: node --import @sentry/node/import kafka_consumer.mjs BOOTSTRAP TOPIC GROUP COUNT CAPTURE
-import { dumpCaptured, initSentry, kafkaClient } from "./kafka_common.mjs";
+import { kafkaClient } from "./kafka_common.mjs";
+import { dumpCaptured, initSentry } from "./sentry_capture.mjs";
 
 const [bootstrap, topic, group, count, capture] = process.argv.slice(2);
 const Sentry = initSentry();

@@ -1,6 +1,7 @@
 // Produce one record with kafkajs under Sentry's Node SDK (its kafkajs integration writes the
 // trace headers). Usage: node --import @sentry/node/import kafka_producer.mjs BOOTSTRAP TOPIC CAPTURE
-import { dumpCaptured, initSentry, kafkaClient } from "./kafka_common.mjs";
+import { kafkaClient } from "./kafka_common.mjs";
+import { dumpCaptured, initSentry } from "./sentry_capture.mjs";
 
 const [bootstrap, topic, capture] = process.argv.slice(2);
 const Sentry = initSentry();

@@ -1,6 +1,8 @@
-// Shared by the amqp_*.mjs interop scripts: Sentry's Node SDK with its amqplib integration, its
-// envelopes kept in memory and written to a JSON file, so the Python test asserts on what Node
-// would have sent. Run with `node --import @sentry/node/import`, which lets Sentry instrument amqplib.
+// Shared by the interop scripts: Sentry's Node SDK with its envelopes kept in memory and written to a
+// JSON file as the spans it would have sent, so the Python tests assert on what Node would send.
+// Sentry's Node SDK 11 streams spans (envelope items of type "span", version 2); each span is written
+// with its attributes flattened to plain values and its op (`sentry.op`) as `op`.
+// Run with `node --import @sentry/node/import`, which lets Sentry instrument kafkajs and amqplib.
 import { writeFileSync } from "node:fs";
 import * as Sentry from "@sentry/node";
 
@@ -21,8 +23,6 @@ export function initSentry() {
   return Sentry;
 }
 
-// Sentry's Node SDK 11 streams spans (envelope items of type "span", version 2); each span is
-// written with its attributes flattened to plain values.
 export async function dumpCaptured(path, extra = {}) {
   await Sentry.flush(2000);
   const spans = [];
@@ -33,7 +33,7 @@ export async function dumpCaptured(path, extra = {}) {
         const attributes = Object.fromEntries(
           Object.entries(span.attributes ?? {}).map(([key, attribute]) => [key, attribute.value]),
         );
-        spans.push({ ...span, attributes });
+        spans.push({ ...span, op: attributes["sentry.op"], attributes });
       }
     }
   }
