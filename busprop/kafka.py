@@ -42,6 +42,19 @@ from busprop.publishing import publish
 
 logger = logging.getLogger("busprop")
 
+__all__ = [
+    "BatchProcessing",
+    "KafkaIntegration",
+    "TracedProducer",
+    "consumer",
+    "process_batch",
+    "producer",
+    "record_processing",
+    "traced_consumer",
+    "traced_producer",
+    "traced_records",
+]
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 SYSTEM = "kafka"
