@@ -13,6 +13,7 @@ test, so a test cannot pass because nothing was sent at all.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import secrets
@@ -422,10 +423,16 @@ async def test_websockets_no_trace_header_outside_targets(sentry_init: Init) -> 
         with sentry_sdk.start_transaction(name="head") as head:
             await send_one(outside, text)
             await send_one(inside, text)
-            await asyncio.sleep(0.05)
-    handshake, message = outside_seen
-    assert not {key.lower() for key in handshake} & set(TRACE_KEYS)
-    assert message == text  # byte for byte: no metadata added
+            async with bare_connect(outside) as plain:  # broadcast() over a connection busprop did not open
+                traced_ws.broadcast([plain], text)
+                await asyncio.sleep(0.05)
+            for url, expected in ((outside, []), (inside, ["sentry-trace", "baggage", "traceparent"])):
+                written = traced_ws.handshake_headers(url, {"X-Tenant": "acme"})
+                assert [name for name, _ in written] == ["X-Tenant", *expected]
+    handshake, message, broadcast_handshake, broadcast = outside_seen
+    for headers in (handshake, broadcast_handshake):
+        assert not {key.lower() for key in headers} & set(TRACE_KEYS)
+    assert message == text and broadcast == text  # byte for byte: no metadata added
     handshake, message = inside_seen  # the control
     assert handshake["sentry-trace"].startswith(head.trace_id)
     assert set(json.loads(message)["metadata"]) == {"kept", "sentryTrace", "baggage", "traceparent"}
@@ -471,6 +478,7 @@ async def test_websockets_baggage_capped_on_the_wire(sentry_init: Init) -> None:
 async def test_websockets_messages_query_and_headers_never_reach_sentry(sentry_init: Init) -> None:
     sentry_init(traces_sample_rate=1.0)
     body, token, header, reply = marker("body"), marker("token"), marker("header"), marker("reply")
+    password = marker("password")
 
     async def handler(ws: Any) -> None:
         async for message in ws:
@@ -480,11 +488,42 @@ async def test_websockets_messages_query_and_headers_never_reach_sentry(sentry_i
     async with serve(traced_ws.traced_handler(handler), "127.0.0.1", 0) as server:
         url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/chat"
         with sentry_sdk.start_transaction(name="head"):
-            async with traced_ws.connect(f"{url}?token={token}", additional_headers={"X-Note": header}) as ws:
+            credentials = url.replace("ws://", f"ws://user:{password}@")  # sent as an Authorization header
+            async with traced_ws.connect(
+                f"{credentials}?token={token}", additional_headers={"X-Note": header}
+            ) as ws:
                 await ws.send(json.dumps({"message": body}))
                 assert json.loads(await ws.recv())["message"] == reply
     await asyncio.sleep(0.05)
     sent = sent_to_sentry()
     assert url in sent and sent.count("queue.process") >= 2  # the control: both directions recorded
-    for secret in (body, token, header, reply):
+    authorization = base64.b64encode(f"user:{password}".encode()).decode()
+    for secret in (body, token, header, reply, password, authorization):
         assert secret not in sent
+
+
+# --- error events ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("include_local_variables", [True, False])
+def test_consumer_errors_carry_payloads_only_in_frame_locals(
+    sentry_init: Init, include_local_variables: bool
+) -> None:
+    """A consumer's exception is reported with sentry-sdk's frame locals (its ``include_local_variables``,
+    on by default), where the message is a local like any other; with it off, nothing of the message
+    reaches Sentry, error event included."""
+    captured = sentry_init(traces_sample_rate=1.0, include_local_variables=include_local_variables)
+    body, header = marker("body"), marker("header")
+
+    @busprop.consumer(system="custom", destination="orders", headers=lambda message: message["headers"])
+    def handle(message: dict[str, Any]) -> None:
+        raise LookupError("no such order")
+
+    with pytest.raises(LookupError):
+        handle({"headers": {"note": header}, "body": body})
+    assert len(captured.errors()) == 1 and len(captured.transactions()) == 1  # the control
+    sent = sent_to_sentry()
+    assert "no such order" in sent
+    assert (body in sent) is include_local_variables
+    assert (header in sent) is include_local_variables
+    assert body not in json.dumps(captured.transactions())  # never in the transaction
