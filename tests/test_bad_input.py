@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import datetime
 import itertools
+import json
 import os
 import re
 import time
@@ -41,17 +42,22 @@ from typing import Any
 import aio_pika
 import pytest
 import sentry_sdk
+from celery import Celery
+from celery.app.trace import build_tracer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 from sentry_sdk.tracing import Transaction
+from websockets.asyncio.client import connect as bare_connect
+from websockets.asyncio.server import serve
 
 import busprop
 import busprop.amqp
 import busprop.celery
 import busprop.kafka
+from busprop import websockets as traced_ws
 from tests.conftest import Captured
 
 pytestmark = pytest.mark.broker
@@ -176,6 +182,13 @@ def check_trace(seen: Seen, expected: Expected, given_input: Any) -> None:
 def check_sent(captured: Captured, expectations: list[tuple[Expected, Seen]]) -> None:
     """What Sentry would receive: one ``queue.process`` transaction per sampled message, in its trace."""
     events = [e for e in captured.transactions() if e["contexts"]["trace"].get("op") == "queue.process"]
+    kinds = {(expected.trace_id is not None, expected.sampled) for expected, _ in expectations}
+    print(
+        f"{len(expectations)} messages: {sum(e.trace_id is not None for e, _ in expectations)} continued, kinds {sorted(kinds)}"
+    )
+    assert {kind[0] for kind in kinds} == {True, False}, (
+        "the examples never had both valid and invalid metadata"
+    )
     sampled = [(expected, seen) for expected, seen in expectations if expected.sampled]
     assert len(events) == len(sampled)
     by_span = {event["contexts"]["trace"]["span_id"]: event for event in events}
@@ -193,7 +206,12 @@ HEX = "0123456789abcdef"
 
 
 def hex_id(size: int) -> st.SearchStrategy[str]:
-    return st.one_of(st.text(HEX, min_size=size, max_size=size), st.just("0" * size))
+    """A lowercase hex id, all zeros (invalid) one time in eight."""
+    return st.integers(0, 7).flatmap(
+        lambda pick: (
+            st.just("0" * size) if pick == 0 else st.integers(1, 16**size - 1).map(f"{{:0{size}x}}".format)
+        )
+    )
 
 
 valid_sentry_trace = st.builds(
@@ -257,6 +275,32 @@ def encoded(texts: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
     )
 
 
+def valid_pair(
+    clean: Callable[[str], Any], sentry_key: str = "sentry-trace"
+) -> st.SearchStrategy[tuple[str, Any]]:
+    """A well-formed ``sentry-trace`` or ``traceparent`` pair, its value as the bus carries it."""
+    return st.one_of(
+        valid_sentry_trace.map(lambda value: (sentry_key, clean(value))),
+        valid_traceparent.map(lambda value: ("traceparent", clean(value))),
+    )
+
+
+def pair_lists(
+    pairs: st.SearchStrategy[tuple[str, Any]], valid: st.SearchStrategy[tuple[str, Any]], size: int = 6
+) -> st.SearchStrategy[list[tuple[str, Any]]]:
+    """Header pairs: junk only, or a well-formed pair among junk (duplicates before and after it)."""
+    junk = st.lists(pairs, max_size=size)
+    return st.one_of(junk, st.builds(lambda before, one, after: [*before, one, *after], junk, valid, junk))
+
+
+def pair_dicts(
+    pairs: st.SearchStrategy[tuple[str, Any]], valid: st.SearchStrategy[tuple[str, Any]], size: int = 6
+) -> st.SearchStrategy[dict[str, Any]]:
+    """A mapping of junk, or of junk with a well-formed pair written last."""
+    junk = st.lists(pairs, max_size=size).map(dict)
+    return st.one_of(junk, st.builds(lambda rest, one: {**rest, one[0]: one[1]}, junk, valid))
+
+
 KEYS = ["sentry-trace", "baggage", "traceparent", "Sentry-Trace", "sentryTrace", "x-other", ""]
 
 
@@ -287,7 +331,7 @@ def wire_values(texts: st.SearchStrategy[str]) -> st.SearchStrategy[bytes]:
     return encoded(texts).map(lambda v: v.encode() if isinstance(v, str) else v)
 
 
-kafka_headers = st.lists(trace_pair(kafka_values), max_size=8).flatmap(
+kafka_headers = pair_lists(trace_pair(kafka_values), valid_pair(lambda v: v.encode())).flatmap(
     lambda pairs: st.sampled_from([pairs, tuple(pairs)])
 )
 payloads = st.one_of(st.binary(max_size=200), st.none(), st.just(b"\xff" * 20_000))
@@ -338,12 +382,12 @@ def test_kafka_records_from_the_broker(sentry_init: Init, kafka_bootstrap: str, 
     consumer.assign([TopicPartition(kafka_topic, 0)])
     consumer.seek_to_beginning()
     expectations: list[tuple[Expected, Seen]] = []
-    message = st.tuples(st.lists(trace_pair(wire_values), max_size=6), st.binary(max_size=300))
+    message = st.tuples(pair_lists(trace_pair(wire_values), valid_pair(str.encode)), st.binary(max_size=300))
 
     keys = itertools.count()
 
     @BROKER_SETTINGS
-    @given(st.lists(message, min_size=1, max_size=BATCH))
+    @given(st.lists(message, min_size=BATCH // 2, max_size=BATCH))
     def check(batch: list[tuple[list[tuple[str, Any]], bytes]]) -> None:
         pending = {str(next(keys)).encode(): sent for sent in batch}
         for key, (headers, value) in pending.items():
@@ -400,7 +444,7 @@ def amqp_values(texts: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
     )
 
 
-amqp_headers = st.lists(trace_pair(amqp_values), max_size=8).map(dict)
+amqp_headers = pair_dicts(trace_pair(amqp_values), valid_pair(lambda v: v))
 amqp_bodies = st.one_of(st.binary(max_size=300), st.just(b"\xff" * 20_000))
 
 
@@ -502,10 +546,208 @@ def test_amqp_callback_consumer_on_generated_batches(sentry_init: Init, rabbit: 
             await rabbit.queue.cancel(tag)
 
     @BROKER_SETTINGS
-    @given(st.lists(st.tuples(amqp_headers, st.binary(max_size=300)), min_size=1, max_size=BATCH))
+    @given(st.lists(st.tuples(amqp_headers, st.binary(max_size=300)), min_size=BATCH // 2, max_size=BATCH))
     def check(batch: list[tuple[dict[str, Any], bytes]]) -> None:
         rabbit.run(consume(batch))
 
     check()
     assert len(expectations) >= BROKER_BATCHES
+    check_sent(captured, expectations)
+
+
+# --- Celery (signals, run by Celery's own task tracer) --------------------------------------------
+
+
+class Unprintable:
+    """A header value whose ``str``, ``repr`` and ``==`` raise, as a buggy producer's object might."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    def __repr__(self) -> str:
+        return "Unprintable()"
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("no eq")
+
+    __hash__ = object.__hash__
+
+
+def celery_values(texts: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
+    """Anything a task message's headers can hold once deserialised (pickle allows any object)."""
+    return st.one_of(encoded(texts), amqp_scalars, st.lists(texts, max_size=2), st.just(Unprintable()))
+
+
+celery_pair = st.one_of(
+    trace_pair(celery_values),
+    st.tuples(st.just(busprop.celery.ENQUEUED_TIME), celery_values(st.text(max_size=5))),
+)
+celery_top = pair_dicts(celery_pair, valid_pair(lambda v: v))
+celery_nested = st.one_of(celery_top, st.none(), st.text(max_size=10), st.lists(celery_pair, max_size=3))
+celery_payloads = st.one_of(st.binary(max_size=100), st.text(max_size=100), st.just(Unprintable()), st.none())
+
+
+@pytest.fixture
+def celery_echo(sentry_init: Init) -> Iterator[tuple[Captured, Callable[..., Any], list[Seen]]]:
+    """busprop's Celery hook on an app whose ``echo`` task records what it saw; a worker's tracer for it."""
+    captured = sentry_init(traces_sample_rate=1.0, auto_enabling_integrations=False)
+    app = Celery("busprop_bad_input", broker="memory://", backend="cache+memory://", set_as_current=False)
+    seen: list[Seen] = []
+
+    @app.task(name="bad_input.echo", ignore_result=True)  # type: ignore[untyped-decorator]
+    def echo(payload: Any) -> Any:
+        seen.append(seen_now(payload))
+        return payload
+
+    busprop.celery.install(app)
+    yield captured, build_tracer(echo.name, echo, app=app, eager=False, propagate=True), seen
+    busprop.celery.uninstall()
+    app.close()
+
+
+def test_celery_task_headers_top_level_and_nested(celery_echo: Any) -> None:
+    captured, tracer, seen = celery_echo
+    expectations: list[tuple[Expected, Seen]] = []
+
+    @SETTINGS
+    @given(celery_top, celery_nested, celery_payloads)
+    def check(top: dict[str, Any], nested: Any, payload: Any) -> None:
+        task_id = uuid.uuid4().hex
+        request = {
+            **top,
+            "id": task_id,
+            "task": "bad_input.echo",
+            "headers": nested,
+            "delivery_info": {"routing_key": "q"},
+        }
+        result = tracer(task_id, (payload,), {}, request)
+        assert result.retval is payload and seen[-1].payload is payload
+        expected = expected_trace(top, nested if isinstance(nested, dict) else None)
+        check_trace(seen[-1], expected, (top, nested))
+        expectations.append((expected, seen[-1]))
+
+    check()
+    check_sent(captured, expectations)
+
+
+# --- WebSockets ------------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=20),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+metadata_keys = st.sampled_from(["sentryTrace", "baggage", "traceparent", "sentry-trace", "other"])
+metadata = st.one_of(
+    pair_dicts(
+        st.tuples(metadata_keys, st.one_of(trace_text, baggage_text, json_values)),
+        valid_pair(str, "sentryTrace"),
+    ),
+    json_values,
+)
+bodies = st.builds(
+    lambda message, meta, extra: {
+        "message": message,
+        **extra,
+        **({} if meta is None else {"metadata": meta[0]}),
+    },
+    json_values,
+    st.one_of(st.none(), metadata.map(lambda value: (value,)), metadata.map(lambda value: (value,))),
+    st.dictionaries(
+        st.text(max_size=8).filter(lambda key: key not in ("message", "metadata")), json_values, max_size=2
+    ),
+)
+
+
+def render(body: dict[str, Any], ascii_only: bool, compact: bool, duplicate: Any) -> str:
+    separators = (",", ":") if compact else (", ", ": ")
+    text = json.dumps(body, ensure_ascii=ascii_only, separators=separators)
+    if duplicate is not None:  # a second "metadata" key: the last one counts, as in every JSON parser
+        text = '{"metadata":' + json.dumps(duplicate[0]) + "," + text[1:] if len(body) else text
+    return text
+
+
+json_texts = st.builds(
+    render, bodies, st.booleans(), st.booleans(), st.one_of(st.none(), metadata.map(lambda v: (v,)))
+)
+metadata_entries = st.tuples(metadata_keys, st.one_of(trace_text, baggage_text, json_values))
+#: A message whose metadata has a well-formed trace among junk entries, in a text or a binary frame.
+traced_texts = st.builds(
+    lambda message, rest, one: json.dumps({"message": message, "metadata": {**dict(rest), one[0]: one[1]}}),
+    json_values,
+    st.lists(metadata_entries, max_size=4),
+    valid_pair(str, "sentryTrace"),
+)
+frames = st.one_of(
+    json_texts,
+    traced_texts,
+    traced_texts.map(str.encode),
+    json_texts.map(str.encode),  # JSON in a binary frame, as Node clients send it
+    json_texts.map(lambda text: b"\xff" + text.encode()),  # invalid UTF-8
+    json_texts.map(lambda text: text.encode().replace(b'"message"', b'"\xc3\x28"')),
+    json_texts.map(lambda text: text[:-1]),  # truncated JSON that still says "metadata"
+    json_texts.map(lambda text: text.replace("}", ',"pad":"' + "x" * 100_000 + '"}', 1)),  # huge
+    st.text(max_size=100),
+    st.binary(max_size=100),
+)
+
+
+def frame_expected(frame: str | bytes) -> Expected:
+    """README: a frame is looked into when it holds ``"metadata"`` literally and is a JSON object."""
+    if '"metadata"' not in (frame if isinstance(frame, str) else frame.decode("latin-1")):
+        return FRESH
+    try:
+        body = json.loads(frame if isinstance(frame, str) else frame.decode("utf-8"))
+    except ValueError:
+        return FRESH
+    meta = body.get("metadata") if isinstance(body, dict) else None
+    return expected_trace(meta, sentry_key="sentryTrace") if isinstance(meta, dict) else FRESH
+
+
+async def _serve(received: asyncio.Queue[Seen]) -> Any:
+    async def handler(ws: Any) -> None:
+        async for message in ws:
+            received.put_nowait(seen_now(message))
+
+    server = await serve(traced_ws.traced_handler(handler), "127.0.0.1", 0, max_size=2**21)
+    port = server.sockets[0].getsockname()[1]
+    client = await bare_connect(f"ws://127.0.0.1:{port}/chat", max_size=2**21)
+    return server, client
+
+
+def test_websocket_frames_over_a_real_connection(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    loop = asyncio.new_event_loop()
+    received: asyncio.Queue[Seen] = asyncio.Queue()
+    server, client = loop.run_until_complete(_serve(received))
+    expectations: list[tuple[Expected, Seen]] = []
+
+    async def send(frame: str | bytes) -> Seen:
+        await client.send(frame)
+        return await asyncio.wait_for(received.get(), timeout=10)
+
+    @SETTINGS
+    @given(frames)
+    def check(frame: str | bytes) -> None:
+        seen = loop.run_until_complete(send(frame))
+        assert type(seen.payload) is type(frame) and seen.payload == frame
+        expected = frame_expected(frame)
+        check_trace(seen, expected, frame)
+        expectations.append((expected, seen))
+
+    try:
+        check()
+    finally:
+        loop.run_until_complete(client.close())
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+        loop.close()
     check_sent(captured, expectations)
