@@ -33,10 +33,14 @@ import itertools
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -58,7 +62,9 @@ import busprop.amqp
 import busprop.celery
 import busprop.kafka
 from busprop import websockets as traced_ws
+from tests.apps.celery_app import create_app
 from tests.conftest import Captured
+from tests.processes import APPS, ROOT
 
 pytestmark = pytest.mark.broker
 
@@ -751,3 +757,107 @@ def test_websocket_frames_over_a_real_connection(sentry_init: Init) -> None:
         loop.run_until_complete(server.wait_closed())
         loop.close()
     check_sent(captured, expectations)
+
+
+def _celery_key(key: str) -> str:
+    """Keys a producer may add: trace keys as generated, any other prefixed so it cannot be Celery's own."""
+    return key if key in KEYS or key == busprop.celery.ENQUEUED_TIME else f"x-{key}"
+
+
+json_pair = st.one_of(
+    trace_pair(lambda texts: st.one_of(texts, json_values)),
+    st.tuples(st.just(busprop.celery.ENQUEUED_TIME), st.one_of(json_values, st.floats(allow_nan=False))),
+).map(lambda pair: (_celery_key(pair[0]), pair[1]))
+json_top = pair_dicts(json_pair, valid_pair(str))
+json_nested = st.one_of(json_top, json_values)
+
+
+@dataclass
+class CeleryWorker:
+    queue: str
+    capture_dir: Path
+    process: subprocess.Popen[bytes]
+
+    def transactions(self) -> list[dict[str, Any]]:
+        found = []
+        for path in self.capture_dir.glob("*.jsonl"):
+            for line in path.read_text(encoding="utf-8").splitlines():
+                record = json.loads(line)
+                if record["type"] == "transaction":
+                    found.append(record["event"])
+        return found
+
+
+@pytest.fixture
+def celery_worker(redis_url: str, tmp_path: Path) -> Iterator[CeleryWorker]:
+    queue = f"busprop-bad-{uuid.uuid4().hex[:8]}"
+    capture_dir = tmp_path / "captured"
+    capture_dir.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BUSPROP_CAPTURE_DIR": str(capture_dir)}
+    with open(tmp_path / "worker.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(APPS / "bad_input_celery_worker.py"), redis_url, queue],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    yield CeleryWorker(queue, capture_dir, process)
+    process.send_signal(signal.SIGQUIT)
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def test_celery_tasks_through_redis_and_a_worker(sentry_init: Init, celery_worker: CeleryWorker) -> None:
+    sentry_init(traces_sample_rate=1.0, auto_enabling_integrations=False)  # the publisher writes nothing
+    app = create_app(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), "", celery_worker.queue)
+    app.conf.result_backend = app.conf.broker_url
+    sent: list[tuple[Expected, dict[str, Any]]] = []
+
+    @BROKER_SETTINGS
+    @given(st.lists(st.tuples(json_top, json_nested, json_values), min_size=BATCH // 2, max_size=BATCH))
+    def check(batch: list[tuple[dict[str, Any], Any, Any]]) -> None:
+        results = [
+            app.send_task("bad_input.echo", args=(payload,), headers={**top, "headers": nested})
+            for top, nested, payload in batch
+        ]
+        for (top, nested, payload), result in zip(batch, results, strict=True):
+            seen = result.get(timeout=60)
+            assert seen["payload"] == payload
+            expected = expected_trace(top, nested if isinstance(nested, dict) else None)
+            trace_id, *_ = seen["sentry_trace"].split("-")
+            if expected.trace_id is None:
+                assert trace_id not in ids_in((top, nested)) and seen["parent_span_id"] is None
+            else:
+                assert trace_id == expected.trace_id
+                assert seen["parent_span_id"] == (expected.parent_span_id if expected.sampled else None)
+                assert seen["sentry_trace"].endswith("-0") != expected.sampled
+            sent.append((expected, seen))
+
+    try:
+        check()
+    finally:
+        app.close()
+    assert {expected.trace_id is None for expected, _ in sent} == {True, False}
+    events = {event["contexts"]["trace"]["span_id"]: event for event in _wait_for(celery_worker, sent)}
+    for expected, seen in sent:
+        if expected.sampled:
+            trace = events[seen["span_id"]]["contexts"]["trace"]
+            assert trace.get("parent_span_id") == expected.parent_span_id
+            assert trace["trace_id"] == seen["sentry_trace"].split("-")[0]
+
+
+def _wait_for(worker: CeleryWorker, sent: list[tuple[Expected, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The worker's ``queue.process`` transactions, once every sampled task's is on disk."""
+    wanted = sum(expected.sampled for expected, _ in sent)
+    deadline = time.monotonic() + 20
+    while True:
+        events = [e for e in worker.transactions() if e["contexts"]["trace"].get("op") == "queue.process"]
+        if len(events) >= wanted or time.monotonic() > deadline:
+            assert len(events) == wanted
+            return events
+        time.sleep(0.05)
