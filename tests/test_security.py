@@ -344,6 +344,7 @@ def test_celery_no_trace_header_outside_targets(publisher: tuple[Celery, str], r
     outside, inside = messages["security.outside"], messages["security.inside"]
     assert head.trace_id not in json.dumps(outside)  # nowhere in the message, top level or nested
     assert not set(TRACE_KEYS) & set(outside["headers"])
+    assert not [key for key in outside["headers"] if key.startswith("sentry-")]  # nor the publish time
     assert not set(TRACE_KEYS) & set(outside["headers"].get("headers") or {})
     assert outside["headers"]["tenant"] == "acme"
     for container in (inside["headers"], inside["headers"]["headers"]):  # the control, both places
