@@ -139,18 +139,25 @@ def kafka_records(bootstrap: str, topic: str, count: int = 1) -> list[Any]:
     return records
 
 
+@pytest.mark.parametrize("path", ["traced_producer", "KafkaIntegration"])
 def test_kafka_no_trace_header_outside_targets(
-    sentry_init: Init, kafka_bootstrap: str, topics: Callable[[str], str]
+    sentry_init: Init, kafka_bootstrap: str, topics: Callable[[str], str], path: str
 ) -> None:
-    sentry_init(traces_sample_rate=1.0)
+    integrations = [busprop.kafka.KafkaIntegration()] if path == "KafkaIntegration" else []
+    sentry_init(traces_sample_rate=1.0, integrations=integrations)
     busprop.configure(propagation_targets=[r"^inside-"], write_traceparent=True)
     inside, outside = topics("inside"), topics("outside")
     user_headers = [("tenant", b"acme"), ("baggage", b"vendor=kept")]
-    producer = busprop.kafka.traced_producer(KafkaProducer(bootstrap_servers=kafka_bootstrap))
-    with sentry_sdk.start_transaction(name="head") as head:
-        for topic in (inside, outside):
-            producer.send(topic, b"v", headers=list(user_headers)).get(timeout=10)
-    producer.close()
+    producer: Any = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    if path == "traced_producer":
+        producer = busprop.kafka.traced_producer(producer)
+    try:
+        with sentry_sdk.start_transaction(name="head") as head:
+            for topic in (inside, outside):
+                producer.send(topic, b"v", headers=list(user_headers)).get(timeout=10)
+    finally:
+        producer.close()
+        busprop.kafka.KafkaIntegration.uninstall()
     [sent_out] = kafka_records(kafka_bootstrap, outside)
     assert sent_out.headers == user_headers  # exactly what the user passed: no trace, no merge
     [sent_in] = kafka_records(kafka_bootstrap, inside)
@@ -249,15 +256,24 @@ async def receive(queue: aio_pika.abc.AbstractQueue) -> AbstractIncomingMessage:
     raise AssertionError(f"nothing arrived on {queue.name}")
 
 
-async def test_amqp_no_trace_header_outside_targets(sentry_init: Init, channel: AbstractChannel) -> None:
-    sentry_init(traces_sample_rate=1.0)
+@pytest.mark.parametrize("path", ["traced_exchange", "AioPikaIntegration"])
+async def test_amqp_no_trace_header_outside_targets(
+    sentry_init: Init, channel: AbstractChannel, path: str
+) -> None:
+    integrations = [busprop.amqp.AioPikaIntegration()] if path == "AioPikaIntegration" else []
+    sentry_init(traces_sample_rate=1.0, integrations=integrations)
     inside, outside = await declare(channel), await declare(channel)
     busprop.configure(propagation_targets=[rf"^/{inside.name}$"], write_traceparent=True)
-    exchange = busprop.amqp.traced_exchange(channel.default_exchange)
-    with sentry_sdk.start_transaction(name="head") as head:
-        for queue in (inside, outside):
-            message = aio_pika.Message(b"v", headers={"tenant": "acme", "baggage": "vendor=kept"})
-            await exchange.publish(message, routing_key=queue.name)
+    exchange: Any = channel.default_exchange
+    if path == "traced_exchange":
+        exchange = busprop.amqp.traced_exchange(exchange)
+    try:
+        with sentry_sdk.start_transaction(name="head") as head:
+            for queue in (inside, outside):
+                message = aio_pika.Message(b"v", headers={"tenant": "acme", "baggage": "vendor=kept"})
+                await exchange.publish(message, routing_key=queue.name)
+    finally:
+        busprop.amqp.AioPikaIntegration.uninstall()
     sent_out = await receive(outside)
     assert sent_out.headers == {"tenant": "acme", "baggage": "vendor=kept"}  # as given: nothing added
     sent_in = await receive(inside)
