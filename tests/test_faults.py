@@ -10,6 +10,7 @@ each message busprop processed is in its own producer's trace.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -23,19 +24,25 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import aio_pika
 import pytest
 import sentry_sdk
+from aio_pika.abc import AbstractIncomingMessage
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError
 
+import busprop.amqp
 import busprop.celery
 import busprop.kafka
 from busprop.demo import brokers
 from tests.apps.faults_common import create_app
 from tests.conftest import tool_missing
 from tests.processes import APPS, ROOT, read_captured, run_app
+from tests.test_amqp import private_vhost as private_vhost  # the fixture: a vhost of its own
+from tests.test_amqp import publish_until_accepted, rabbitmqctl, until
 
 pytestmark = pytest.mark.broker
 
@@ -344,3 +351,68 @@ def test_kafka_tansu_restart_mid_stream_counts_as_bare(tracing: Any, tmp_path: P
     counts = compare(bare, traced)
     assert traced.assert_own_traces_after_restart() >= AFTER
     print("kafka/tansu restart", counts)
+
+
+# RabbitMQ: the broker closes every connection of a private vhost -----------------------------------
+
+#: Messages BLOCKED..BLOCKED+9 are in flight (prefetch 10, unacked) when the connections close.
+BLOCKED = 20
+
+
+async def publish_stream(exchange: Any, traced: bool, numbers: range, tally: Tally, routing_key: str) -> None:
+    for number in numbers:
+        with head_trace(traced, number) as transaction:
+            tally.expected[number] = transaction.trace_id if traced else "-"
+            await publish_until_accepted(exchange, str(number).encode(), routing_key)
+
+
+async def amqp_stream(traced: bool, url: str) -> Tally:
+    tally, restarted, dropped = Tally(), [False], asyncio.Event()
+    consumer_connection = await aio_pika.connect_robust(url)
+    publisher_connection = await aio_pika.connect_robust(url)
+    reconnections: list[object] = []
+    for connection in (consumer_connection, publisher_connection):
+        connection.reconnect_callbacks.add(lambda connection: reconnections.append(connection))
+
+    async def handle(message: AbstractIncomingMessage) -> None:
+        number = int(message.body)
+        after = restarted[0] or bool(message.redelivered)  # a redelivery may beat the reconnect callback
+        tally.runs.append((number, current_trace(), after))
+        async with message.process(ignore_processed=True):
+            if BLOCKED <= number < BLOCKED + 10 and not after:
+                await dropped.wait()
+
+    try:
+        channel = await consumer_connection.channel()
+        await channel.set_qos(prefetch_count=10)
+        queue = await channel.declare_queue(f"stream-{traced}", auto_delete=False)
+        await queue.consume(busprop.amqp.consumer(handle) if traced else handle)
+        exchange = (await publisher_connection.channel()).default_exchange
+        if traced:
+            exchange = busprop.amqp.traced_exchange(exchange)
+        await publish_stream(exchange, traced, range(BEFORE), tally, queue.name)
+        await until(lambda: len(tally.runs) >= BLOCKED + 10)
+        vhost = urlsplit(url).path.lstrip("/")
+        await asyncio.to_thread(rabbitmqctl, "close_all_connections", "-p", vhost, "busprop faults test")
+        await until(lambda: len(reconnections) >= 2)
+        restarted[0] = True
+        dropped.set()
+        await publish_stream(exchange, traced, range(BEFORE, BEFORE + AFTER), tally, queue.name)
+        total = BEFORE + AFTER
+        await until(lambda: len({number for number, _, _ in tally.runs}) >= total, timeout=60)
+        await asyncio.sleep(0.5)  # late duplicates
+    finally:
+        await consumer_connection.close()
+        await publisher_connection.close()
+    return tally
+
+
+async def test_rabbitmq_connections_closed_mid_stream_counts_as_bare(
+    tracing: Any, private_vhost: str
+) -> None:
+    bare = await amqp_stream(False, private_vhost)
+    traced = await amqp_stream(True, private_vhost)
+    counts = compare(bare, traced)
+    assert counts["processed twice"] == 10  # the in-flight ones, redelivered, in both runs
+    assert traced.assert_own_traces_after_restart() >= AFTER + 10
+    print("rabbitmq connections closed", counts)
