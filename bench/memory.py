@@ -1,0 +1,335 @@
+"""Memory: many messages through each adapter leave nothing behind.
+
+Every message busprop handles opens an isolation scope, continues a trace and, for a sampled head,
+builds a transaction and spans. A reference kept by mistake (a scope in a context variable that is
+never reset, a span on a shared scope, a context in a per-connection dict) would grow without bound
+in a long-lived consumer. This script runs, in a fresh process per adapter, a warm-up and then N
+messages (heads in thirds: sampled, unsampled, untraced; producer and consumer both in the
+process), and reports the growth of resident memory and of what ``tracemalloc`` sees still
+allocated, after a ``gc.collect()``, between the end of the warm-up and the end of the run. Goal:
+under 2 MiB each.
+
+Run: ``python bench/memory.py`` (200,000 messages per adapter after 5,000 of warm-up);
+``--messages N``, ``--warmup N``, ``--adapters core,kafka,...``; ``--json`` prints one JSON line.
+Kafka uses ``KAFKA_BOOTSTRAP_SERVERS`` or an embedded Tansu; AMQP and Celery the local RabbitMQ
+and Redis (``AMQP_URL``, ``REDIS_URL``); Celery's worker runs in a thread of the measured process.
+Exits 1 when a growth is over the limit or a message was not processed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sentry_sdk
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from load import ROOT, head, init_sentry, kafka_bootstrap, kind_of, wait_until
+
+import busprop
+
+ADAPTERS = ("core", "kafka", "amqp", "celery", "websockets")
+LIMIT = 2 * 1024 * 1024
+CHUNK = 500
+#: Context managers that must outlive the flow that entered them.
+RUNNING: list[Any] = []
+#: A flow processes ``count`` messages end to end and returns how many its consumer processed.
+Flow = Callable[[int], int]
+
+
+def resident() -> int:
+    """Resident set size of this process, in bytes."""
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def chunks(count: int) -> list[range]:
+    return [range(start, min(start + CHUNK, count)) for start in range(0, count, CHUNK)]
+
+
+def core_flow() -> Flow:
+    """``busprop.publish`` into a dict, then ``busprop.continue_trace`` of it."""
+
+    def run(count: int) -> int:
+        processed = 0
+        for index in range(count):
+            headers: dict[str, str] = {}
+            with head(kind_of(index)), busprop.publish(headers, system="custom", destination="memory"):
+                pass
+            with busprop.continue_trace(
+                headers, system="custom", destination="memory", message_id=str(index)
+            ):
+                processed += sentry_sdk.get_traceparent() is not None
+        return processed
+
+    return run
+
+
+def kafka_flow() -> Flow:
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    import busprop.kafka
+
+    bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    topic = f"memory-{uuid.uuid4().hex[:10]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    admin.close()
+    raw = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producer = busprop.kafka.traced_producer(raw)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, consumer_timeout_ms=2000, auto_offset_reset="earliest"
+    )
+    consumer.assign([TopicPartition(topic, 0)])
+
+    def run(count: int) -> int:
+        processed = 0
+        for part in chunks(count):
+            for index in part:
+                kind = kind_of(index)
+                with head(kind):
+                    (raw if kind == "untraced" else producer).send(topic, b"%d" % index)
+            raw.flush()
+            with busprop.kafka.traced_consumer(consumer) as records:
+                for _ in records:
+                    processed += 1
+                    if processed % CHUNK == 0 or processed == count:
+                        break
+        return processed
+
+    return run
+
+
+def amqp_flow() -> Flow:
+    import aio_pika
+
+    import busprop.amqp
+    from busprop.demo import brokers
+
+    loop = asyncio.new_event_loop()
+    state = {"processed": 0}
+    arrived = asyncio.Event()
+
+    @busprop.amqp.consumer
+    async def handle(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        state["processed"] += 1
+        arrived.set()
+
+    async def connect() -> tuple[Any, Any, str]:
+        connection = await aio_pika.connect(brokers.amqp_url())
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=CHUNK)
+        queue = await channel.declare_queue(f"memory-{uuid.uuid4().hex[:10]}", auto_delete=True)
+        await queue.consume(handle, no_ack=True)
+        return connection, channel.default_exchange, queue.name
+
+    _, exchange, queue_name = loop.run_until_complete(connect())
+    traced = busprop.amqp.traced_exchange(exchange)
+
+    async def flow(count: int) -> int:
+        start = state["processed"]
+        for part in chunks(count):
+            for index in part:
+                kind = kind_of(index)
+                with head(kind):
+                    message = aio_pika.Message(b"%d" % index)
+                    await (exchange if kind == "untraced" else traced).publish(
+                        message, routing_key=queue_name
+                    )
+            while state["processed"] - start < part.stop:
+                arrived.clear()
+                await asyncio.wait_for(arrived.wait(), 30)
+        return state["processed"] - start
+
+    return lambda count: loop.run_until_complete(flow(count))
+
+
+def celery_flow() -> Flow:
+    from celery import Celery
+    from celery.contrib.testing.worker import start_worker
+
+    import busprop.celery
+    from busprop.demo import brokers
+
+    queue = f"memory-{uuid.uuid4().hex[:10]}"
+    app = Celery("memory", broker=brokers.redis_url(), set_as_current=True)
+    app.conf.update(
+        task_default_queue=queue, task_ignore_result=True, broker_connection_retry_on_startup=True
+    )
+    busprop.celery.install(app)
+    done = {"count": 0}
+    lock = threading.Lock()
+
+    @app.task(name="memory.work")  # type: ignore[untyped-decorator]
+    def work(index: int) -> None:
+        with lock:
+            done["count"] += 1
+
+    worker = start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING")
+    worker.__enter__()
+    RUNNING.append(worker)  # collected, the context manager would stop the worker
+    untraced = {"sentry-propagate-traces": False}
+
+    def run(count: int) -> int:
+        start = done["count"]
+        for part in chunks(count):
+            for index in part:
+                kind = kind_of(index)
+                with head(kind):
+                    work.apply_async((index,), headers=untraced if kind == "untraced" else None)
+            wait_until(lambda stop=part.stop: done["count"] - start >= stop, 60)  # type: ignore[misc]
+        return done["count"] - start
+
+    return run
+
+
+def websockets_flow() -> Flow:
+    from websockets.asyncio.client import connect
+    from websockets.asyncio.server import serve
+
+    from busprop import websockets as traced_websockets
+
+    loop = asyncio.new_event_loop()
+    state = {"processed": 0}
+    arrived = asyncio.Event()
+
+    async def handler(ws: Any) -> None:
+        async for _ in ws:
+            state["processed"] += 1
+            arrived.set()
+
+    async def open_connection() -> tuple[Any, Any, Any]:
+        server = await serve(traced_websockets.traced_handler(handler), "127.0.0.1", 0, ping_interval=None)
+        raw = await connect(f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/memory", ping_interval=None)
+        return server, raw, traced_websockets.traced(raw)
+
+    _, raw, traced = loop.run_until_complete(open_connection())
+
+    async def flow(count: int) -> int:
+        start = state["processed"]
+        for part in chunks(count):
+            for index in part:
+                kind = kind_of(index)
+                with head(kind):
+                    await (raw if kind == "untraced" else traced).send(f'{{"message": {index}}}')
+            while state["processed"] - start < part.stop:
+                arrived.clear()
+                await asyncio.wait_for(arrived.wait(), 30)
+        return state["processed"] - start
+
+    return lambda count: loop.run_until_complete(flow(count))
+
+
+FLOWS: dict[str, Callable[[], Flow]] = {
+    "core": core_flow,
+    "kafka": kafka_flow,
+    "amqp": amqp_flow,
+    "celery": celery_flow,
+    "websockets": websockets_flow,
+}
+
+
+def measure(adapter: str, messages: int, warmup: int) -> dict[str, Any]:
+    """Warm up, then ``messages`` through the adapter; growth of RSS and of tracemalloc's total."""
+    init_sentry()
+    flow = FLOWS[adapter]()
+    flow(warmup)
+    gc.collect()
+    tracemalloc.start()
+    rss_before, traced_before = resident(), tracemalloc.get_traced_memory()[0]
+    started = time.monotonic()
+    processed = flow(messages)
+    seconds = time.monotonic() - started
+    gc.collect()
+    rss_growth, traced_growth = resident() - rss_before, tracemalloc.get_traced_memory()[0] - traced_before
+    top = tracemalloc.take_snapshot().statistics("lineno")[:3]
+    tracemalloc.stop()
+    return {
+        "adapter": adapter,
+        "messages": messages,
+        "processed": processed,
+        "rss_growth": rss_growth,
+        "tracemalloc_growth": traced_growth,
+        "seconds": round(seconds, 1),
+        "top": [str(stat) for stat in top],
+    }
+
+
+def run_adapter(adapter: str, messages: int, warmup: int, env: dict[str, str]) -> dict[str, Any]:
+    """One adapter in a fresh process; its result."""
+    command = [
+        sys.executable,
+        __file__,
+        "--adapter",
+        adapter,
+        "--messages",
+        str(messages),
+        "--warmup",
+        str(warmup),
+    ]
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        return {"adapter": adapter, "error": f"exited {done.returncode}: {done.stderr[-2000:]}"}
+    return json.loads(lines[-1])  # type: ignore[no-any-return]
+
+
+def failed(row: dict[str, Any]) -> bool:
+    return bool(
+        row.get("error")
+        or row["processed"] != row["messages"]
+        or row["rss_growth"] >= LIMIT
+        or row["tracemalloc_growth"] >= LIMIT
+    )
+
+
+def report(row: dict[str, Any]) -> None:
+    if "error" in row:
+        print(f"{row['adapter']:<11} {row['error']}")
+        return
+    print(
+        f"{row['adapter']:<11}{row['messages']:>9}{row['processed']:>10}{row['rss_growth'] / 1024:>12.0f}"
+        f"{row['tracemalloc_growth'] / 1024:>12.0f}{row['seconds']:>8}  {'FAIL' if failed(row) else 'ok'}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--messages", type=int, default=200_000, help="messages per adapter, after the warm-up"
+    )
+    parser.add_argument("--warmup", type=int, default=5_000)
+    parser.add_argument("--adapters", default=",".join(ADAPTERS))
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON line")
+    parser.add_argument("--adapter", choices=ADAPTERS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.adapter:
+        print(json.dumps(measure(args.adapter, args.messages, args.warmup)))
+        os._exit(0)  # the Celery worker thread and open connections need no orderly shutdown
+    results = []
+    print(f"{'adapter':<11}{'messages':>9}{'processed':>10}{'RSS KiB':>12}{'traced KiB':>12}{'s':>8}")
+    with kafka_bootstrap() as bootstrap:
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+        for adapter in args.adapters.split(","):
+            results.append(run_adapter(adapter, args.messages, args.warmup, env))
+            report(results[-1])
+    if args.json:
+        print(json.dumps(results))
+    return 1 if any(failed(row) for row in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
