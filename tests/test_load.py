@@ -1,0 +1,116 @@
+"""A slice of the load and memory proofs (``bench/load.py``, ``bench/memory.py``) for every CI run.
+
+The full runs (100,000 messages through the four adapters at once; 200,000 per adapter for memory)
+take minutes and are one command each (README). Here the same code runs on a few hundred messages
+per adapter against the real brokers, so a change that swaps traces under concurrency, loses a
+message or leaks a scope per message fails CI. The checker itself is proven to see a mix-up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+sys.path.insert(0, str(BENCH))
+import load  # noqa: E402
+
+PER_ADAPTER = 300
+TRACE_A, TRACE_B = "a" * 32, "b" * 32
+
+
+def run_bench(script: str, *args: str, kafka: str, timeout: float) -> tuple[int, list[dict[str, Any]], str]:
+    """Run a bench script with ``--json``; its exit code, its JSON rows and its output."""
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka}
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *args, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    return done.returncode, rows, done.stdout + done.stderr[-3000:]
+
+
+def test_the_four_adapters_at_once_never_mix_traces(
+    kafka_bootstrap: str, amqp_url: str, redis_url: str
+) -> None:
+    code, rows, output = run_bench(
+        "load.py", "--messages", str(4 * PER_ADAPTER), "--timeout", "60", kafka=kafka_bootstrap, timeout=120
+    )
+    assert code == 0, output
+    assert [row["adapter"] for row in rows] == list(load.ADAPTERS)
+    for row in rows:
+        assert (row["sent"], row["processed"], row["missing"], row["mixups"]) == (
+            PER_ADAPTER,
+            PER_ADAPTER,
+            0,
+            0,
+        )
+        assert (row["sampled"], row["unsampled"], row["untraced"]) == (100, 100, 100)
+        assert row["duplicates"] == 0
+    # Untraced messages each start a fresh trace of their own (none shared, none a producer's).
+    assert [row["untraced_traces"] for row in rows] == [100, 100, 100, 100]
+
+
+def ledger_with(
+    kind: str, head_trace: str | None, wire: str | None, processed: load.Processed
+) -> load.Ledger:
+    ledger = load.Ledger()
+    ledger.sent("m1", kind, head_trace)
+    ledger.on_wire("m1", wire)
+    ledger.saw("m1", processed)
+    ledger.sent("m2", "sampled", TRACE_A)
+    ledger.on_wire("m2", f"{TRACE_A}-{'1' * 16}-1")
+    ledger.saw("m2", (TRACE_A, "1" * 16, True))
+    return ledger
+
+
+@pytest.mark.parametrize(
+    ("kind", "head_trace", "wire", "processed"),
+    [
+        ("sampled", TRACE_B, f"{TRACE_B}-{'2' * 16}-1", (TRACE_A, "2" * 16, True)),  # another trace
+        ("sampled", TRACE_B, f"{TRACE_B}-{'2' * 16}-1", (TRACE_B, "1" * 16, True)),  # another parent
+        ("sampled", TRACE_B, f"{TRACE_B}-{'2' * 16}-1", (TRACE_B, "2" * 16, False)),  # decision lost
+        ("unsampled", TRACE_B, f"{TRACE_B}-{'2' * 16}-1", (TRACE_B, "2" * 16, True)),  # wire flag wrong
+        ("sampled", TRACE_B, f"{TRACE_A}-{'2' * 16}-1", (TRACE_A, "2" * 16, True)),  # producer wrote A
+        ("untraced", None, None, (TRACE_A, None, True)),  # fresh message in a producer's trace
+        ("untraced", None, f"{TRACE_B}-{'2' * 16}", ("c" * 32, None, True)),  # header on untraced
+    ],
+)
+def test_the_checker_sees_every_kind_of_mix_up(
+    kind: str, head_trace: str | None, wire: str | None, processed: load.Processed
+) -> None:
+    counts = load.check("test", ledger_with(kind, head_trace, wire, processed))
+    assert (counts["sent"], counts["processed"], counts["mixups"], counts["missing"]) == (2, 2, 1, 0)
+    assert counts["examples"][0].startswith("m1: ")
+
+
+def test_the_checker_counts_lost_and_duplicated_messages() -> None:
+    ledger = ledger_with("sampled", TRACE_B, f"{TRACE_B}-{'2' * 16}-1", (TRACE_B, "2" * 16, True))
+    ledger.saw("m1", (TRACE_B, "2" * 16, True))
+    ledger.sent("m3", "unsampled", "d" * 32)
+    counts = load.check("test", ledger)
+    assert (counts["mixups"], counts["missing"], counts["duplicates"]) == (0, 1, 1)
+
+
+def test_memory_stays_flat_through_the_core_and_websockets(kafka_bootstrap: str) -> None:
+    code, rows, output = run_bench(
+        "memory.py",
+        *("--adapters", "core,websockets", "--messages", "400", "--warmup", "100"),
+        kafka=kafka_bootstrap,
+        timeout=120,
+    )
+    assert code == 0, output
+    for row in rows:
+        assert row["processed"] == 400, output
+        assert row["tracemalloc_growth"] < 256 * 1024, output  # a scope leaked per message: over 400 KiB
+        assert row["rss_growth"] < 2 * 1024 * 1024, output
