@@ -20,6 +20,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from websockets.asyncio.server import serve
 
+import busprop
 import busprop.amqp
 import busprop.celery
 import busprop.kafka
@@ -131,6 +132,39 @@ async def websockets_scenario() -> list[Any]:
     return [[message, reply] for message, reply in zip(seen, replies, strict=True)]
 
 
+def user_errors_scenario() -> list[Any]:
+    """A consumer that raises: the user's own exception comes back, unchanged, and nothing else."""
+    app = create_app("memory://", "cache+memory://", "eager")
+    app.conf.task_always_eager = True
+
+    @app.task(name="faults.fail")  # type: ignore[untyped-decorator]
+    def fail(payload: str) -> None:
+        raise KeyError(payload)
+
+    @busprop.consumer(system="custom", destination="orders", headers=lambda message: message)
+    def handle(message: Any) -> None:
+        raise KeyError(message["body"])
+
+    def fail_eagerly(text: Any) -> None:
+        fail.apply((text,), throw=True)
+
+    busprop.celery.install(app)
+    caught = []
+    try:
+        for number, payload in enumerate(PAYLOADS):
+            text = payload.decode()
+            for run, argument in ((fail_eagerly, text), (handle, {"body": text})):
+                with head(number):
+                    try:
+                        run(argument)
+                    except KeyError as error:
+                        caught.append(error.args[0])
+    finally:
+        busprop.celery.uninstall()
+        app.close()
+    return caught
+
+
 def attempt(run: Callable[[], list[Any]]) -> dict[str, Any]:
     try:
         return {"received": run(), "error": None}
@@ -148,6 +182,7 @@ def main() -> None:
         "celery_eager": attempt(lambda: celery_scenario("memory://", "cache+memory://", "eager", True)),
         "celery_worker": attempt(lambda: celery_scenario(redis_url, redis_url, celery_queue, False)),
         "websockets": attempt(lambda: asyncio.run(websockets_scenario())),
+        "user_errors": attempt(user_errors_scenario),
     }
     sentry_sdk.flush()
     summary = {
