@@ -95,7 +95,7 @@ def _uri_url(uri: str) -> str:
 def _json_object(message: str | bytes) -> dict[str, Any] | None:
     """The JSON object ``message`` holds, or ``None`` (not JSON, not an object, not UTF-8)."""
     try:
-        value = pydantic_core.from_json(message)
+        value = pydantic_core.from_json(message, cache_strings="keys")  # values are unique per message
     except Exception:
         return None
     return value if isinstance(value, dict) else None
