@@ -788,6 +788,7 @@ json_nested = st.one_of(json_top, json_values)
 
 @dataclass
 class CeleryWorker:
+    broker: str
     queue: str
     capture_dir: Path
     process: subprocess.Popen[bytes]
@@ -817,7 +818,7 @@ def celery_worker(redis_url: str, tmp_path: Path) -> Iterator[CeleryWorker]:
             cwd=ROOT,
             start_new_session=True,
         )
-    yield CeleryWorker(queue, capture_dir, process)
+    yield CeleryWorker(redis_url, queue, capture_dir, process)
     process.send_signal(signal.SIGQUIT)
     try:
         process.wait(timeout=5)
@@ -828,8 +829,7 @@ def celery_worker(redis_url: str, tmp_path: Path) -> Iterator[CeleryWorker]:
 
 def test_celery_tasks_through_redis_and_a_worker(sentry_init: Init, celery_worker: CeleryWorker) -> None:
     sentry_init(traces_sample_rate=1.0, auto_enabling_integrations=False)  # the publisher writes nothing
-    app = create_app(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), "", celery_worker.queue)
-    app.conf.result_backend = app.conf.broker_url
+    app = create_app(celery_worker.broker, celery_worker.broker, celery_worker.queue)
     sent: list[tuple[Expected, dict[str, Any]]] = []
 
     @BROKER_SETTINGS
