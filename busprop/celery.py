@@ -252,9 +252,24 @@ def _queue(request: Any, task: Any) -> str | None:
     return str(queue) if queue else None
 
 
+def _runs_eagerly(request: Any) -> bool:
+    """Whether ``apply()`` runs the task in this process.
+
+    ``request.is_eager`` alone can be set by any producer (Celery copies message headers onto the
+    request); ``delivery_info`` comes from the broker on a worker and says ``is_eager`` only in
+    ``Task.apply``.
+    """
+    delivery_info = getattr(request, "delivery_info", None)
+    return (
+        bool(getattr(request, "is_eager", False))
+        and isinstance(delivery_info, dict)
+        and (delivery_info.get("is_eager") is True)
+    )
+
+
 def _eager_carriers(request: Any, task: Any, carriers: tuple[Any, ...]) -> tuple[Any, ...]:
     """An eager task was never published: it continues the caller's trace, as a published one would."""
-    if not getattr(request, "is_eager", False) or extract(*carriers) is not NO_TRACE:
+    if not _runs_eagerly(request) or extract(*carriers) is not NO_TRACE:
         return carriers
     headers: dict[str, Any] = {}
     inject(headers, destination=task.name, system=SYSTEM)

@@ -641,11 +641,6 @@ def test_celery_task_headers_top_level_and_nested(celery_echo: Any) -> None:
     check_sent(captured, expectations)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="busprop bug: a message header is_eager=true makes busprop.celery inject the worker's own "
-    "propagation context, so unrelated tasks share one trace instead of each starting a fresh one",
-)
 def test_celery_is_eager_header_in_a_message_still_starts_a_fresh_trace(celery_echo: Any) -> None:
     _, tracer, seen = celery_echo
     for _ in range(2):
