@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -62,19 +61,6 @@ def init_sentry(rate: object) -> None:
     sentry_sdk.init(
         dsn=LOCAL_DSN, transport=DroppingTransport, traces_sample_rate=rate, default_integrations=False
     )
-
-
-@contextmanager
-def broker() -> Iterator[str]:
-    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if configured:
-        yield configured
-        return
-    embedded = brokers.start_embedded_kafka()
-    try:
-        yield embedded.bootstrap_servers
-    finally:
-        embedded.stop()
 
 
 def new_topic(admin: KafkaAdminClient) -> str:
@@ -262,7 +248,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs per variant; the best is kept")
     arguments = parser.parse_args()
     count, rounds = arguments.records, arguments.rounds
-    with broker() as bootstrap:
+    with brokers.kafka_bootstrap_servers() as bootstrap:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         produce_variants = [
             (name, functools.partial(produce_once, bootstrap, admin, count, send, rate))

@@ -52,6 +52,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from busprop.demo import brokers  # noqa: E402
+
 PER_REQUEST = 100
 PAD = 60  # payload: '{"trace": "<32 hex>", "pad": "xxx..."}', about 100 bytes
 #: (client, variant, sampled) in the order of the table; bare runs once per client.
@@ -238,7 +240,6 @@ async def amqp_workload(variant: str, count: int) -> dict[str, Any]:
     import aio_pika
 
     import busprop.amqp
-    from busprop.demo import brokers
 
     async with await aio_pika.connect(brokers.amqp_url()) as connection:
         channel = await connection.channel()
@@ -312,8 +313,6 @@ async def iterator_coverage(channel: Any, exchange: Any, variant: str) -> int:
 def celery_app(variant: str, sampled: bool, queue: str) -> Any:
     import redis
     from celery import Celery
-
-    from busprop.demo import brokers
 
     if variant == "sentry-sdk":
         init_sentry(sampled, celery=True)
@@ -399,21 +398,6 @@ def run_scenario(client: str, variant: str, sampled: bool, count: int, env: dict
     if done.returncode != 0:
         raise RuntimeError(f"{client}/{variant} failed:\n{done.stdout}\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
-
-
-@contextmanager
-def kafka_broker() -> Iterator[str]:
-    from busprop.demo import brokers
-
-    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if configured:
-        yield configured
-        return
-    embedded = brokers.start_embedded_kafka()
-    try:
-        yield embedded.bootstrap_servers
-    finally:
-        embedded.stop()
 
 
 def machine() -> str:
@@ -521,7 +505,7 @@ def compare(messages: int, tasks: int, rounds: int, clients: list[str]) -> None:
     )
     scenarios = [scenario for scenario in SCENARIOS if scenario[0] in clients]
     runs: dict[tuple[str, str, bool], list[dict[str, Any]]] = {scenario: [] for scenario in scenarios}
-    with kafka_broker() if "kafka" in clients else nullcontext("") as bootstrap:
+    with brokers.kafka_bootstrap_servers() if "kafka" in clients else nullcontext("") as bootstrap:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
         for round_number in range(rounds):
             for client, variant, sampled in scenarios:

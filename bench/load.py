@@ -45,6 +45,8 @@ if str(ROOT) not in sys.path:
 import sentry_sdk  # noqa: E402
 from sentry_sdk.transport import Transport  # noqa: E402
 
+from busprop.demo import brokers  # noqa: E402
+
 ADAPTERS = ("kafka", "amqp", "celery", "websockets")
 KINDS = ("sampled", "unsampled", "untraced")
 PRODUCERS = 4
@@ -267,7 +269,6 @@ async def amqp_flow(count: int, timeout: float) -> Ledger:
     import aio_pika
 
     import busprop.amqp
-    from busprop.demo import brokers
 
     ledger = Ledger()
     done = asyncio.Event()
@@ -313,8 +314,6 @@ def celery_app(queue: str) -> Any:
     """The app both sides use: one task that records the trace it runs in, in a Redis list."""
     import redis
     from celery import Celery
-
-    from busprop.demo import brokers
 
     app = Celery("load", broker=brokers.redis_url(), set_as_current=True)
     app.conf.update(
@@ -465,25 +464,10 @@ def run_leg(adapter: str, count: int, timeout: float, out: str) -> None:
     Path(out).write_text(json.dumps(counts), encoding="utf-8")
 
 
-@contextlib.contextmanager
-def kafka_bootstrap() -> Iterator[str]:
-    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if configured:
-        yield configured
-        return
-    from busprop.demo import brokers
-
-    embedded = brokers.start_embedded_kafka()
-    try:
-        yield embedded.bootstrap_servers
-    finally:
-        embedded.stop()
-
-
 def run_all(messages: int, timeout: float) -> list[dict[str, Any]]:
     """The four legs at once, one process each; their counts, in ``ADAPTERS`` order."""
     per_adapter = messages // len(ADAPTERS)
-    with kafka_bootstrap() as bootstrap, tempfile.TemporaryDirectory() as directory:
+    with brokers.kafka_bootstrap_servers() as bootstrap, tempfile.TemporaryDirectory() as directory:
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
         processes = {
             adapter: subprocess.Popen(

@@ -36,7 +36,7 @@ from typing import Any
 import sentry_sdk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import ROOT, head, init_sentry, kafka_bootstrap, kind_of, wait_until
+from load import ROOT, brokers, head, init_sentry, kind_of, wait_until
 
 import busprop
 
@@ -321,7 +321,7 @@ def main() -> int:
         os._exit(0)  # the Celery worker thread and open connections need no orderly shutdown
     results = []
     print(f"{'adapter':<11}{'messages':>9}{'processed':>10}{'RSS KiB':>12}{'traced KiB':>12}{'s':>8}")
-    with kafka_bootstrap() as bootstrap:
+    with brokers.kafka_bootstrap_servers() as bootstrap:
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
         for adapter in args.adapters.split(","):
             results.append(run_adapter(adapter, args.messages, args.warmup, env))

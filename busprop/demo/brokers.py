@@ -13,6 +13,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -91,3 +93,17 @@ def start_embedded_kafka(timeout: float = 30.0) -> EmbeddedKafka:
         time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"the embedded Kafka broker did not start in {timeout:.0f}s; see {log.name}")
+
+
+@contextmanager
+def kafka_bootstrap_servers() -> Iterator[str]:
+    """``KAFKA_BOOTSTRAP_SERVERS`` when set, else an embedded broker for the duration of the block."""
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if configured:
+        yield configured
+        return
+    embedded = start_embedded_kafka()
+    try:
+        yield embedded.bootstrap_servers
+    finally:
+        embedded.stop()
