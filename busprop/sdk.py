@@ -7,13 +7,15 @@ streaming is one change here and nowhere else.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 from typing import Any
 
 import sentry_sdk
 from sentry_sdk.integrations import Integration
 from sentry_sdk.tracing import NoOpSpan, Span, Transaction, TransactionSource
-from sentry_sdk.tracing_utils import Baggage, has_tracing_enabled
+from sentry_sdk.tracing_utils import Baggage, PropagationContext, has_tracing_enabled
 from sentry_sdk.utils import event_from_exception
 
 from busprop.carrier import BAGGAGE, SENTRY_TRACE, TRACEPARENT, IncomingTrace
@@ -72,13 +74,58 @@ def _serialize(baggage: Baggage) -> str:
     return serialized
 
 
+#: Contexts the SDK parsed from recent (sentry-trace, baggage) pairs, oldest first; see below.
+_parsed: dict[tuple[str, str | None], PropagationContext] = {}
+_parsed_for: object = None
+PARSED_CONTEXTS = 256
+
+
+def _incoming_context(incoming: IncomingTrace) -> PropagationContext | None:
+    """The SDK's propagation context for ``incoming``, parsed once per distinct header pair.
+
+    ``PropagationContext.from_incoming_data`` is most of the cost of continuing a trace (about
+    half when the baggage has no ``sample_rand`` and the SDK derives one from the trace id). A
+    consumer often sees the same pair many times in a row: every message a producer sent from one
+    unsampled span, or from the propagation context of a process with tracing disabled. The
+    SDK's result is kept (at most ``PARSED_CONTEXTS``, for the current client only: its options
+    decide ``strict_trace_continuation``) and each message gets a copy, with its own span id and
+    its own baggage (the SDK rewrites a baggage's ``sample_rate`` in place). ``None`` when there
+    is no trace to continue.
+    """
+    global _parsed_for
+    if incoming.sentry_trace is None:
+        return None
+    client = sentry_sdk.get_client()
+    if client is not _parsed_for:
+        _parsed.clear()
+        _parsed_for = client
+    key = (incoming.sentry_trace, incoming.baggage)
+    parsed = _parsed.get(key)
+    if parsed is None:
+        parsed = PropagationContext.from_incoming_data(incoming.as_headers())
+        if len(_parsed) >= PARSED_CONTEXTS:
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # another thread evicted
+                del _parsed[next(iter(_parsed))]
+        _parsed[key] = parsed
+    context = copy.copy(parsed)
+    if parsed.baggage is not None:
+        context.baggage = Baggage(
+            dict(parsed.baggage.sentry_items), parsed.baggage.third_party_items, parsed.baggage.mutable
+        )
+    return context
+
+
 def continue_propagation(scope: sentry_sdk.Scope, incoming: IncomingTrace) -> bool | None:
     """Make the incoming trace the propagation context of ``scope``; return the head's decision.
 
     The SDK decides whether the trace is continued at all (``strict_trace_continuation``, a
     foreign ``org_id``), so the decision is read back from the context it built.
     """
-    scope.generate_propagation_context(incoming.as_headers())
+    context = _incoming_context(incoming)
+    if context is None:
+        scope.generate_propagation_context(incoming.as_headers())
+    else:
+        scope._propagation_context = context  # what generate_propagation_context sets
     # A span active where the message is processed (the server's, a batch's) is not the
     # message's parent: outgoing messages must carry the continued trace, not that span's.
     sentry_sdk.get_current_scope().span = None

@@ -11,6 +11,7 @@ import pytest
 import sentry_sdk
 
 import busprop
+from busprop import sdk
 from tests.conftest import Captured
 
 TRACE_ID = "771a43a4192642f0b136d5159a501700"
@@ -284,3 +285,43 @@ def test_propagation_scope_continues_without_a_transaction(sentry_init: Init) ->
             pass  # a message without a trace of its own starts a fresh one
     assert out["sentry-trace"].startswith(TRACE_ID)
     assert [e["transaction"] for e in captured.transactions()] == ["d", "ambient"]
+
+
+def test_repeated_headers_give_each_message_its_own_context(sentry_init: Init) -> None:
+    """Contexts parsed once per header pair: every message still gets its own span id and baggage."""
+    captured = sentry_init(traces_sample_rate=1.0, traces_sampler=lambda context: 0.25)
+    headers = message("0", sampled="false")
+    forwarded = [process(headers) for _ in range(3)]
+    span_ids = {out["sentry-trace"].split("-")[1] for out in forwarded}
+    assert len(span_ids) == 3 and PARENT not in span_ids
+    assert all(out["sentry-trace"].startswith(f"{TRACE_ID}-") for out in forwarded)
+    assert all("sentry-sample_rate=0.25" in out["baggage"] for out in forwarded)
+    # The SDK rewrote each message's sample_rate (traces_sampler); the next message starts from the wire's.
+    contexts = [sdk._incoming_context(busprop.carrier.extract(headers)) for _ in range(2)]
+    assert contexts[0] is not contexts[1] and contexts[0].baggage is not contexts[1].baggage
+    contexts[0].baggage.sentry_items["sample_rate"] = "0.9"
+    assert contexts[1].baggage.sentry_items["sample_rate"] == "0.5"
+    assert contexts[1].baggage.third_party_items == "vendor=acme"
+    # sample_rand 0.123... < 0.25: the sampler keeps all three, each in the wire's trace.
+    events = captured.transactions()
+    assert [event["contexts"]["trace"]["trace_id"] for event in events] == [TRACE_ID] * 3
+    assert {event["contexts"]["trace"]["span_id"] for event in events} == span_ids
+
+
+def test_parsed_contexts_follow_the_client_and_stay_bounded(sentry_init: Init) -> None:
+    foreign = {
+        "sentry-trace": f"{TRACE_ID}-{PARENT}-1",
+        "baggage": f"sentry-trace_id={TRACE_ID},sentry-org_id=7,sentry-sampled=true",
+    }
+    captured = sentry_init(traces_sample_rate=1.0, dsn="http://public@o42.ingest.localhost/1")
+    with busprop.continue_trace(foreign, system="c", destination="d"):
+        pass
+    assert captured.transactions()[0]["contexts"]["trace"]["trace_id"] != TRACE_ID
+    captured = sentry_init(traces_sample_rate=1.0)  # a new client: no org to compare, the trace continues
+    with busprop.continue_trace(foreign, system="c", destination="d"):
+        pass
+    assert captured.transactions()[0]["contexts"]["trace"]["trace_id"] == TRACE_ID
+    for index in range(sdk.PARSED_CONTEXTS + 50):
+        trace = busprop.carrier.IncomingTrace(f"{index:032x}-{PARENT}-0", None)
+        assert sdk._incoming_context(trace).trace_id == f"{index:032x}"  # type: ignore[union-attr]
+    assert len(sdk._parsed) == sdk.PARSED_CONTEXTS
