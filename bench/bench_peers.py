@@ -1,5 +1,7 @@
 """busprop against its peers: the same produce-and-consume workloads, bare, with busprop, with
-OpenTelemetry's instrumentation of the same client, and (Celery) with sentry-sdk's CeleryIntegration.
+OpenTelemetry's instrumentation of the same client, with Sentry's own way (Celery: sentry-sdk's
+CeleryIntegration; kafka-python and aio-pika, which sentry-sdk does not instrument: the "Instrument
+Queues" recipe of Sentry's Python docs, written by hand around the bare client).
 
 The issue's claim is comparative (at equal sampling, busprop costs less than OpenTelemetry and its
 consumer traces cover the user's code), so every peer runs the same workload in the same run, each
@@ -60,8 +62,8 @@ PAD = 60  # payload: '{"trace": "<32 hex>", "pad": "xxx..."}', about 100 bytes
 SCENARIOS: list[tuple[str, str, bool]] = [
     (client, variant, sampled)
     for client, variants in (
-        ("kafka", ("busprop", "otel")),
-        ("amqp", ("busprop", "otel")),
+        ("kafka", ("busprop", "otel", "recipe")),
+        ("amqp", ("busprop", "otel", "recipe")),
         ("celery", ("busprop", "otel", "sentry-sdk")),
     )
     for variant, sampled in [("bare", False)] + [(v, s) for s in (True, False) for v in variants]
@@ -120,7 +122,7 @@ def current_trace_id(variant: str) -> str:
 
         context = trace.get_current_span().get_span_context()
         return format(context.trace_id, "032x") if context.is_valid else "-"
-    if variant in ("busprop", "sentry-sdk"):
+    if variant in SENTRY_VARIANTS:
         import sentry_sdk
 
         span = sentry_sdk.get_current_span()
@@ -138,7 +140,7 @@ def request(variant: str) -> Iterator[None]:
 
         with trace.get_tracer("bench").start_as_current_span("request"):
             yield
-    elif variant in ("busprop", "sentry-sdk"):
+    elif variant in SENTRY_VARIANTS:
         import sentry_sdk
 
         with sentry_sdk.start_transaction(op="http.server", name="request"):
@@ -171,10 +173,45 @@ def cpu_seconds(pid: int) -> float:
 
 
 def setup(variant: str, sampled: bool) -> None:
-    if variant == "busprop":
+    if variant in ("busprop", "recipe"):
         init_sentry(sampled)
     elif variant == "otel":
         init_otel(sampled)
+
+
+SENTRY_VARIANTS = ("busprop", "sentry-sdk", "recipe")
+
+
+@contextmanager
+def recipe_publish(destination: str, body: bytes) -> Iterator[dict[str, str]]:
+    """Producer side of Sentry's "Instrument Queues" recipe for Python, as its docs write it: a
+    ``queue.publish`` span with the Queues data, and the two headers read from the SDK."""
+    import sentry_sdk
+
+    with sentry_sdk.start_span(op="queue.publish", name=destination) as span:
+        span.set_data("messaging.destination.name", destination)
+        span.set_data("messaging.message.body.size", len(body))
+        headers = {"sentry-trace": sentry_sdk.get_traceparent() or ""}
+        baggage = sentry_sdk.get_baggage()
+        if baggage:
+            headers["baggage"] = baggage
+        yield headers
+
+
+@contextmanager
+def recipe_process(headers: dict[str, str], destination: str, body: bytes) -> Iterator[None]:
+    """Consumer side of the same recipe: ``continue_trace``, a transaction, a ``queue.process``
+    span with the Queues data (the recipe opens no isolation scope)."""
+    import sentry_sdk
+
+    transaction = sentry_sdk.continue_trace(headers, op="function", name="queue_consumer_transaction")
+    with (
+        sentry_sdk.start_transaction(transaction),
+        sentry_sdk.start_span(op="queue.process", name=destination) as span,
+    ):
+        span.set_data("messaging.destination.name", destination)
+        span.set_data("messaging.message.body.size", len(body))
+        yield
 
 
 # --- kafka-python --------------------------------------------------------------------------------
@@ -203,7 +240,12 @@ def run_kafka(variant: str, sampled: bool, count: int) -> dict[str, Any]:
     for first in range(0, count, PER_REQUEST):
         with request(variant):
             for _ in range(min(PER_REQUEST, count - first)):
-                producer.send(topic, payload(variant))
+                if variant == "recipe":
+                    body = payload(variant)
+                    with recipe_publish(topic, body) as headers:
+                        producer.send(topic, body, headers=[(k, v.encode()) for k, v in headers.items()])
+                else:
+                    producer.send(topic, payload(variant))
     producer.flush()
     produced = clock.stop()
     producer.close()
@@ -215,7 +257,12 @@ def run_kafka(variant: str, sampled: bool, count: int) -> dict[str, Any]:
     records: Any = busprop.kafka.traced_consumer(consumer) if variant == "busprop" else consumer
     hits = seen = 0
     for record in records:  # the user's loop body
-        hits += covered(variant, record.value)
+        if variant == "recipe":
+            headers = {key: value.decode() for key, value in record.headers}
+            with recipe_process(headers, topic, record.value):
+                hits += covered(variant, record.value)
+        else:
+            hits += covered(variant, record.value)
         seen += 1
         if seen == count:
             break
@@ -252,7 +299,7 @@ async def amqp_workload(variant: str, count: int) -> dict[str, Any]:
         for first in range(0, count, PER_REQUEST):
             with request(variant):
                 for _ in range(min(PER_REQUEST, count - first)):
-                    await exchange.publish(aio_pika.Message(payload(variant)), routing_key=queue.name)
+                    await publish(exchange, variant, queue.name)
         produced = clock.stop()
         done, tally = asyncio.Event(), [0, 0]
 
@@ -263,7 +310,13 @@ async def amqp_workload(variant: str, count: int) -> dict[str, Any]:
             if tally[1] == count:
                 done.set()
 
-        callback: Any = busprop.amqp.consumer(handle) if variant == "busprop" else handle
+        async def recipe_handle(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            headers = {key: str(value) for key, value in message.headers.items()}
+            with recipe_process(headers, queue.name, message.body):
+                await handle(message)
+
+        callbacks = {"busprop": busprop.amqp.consumer(handle), "recipe": recipe_handle}
+        callback: Any = callbacks.get(variant, handle)
         clock = Clock()
         tag = await queue.consume(callback)
         await asyncio.wait_for(done.wait(), timeout=600)
@@ -280,27 +333,43 @@ async def amqp_workload(variant: str, count: int) -> dict[str, Any]:
     }
 
 
+async def publish(exchange: Any, variant: str, routing_key: str) -> None:
+    import aio_pika
+
+    body = payload(variant)
+    if variant == "recipe":
+        with recipe_publish(routing_key, body) as headers:
+            fields: dict[str, Any] = dict(headers)
+            await exchange.publish(aio_pika.Message(body, headers=fields), routing_key=routing_key)
+    else:
+        await exchange.publish(aio_pika.Message(body), routing_key=routing_key)
+
+
 LOOP_PROBES = 20
 
 
 async def iterator_coverage(channel: Any, exchange: Any, variant: str) -> int:
     """Not timed: how many of ``LOOP_PROBES`` messages an ``async for`` loop over ``queue.iterator()``
     processes inside their producer's trace (the other consumer style aio-pika offers)."""
-    import aio_pika
 
     import busprop.amqp
 
     queue = await channel.declare_queue(f"peers-loop-{uuid.uuid4().hex[:8]}", exclusive=True)
     with request(variant):
         for _ in range(LOOP_PROBES):
-            await exchange.publish(aio_pika.Message(payload(variant)), routing_key=queue.name)
+            await publish(exchange, variant, queue.name)
     hits = seen = 0
     iterator = queue.iterator()
     loop: Any = busprop.amqp.traced_iterator(iterator) if variant == "busprop" else iterator
     async with loop as messages:
         async for message in messages:  # the user's loop body
             async with message.process():
-                hits += covered(variant, message.body)
+                if variant == "recipe":
+                    headers = {key: str(value) for key, value in message.headers.items()}
+                    with recipe_process(headers, queue.name, message.body):
+                        hits += covered(variant, message.body)
+                else:
+                    hits += covered(variant, message.body)
             seen += 1
             if seen == LOOP_PROBES:
                 break
@@ -433,6 +502,7 @@ LABELS = {
     "busprop": "busprop",
     "otel": "OpenTelemetry",
     "sentry-sdk": "sentry-sdk CeleryIntegration",
+    "recipe": "sentry-sdk by hand (Sentry's queues recipe)",
 }
 
 
@@ -527,7 +597,7 @@ def compare(messages: int, tasks: int, rounds: int, clients: list[str]) -> None:
         print(row(client, variant, sampled, result, results[(client, "bare", False)], count))
     if "celery" in clients:
         print("\nCelery: enqueue to completion in the first throughput column; CPU is producer + worker.")
-    print("\nbusprop's CPU overhead per message against OpenTelemetry's, at equal sampling:")
+    print("\nbusprop's CPU overhead per message against OpenTelemetry's and Sentry's own, at equal sampling:")
     for client, variant, sampled in scenarios:
         if variant != "busprop":
             continue
@@ -536,8 +606,11 @@ def compare(messages: int, tasks: int, rounds: int, clients: list[str]) -> None:
         ours = overhead(results[(client, variant, sampled)], bare, count)
         theirs = overhead(results[(client, "otel", sampled)], bare, count)
         verdict = "below" if ours < theirs else "NOT below"
+        sentry = "recipe" if client != "celery" else "sentry-sdk"
+        native = overhead(results[(client, sentry, sampled)], bare, count)
         print(
-            f"  {client}, {'sampled' if sampled else 'unsampled'}: {ours:,.0f} µs vs {theirs:,.0f} µs ({verdict})"
+            f"  {client}, {'sampled' if sampled else 'unsampled'}: {ours:,.0f} µs vs {theirs:,.0f} µs "
+            f"({verdict}); {LABELS[sentry]}: {native:,.0f} µs"
         )
 
 
