@@ -14,8 +14,8 @@ where it was, and merges ``baggage`` so third-party members survive the hop.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, MutableMapping, MutableSequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, MutableMapping, MutableSequence, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from busprop.baggage import merge_baggage
@@ -50,6 +50,12 @@ class CarrierKeys:
     sentry_trace: str = SENTRY_TRACE
     baggage: str = BAGGAGE
     traceparent: str = TRACEPARENT
+    #: The container key of each value, by its HTTP header name (built once, read on every write).
+    names: Mapping[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = {SENTRY_TRACE: self.sentry_trace, BAGGAGE: self.baggage, TRACEPARENT: self.traceparent}
+        object.__setattr__(self, "names", names)
 
 
 HEADER_KEYS = CarrierKeys()
@@ -137,11 +143,11 @@ def traceparent_to_sentry_trace(value: Any) -> str | None:
     return f"{trace_id}-{span_id}-{sampled}"
 
 
-def _pairs(container: Any) -> Iterable[tuple[Any, Any]]:
+def _pairs(container: Any) -> Iterable[Sequence[Any]]:
     if isinstance(container, Mapping):
         return container.items()
     if isinstance(container, (list, tuple)):
-        return (tuple(item) for item in container if isinstance(item, (list, tuple)) and len(item) == 2)
+        return (item for item in container if isinstance(item, (list, tuple)) and len(item) == 2)
     return ()
 
 
@@ -222,17 +228,22 @@ def write(
     survive; the result is capped at the W3C limit. ``as_bytes`` encodes values as UTF-8, for
     buses whose header values are bytes (Kafka).
     """
-    names = {SENTRY_TRACE: keys.sentry_trace, BAGGAGE: keys.baggage, TRACEPARENT: keys.traceparent}
+    names = keys.names
+    mapping = container if isinstance(container, MutableMapping) else None
+    pairs = None if isinstance(container, MutableMapping) else container
+    empty = pairs is not None and len(pairs) == 0  # a new header list: nothing to merge or replace
     for header, value in values.items():
         key = names[header]
         if header == BAGGAGE:
-            existing = _existing_value(container, key)
+            existing = None if empty else _existing_value(container, key)
             if existing is not None or len(value) > MAX_BAGGAGE_LENGTH:
                 value = merge_baggage(_as_text(existing, MAX_BAGGAGE_LENGTH * 8), value)
             if not value:
                 continue
         encoded: str | bytes = value.encode("utf-8") if as_bytes else value
-        if isinstance(container, MutableMapping):
-            container[key] = encoded
-        else:
-            _set_in_pairs(container, key, encoded)
+        if mapping is not None:
+            mapping[key] = encoded
+        elif pairs is not None and empty:
+            pairs.append((key, encoded))
+        elif pairs is not None:
+            _set_in_pairs(pairs, key, encoded)

@@ -65,19 +65,12 @@ class Publishing:
     def __enter__(self) -> Span | None:
         carrier, arguments = self._arguments
         try:
-            data = messaging_data(
-                system=arguments["system"],
-                destination=arguments["destination"],
-                operation="publish",
-                message_id=arguments["message_id"],
-                body_size=arguments["body_size"],
-                extra=arguments["extra_data"],
-            )
-            self.span = sdk.start_publish_span(
-                name=arguments["name"] or arguments["destination"], origin=arguments["origin"], data=data
-            )
+            parent = sdk.sampled_parent()
         except Exception:
-            logger.debug("busprop: could not start the publish span", exc_info=True)
+            parent = None
+            logger.debug("busprop: could not read the current span", exc_info=True)
+        if parent is not None:
+            self.span = _start_span(parent, arguments)
         inject(
             carrier,
             destination=arguments["destination"],
@@ -110,6 +103,24 @@ class Publishing:
         traceback: TracebackType | None,
     ) -> None:
         self.__exit__(exc_type, exc, traceback)
+
+
+def _start_span(parent: Span, arguments: dict[str, Any]) -> Span | None:
+    try:
+        data = messaging_data(
+            system=arguments["system"],
+            destination=arguments["destination"],
+            operation="publish",
+            message_id=arguments["message_id"],
+            body_size=arguments["body_size"],
+            extra=arguments["extra_data"],
+        )
+        return sdk.start_publish_span(
+            parent, name=arguments["name"] or arguments["destination"], origin=arguments["origin"], data=data
+        )
+    except Exception:
+        logger.debug("busprop: could not start the publish span", exc_info=True)
+        return None
 
 
 def publish(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import sentry_sdk
@@ -27,15 +28,38 @@ OP_PROCESS = "queue.process"
 OP_PUBLISH = "queue.publish"
 
 
-def outgoing_values(with_traceparent: bool = False) -> dict[str, str] | None:
+#: (span, client, with_traceparent, values) of the last call made with an active span.
+_last_outgoing: tuple[object, object, bool, Mapping[str, str] | None] = (None, None, False, None)
+
+
+def outgoing_values(with_traceparent: bool = False) -> Mapping[str, str] | None:
     """The ``sentry-trace`` and ``baggage`` values of the current span or propagation context.
 
     Two gaps of the SDK are filled here. With no active span, ``get_traceparent()`` drops the
     sampling flag; the flag of the continued trace is put back, so a consumer of an unsampled
     head publishes ``-0`` and the head's decision survives. And third-party baggage members of
     the continued trace are kept, where ``get_baggage()`` returns Sentry's members only.
+
+    A producer usually sends many messages from one span (every message of an unsampled request,
+    whose sends get no span of their own). A span's ids and decision are fixed when it starts
+    and its transaction's baggage is frozen on first use, so the values of the last span asked
+    about are reused while it stays the current span of the same client.
     """
+    global _last_outgoing
     scope = sentry_sdk.get_current_scope()
+    span, client = scope.span, scope.get_client()
+    last_span, last_client, last_with_traceparent, last_values = _last_outgoing
+    reusable = span is not None and span is last_span and client is last_client
+    if reusable and with_traceparent == last_with_traceparent:
+        return last_values
+    values = _outgoing_values(scope, with_traceparent)
+    _last_outgoing = (
+        (span, client, with_traceparent, values) if span is not None else (None, None, False, None)
+    )
+    return values
+
+
+def _outgoing_values(scope: sentry_sdk.Scope, with_traceparent: bool) -> Mapping[str, str] | None:
     traceparent = scope.get_traceparent()
     if not traceparent:
         return None
@@ -107,11 +131,24 @@ def _incoming_context(incoming: IncomingTrace) -> PropagationContext | None:
             with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # another thread evicted
                 del _parsed[next(iter(_parsed))]
         _parsed[key] = parsed
-    context = copy.copy(parsed)
+    context = _copy_context(parsed)
     if parsed.baggage is not None:
         context.baggage = Baggage(
             dict(parsed.baggage.sentry_items), parsed.baggage.third_party_items, parsed.baggage.mutable
         )
+    return context
+
+
+_CONTEXT_SLOTS: tuple[str, ...] | None = getattr(PropagationContext, "__slots__", None)
+
+
+def _copy_context(parsed: PropagationContext) -> PropagationContext:
+    """A shallow copy (``copy.copy`` goes through ``__reduce_ex__`` for a slotted class: 5x slower)."""
+    if _CONTEXT_SLOTS is None:
+        return copy.copy(parsed)
+    context = PropagationContext.__new__(PropagationContext)
+    for name in _CONTEXT_SLOTS:
+        setattr(context, name, getattr(parsed, name))
     return context
 
 
@@ -165,11 +202,14 @@ def start_process_transaction(
     return started
 
 
-def start_publish_span(*, name: str, origin: str, data: dict[str, Any]) -> Span | None:
-    """Start (enter) a ``queue.publish`` span under the current sampled span, if there is one."""
+def sampled_parent() -> Span | None:
+    """The current span when it is sampled: the parent a ``queue.publish`` span needs."""
     parent = sentry_sdk.get_current_span()
-    if parent is None or not parent.sampled:
-        return None
+    return parent if parent is not None and parent.sampled else None
+
+
+def start_publish_span(parent: Span, *, name: str, origin: str, data: dict[str, Any]) -> Span:
+    """Start (enter) a ``queue.publish`` span under ``parent`` (see :func:`sampled_parent`)."""
     span = parent.start_child(op=OP_PUBLISH, name=name, origin=origin)
     for key, value in data.items():
         span.set_data(key, value)

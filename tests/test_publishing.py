@@ -112,3 +112,37 @@ def test_inject_never_raises_into_user_code(sentry_init: Init) -> None:
     sentry_init(traces_sample_rate=1.0)
     frozen: Any = frozenset()
     assert busprop.inject(frozen, destination="d") is False
+
+
+def test_values_reused_within_one_span_follow_the_current_span(sentry_init: Init) -> None:
+    """Sends from one span reuse its values; a new span, a new client or tracing off never do."""
+    sentry_init(traces_sample_rate=0.0)
+    sent: list[dict[str, Any]] = []
+
+    def send() -> dict[str, Any]:
+        sent.append({})
+        busprop.inject(sent[-1], destination="orders")
+        return sent[-1]
+
+    with sentry_sdk.start_transaction(name="first") as first:
+        assert send() == send()
+        assert send()["sentry-trace"] == f"{first.trace_id}-{first.span_id}-0"
+    with sentry_sdk.start_transaction(name="second") as second:
+        assert send()["sentry-trace"] == f"{second.trace_id}-{second.span_id}-0"
+        assert f"sentry-trace_id={second.trace_id}" in sent[-1]["baggage"]
+    sentry_init(traces_sample_rate=1.0)
+    with sentry_sdk.start_transaction(name="third") as third:
+        assert send()["sentry-trace"] == f"{third.trace_id}-{third.span_id}-1"
+        with busprop.publish(sent[-1], system="custom", destination="orders") as span:
+            assert span is not None and sent[-1]["sentry-trace"] == f"{third.trace_id}-{span.span_id}-1"
+        busprop.configure(write_traceparent=True)
+        assert send()["traceparent"] == f"00-{third.trace_id}-{third.span_id}-01"
+
+
+def test_write_replaces_in_place_and_appends_to_a_new_list() -> None:
+    pairs: list[tuple[str, Any]] = []
+    busprop.carrier.write(pairs, {"sentry-trace": "a", "baggage": "sentry-x=1"}, as_bytes=True)
+    assert pairs == [("sentry-trace", b"a"), ("baggage", b"sentry-x=1")]
+    pairs = [("k", b"v"), ("baggage", b"vendor=1,sentry-x=0"), ("sentry-trace", b"old")]
+    busprop.carrier.write(pairs, {"sentry-trace": "a", "baggage": "sentry-x=1"}, as_bytes=True)
+    assert pairs == [("k", b"v"), ("baggage", b"vendor=1,sentry-x=1"), ("sentry-trace", b"a")]
