@@ -166,10 +166,13 @@ class OutgoingMessage(AbstractMessage):
     without carrying a stale trace. Attributes not set here are the original's.
     """
 
-    def __init__(self, original: AbstractMessage, published_at: float) -> None:
+    def __init__(self, original: AbstractMessage, published_at: float | None) -> None:
         self.original = original
-        self.headers = {**(original.headers or {}), PUBLISHED_AT_HEADER: f"{published_at:.6f}"}
-        self.timestamp = original.timestamp or datetime.fromtimestamp(published_at, tz=timezone.utc)
+        self.headers = dict(original.headers or {})
+        self.timestamp = original.timestamp
+        if published_at is not None:  # None: the trace is unsampled, no consumer will measure latency
+            self.headers[PUBLISHED_AT_HEADER] = f"{published_at:.6f}"
+            self.timestamp = self.timestamp or datetime.fromtimestamp(published_at, tz=timezone.utc)
         # aiormq would generate the same (a random UUID's hex) when publishing; here the span can name it
         self.message_id = original.message_id or uuid.UUID(int=random.getrandbits(128), version=4).hex
 
@@ -227,7 +230,8 @@ async def _publish_message(
         return await send(message, routing_key, **options)
     try:
         destination = destination_of(exchange.name, routing_key)
-        outgoing = OutgoingMessage(message, time.time()) if should_propagate(destination) else None
+        published_at = None if sdk.outgoing_sampled() is False else time.time()
+        outgoing = OutgoingMessage(message, published_at) if should_propagate(destination) else None
         sent = outgoing if outgoing is not None else message
         publishing = publish(
             outgoing.headers if outgoing is not None else {},

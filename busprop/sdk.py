@@ -59,6 +59,19 @@ def outgoing_values(with_traceparent: bool = False) -> Mapping[str, str] | None:
     return values
 
 
+def outgoing_sampled() -> bool | None:
+    """The head's decision an outgoing message carries: its ``sentry-trace`` flag, or ``None``.
+
+    Lets an adapter leave out what only a sampled consumer would use (AMQP's publish-time header)
+    when the head has already decided against sampling.
+    """
+    values = outgoing_values()
+    if not values:
+        return None
+    _, _, *flag = values[SENTRY_TRACE].split("-")
+    return None if not flag else flag == ["1"]
+
+
 def _outgoing_values(scope: sentry_sdk.Scope, with_traceparent: bool) -> Mapping[str, str] | None:
     traceparent = scope.get_traceparent()
     if not traceparent:

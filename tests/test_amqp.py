@@ -7,6 +7,7 @@ so tests never see each other's messages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import subprocess
@@ -1040,3 +1041,33 @@ def test_demo_leg_is_one_trace(sentry_init: Callable[..., Any], amqp_url: str) -
         "queue.publish",
         "rpc.client",
     ]
+
+
+@pytest.mark.parametrize(
+    ("rate", "head", "stamped"),
+    [(1.0, True, True), (1.0, False, False), (None, None, True)],
+    ids=["sampled", "unsampled", "tracing-disabled"],
+)
+async def test_publish_time_is_written_unless_the_head_decided_against_sampling(
+    sentry_init: Callable[..., Any],
+    channel: AbstractChannel,
+    rate: float | None,
+    head: bool | None,
+    stamped: bool,
+) -> None:
+    """Only a sampled (or still undecided) trace has a consumer that measures receive latency."""
+    sentry_init(traces_sample_rate=rate)
+    queue = await exclusive_queue(channel)
+    exchange = busprop.amqp.traced_exchange(channel.default_exchange)
+    original = aio_pika.Message(b"x", headers={"k": "v"})
+    transaction = sentry_sdk.start_transaction(name="producer", sampled=head) if head is not None else None
+    with transaction if transaction is not None else contextlib.nullcontext():
+        await exchange.publish(original, routing_key=queue.name)
+    received = await receive(queue)
+    headers = received.headers or {}
+    assert headers["k"] == "v" and "sentry-trace" in headers
+    assert str(headers["sentry-trace"]).split("-")[2:] == {True: ["1"], False: ["0"], None: []}[head]
+    assert ("busprop-published-at" in headers) is stamped
+    assert (received.timestamp is not None) is stamped
+    assert original.headers == {"k": "v"} and original.timestamp is None
+    await received.ack()
