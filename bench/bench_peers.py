@@ -189,6 +189,7 @@ def recipe_publish(destination: str, body: bytes) -> Iterator[dict[str, str]]:
     import sentry_sdk
 
     with sentry_sdk.start_span(op="queue.publish", name=destination) as span:
+        span.set_data("messaging.message.id", uuid.uuid4().hex)
         span.set_data("messaging.destination.name", destination)
         span.set_data("messaging.message.body.size", len(body))
         headers = {"sentry-trace": sentry_sdk.get_traceparent() or ""}
@@ -199,9 +200,11 @@ def recipe_publish(destination: str, body: bytes) -> Iterator[dict[str, str]]:
 
 
 @contextmanager
-def recipe_process(headers: dict[str, str], destination: str, body: bytes) -> Iterator[None]:
+def recipe_process(
+    headers: dict[str, str], destination: str, body: bytes, message_id: str, sent_at: float | None
+) -> Iterator[None]:
     """Consumer side of the same recipe: ``continue_trace``, a transaction, a ``queue.process``
-    span with the Queues data (the recipe opens no isolation scope)."""
+    span with the Queues data the docs list (the recipe opens no isolation scope)."""
     import sentry_sdk
 
     transaction = sentry_sdk.continue_trace(headers, op="function", name="queue_consumer_transaction")
@@ -209,8 +212,12 @@ def recipe_process(headers: dict[str, str], destination: str, body: bytes) -> It
         sentry_sdk.start_transaction(transaction),
         sentry_sdk.start_span(op="queue.process", name=destination) as span,
     ):
+        span.set_data("messaging.message.id", message_id)
         span.set_data("messaging.destination.name", destination)
         span.set_data("messaging.message.body.size", len(body))
+        span.set_data("messaging.message.retry.count", 0)
+        if sent_at is not None:
+            span.set_data("messaging.message.receive.latency", (time.time() - sent_at) * 1000)
         yield
 
 
@@ -259,7 +266,7 @@ def run_kafka(variant: str, sampled: bool, count: int) -> dict[str, Any]:
     for record in records:  # the user's loop body
         if variant == "recipe":
             headers = {key: value.decode() for key, value in record.headers}
-            with recipe_process(headers, topic, record.value):
+            with recipe_process(headers, topic, record.value, str(record.offset), record.timestamp / 1000):
                 hits += covered(variant, record.value)
         else:
             hits += covered(variant, record.value)
@@ -312,7 +319,7 @@ async def amqp_workload(variant: str, count: int) -> dict[str, Any]:
 
         async def recipe_handle(message: aio_pika.abc.AbstractIncomingMessage) -> None:
             headers = {key: str(value) for key, value in message.headers.items()}
-            with recipe_process(headers, queue.name, message.body):
+            with recipe_process(headers, queue.name, message.body, str(message.delivery_tag), None):
                 await handle(message)
 
         callbacks = {"busprop": busprop.amqp.consumer(handle), "recipe": recipe_handle}
@@ -366,7 +373,7 @@ async def iterator_coverage(channel: Any, exchange: Any, variant: str) -> int:
             async with message.process():
                 if variant == "recipe":
                     headers = {key: str(value) for key, value in message.headers.items()}
-                    with recipe_process(headers, queue.name, message.body):
+                    with recipe_process(headers, queue.name, message.body, str(message.delivery_tag), None):
                         hits += covered(variant, message.body)
                 else:
                     hits += covered(variant, message.body)
