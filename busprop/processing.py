@@ -58,7 +58,7 @@ class MessageProcessing:
             return None
         try:
             if sdk.needs_transaction(sdk.continue_propagation(scope, self.trace)):
-                self.transaction = _start(scope, self.trace, arguments)
+                self.transaction = _start(scope, arguments)
         except Exception:
             logger.debug("busprop: could not continue the trace", exc_info=True)
         return self.transaction
@@ -97,9 +97,7 @@ class MessageProcessing:
         self.__exit__(exc_type, exc, traceback)
 
 
-def _start(
-    scope: sentry_sdk.Scope, trace: IncomingTrace, arguments: dict[str, Any]
-) -> Transaction | NoOpSpan:
+def _start(scope: sentry_sdk.Scope, arguments: dict[str, Any]) -> Transaction | NoOpSpan:
     system, destination = arguments["system"], arguments["destination"]
     data = messaging_data(
         system=system,
@@ -117,7 +115,6 @@ def _start(
     }
     return sdk.start_process_transaction(
         scope,
-        trace,
         name=arguments["name"] or destination,
         origin=arguments["origin"],
         data=data,

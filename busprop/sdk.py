@@ -197,16 +197,28 @@ def needs_transaction(parent_sampled: bool | None) -> bool:
 
 def start_process_transaction(
     scope: sentry_sdk.Scope,
-    incoming: IncomingTrace,
     *,
     name: str,
     origin: str,
     data: dict[str, Any],
     sampling_context: dict[str, Any],
 ) -> Transaction | NoOpSpan:
-    """Continue the incoming trace and start (enter) a ``queue.process`` transaction for it."""
-    transaction = scope.continue_trace(
-        incoming.as_headers(), op=OP_PROCESS, name=name, source=TransactionSource.TASK, origin=origin
+    """Start (enter) a ``queue.process`` transaction in the trace :func:`continue_propagation` set.
+
+    The transaction is built as ``Scope.continue_trace`` builds it, from the propagation context
+    already on ``scope``: ``continue_trace`` would parse the headers a second time.
+    """
+    context = scope.get_active_propagation_context()
+    transaction = Transaction(
+        op=OP_PROCESS,
+        name=name,
+        source=TransactionSource.TASK,
+        origin=origin,
+        trace_id=context.trace_id,
+        parent_span_id=context.parent_span_id,
+        parent_sampled=context.parent_sampled,
+        baggage=context.baggage,
+        same_process_as_parent=False,
     )
     for key, value in data.items():
         transaction.set_data(key, value)
