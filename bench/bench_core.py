@@ -10,8 +10,9 @@ Run: ``python bench/bench_core.py [--messages N]``. Not a test: nothing here is 
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sentry_sdk
@@ -55,19 +56,43 @@ def busprop_inject() -> None:
     busprop.inject({}, destination="orders")
 
 
-def bare_continue(headers: dict[str, str]) -> Callable[[], None]:
+def in_new_span(inject: Callable[[], None]) -> Callable[[], None]:
+    """Each message sent from a span of its own (as a sampled ``queue.publish`` span would be)."""
+
+    def work() -> None:
+        with sentry_sdk.start_span(op="send"):
+            inject()
+
+    return work
+
+
+def distinct_traces(headers: dict[str, str], count: int = 1024) -> Iterator[dict[str, str]]:
+    """``headers`` with ``count`` different trace ids, round and round: every message a new trace."""
+    trace_id = headers["sentry-trace"][:32]
+    variants = [
+        {key: value.replace(trace_id, f"{index:032x}") for key, value in headers.items()}
+        for index in range(count)
+    ]
+    return itertools.cycle(variants)
+
+
+def bare_continue(headers: dict[str, str] | Iterator[dict[str, str]]) -> Callable[[], None]:
+    stream = itertools.repeat(headers) if isinstance(headers, dict) else headers
+
     def work() -> None:
         with sentry_sdk.isolation_scope():
-            transaction = sentry_sdk.continue_trace(headers, op="queue.process", name="orders")
+            transaction = sentry_sdk.continue_trace(next(stream), op="queue.process", name="orders")
             with sentry_sdk.start_transaction(transaction):
                 pass
 
     return work
 
 
-def busprop_continue(headers: dict[str, str]) -> Callable[[], None]:
+def busprop_continue(headers: dict[str, str] | Iterator[dict[str, str]]) -> Callable[[], None]:
+    stream = itertools.repeat(headers) if isinstance(headers, dict) else headers
+
     def work() -> None:
-        with busprop.continue_trace(headers, system="custom", destination="orders"):
+        with busprop.continue_trace(next(stream), system="custom", destination="orders"):
             pass
 
     return work
@@ -87,6 +112,13 @@ def main() -> None:
                 per_message(busprop_inject, messages),
             )
         )
+        rows.append(
+            (
+                "inject, each from a new span",
+                per_message(in_new_span(bare_inject), messages),
+                per_message(in_new_span(busprop_inject), messages),
+            )
+        )
     rows.append(
         (
             "continue, sampled head",
@@ -101,6 +133,13 @@ def main() -> None:
             per_message(busprop_continue(UNSAMPLED), messages),
         )
     )
+    rows.append(
+        (
+            "  every message a new trace",
+            per_message(bare_continue(distinct_traces(UNSAMPLED)), messages),
+            per_message(busprop_continue(distinct_traces(UNSAMPLED)), messages),
+        )
+    )
     sentry_sdk.init(dsn="http://public@127.0.0.1/1", transport=DroppingTransport, traces_sample_rate=None)
     rows.append(
         (
@@ -109,9 +148,16 @@ def main() -> None:
             per_message(busprop_continue(SAMPLED), messages),
         )
     )
-    print(f"{'per message':<32} {'bare sentry-sdk':>16} {'busprop':>10} {'ratio':>7}")
+    rows.append(
+        (
+            "  every message a new trace",
+            per_message(bare_continue(distinct_traces(SAMPLED)), messages),
+            per_message(busprop_continue(distinct_traces(SAMPLED)), messages),
+        )
+    )
+    print(f"{'per message':<34} {'bare sentry-sdk':>16} {'busprop':>10} {'ratio':>7}")
     for label, bare, ours in rows:
-        print(f"{label:<32} {bare:>13.1f} µs {ours:>7.1f} µs {ours / bare:>6.2f}x")
+        print(f"{label:<34} {bare:>13.1f} µs {ours:>7.1f} µs {ours / bare:>6.2f}x")
 
 
 if __name__ == "__main__":
