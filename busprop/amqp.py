@@ -145,14 +145,20 @@ def message_processing(message: AbstractIncomingMessage, name: str | None = None
         message.headers,
         system=SYSTEM,
         destination=destination_of(message.exchange, message.routing_key),
-        message_id=message.message_id,
-        body_size=len(message.body),
-        retry_count=retry_count(message),
-        published_at=_published_at(message),
         name=name,
         origin=ORIGIN,
-        extra_data={ROUTING_KEY: message.routing_key, DELIVERY_TAG: message.delivery_tag},
+        details=lambda: _message_details(message),
     )
+
+
+def _message_details(message: AbstractIncomingMessage) -> dict[str, Any]:
+    return {
+        "message_id": message.message_id,
+        "body_size": len(message.body),
+        "retry_count": retry_count(message),
+        "published_at": _published_at(message),
+        "extra_data": {ROUTING_KEY: message.routing_key, DELIVERY_TAG: message.delivery_tag},
+    }
 
 
 # --- publishing -------------------------------------------------------------------------------

@@ -293,27 +293,24 @@ class _HeaderArgument:
 
 def record_processing(record: Any, group_id: str | None = None) -> MessageProcessing:
     """The core's processing of one record: its trace, its ``queue.process`` transaction and data."""
-    message_id, body_size, published_at = _record_facts(record)
     return continue_trace(
         record.headers,
         system=SYSTEM,
         destination=record.topic,
-        message_id=message_id,
-        body_size=body_size,
-        published_at=published_at,
         origin=ORIGIN,
-        extra_data=_record_data(record, group_id),
+        details=lambda: _record_details(record, group_id),
     )
 
 
-def _record_facts(record: Any) -> tuple[str, int | None, float | None]:
-    """A record's message id (``topic/partition/offset``), value size and timestamp (epoch seconds)."""
+def _record_details(record: Any, group_id: str | None) -> dict[str, Any]:
+    """A record's message id (``topic/partition/offset``), value size, timestamp and span data."""
     size, timestamp = record.serialized_value_size, record.timestamp
-    return (
-        f"{record.topic}/{record.partition}/{record.offset}",
-        size if isinstance(size, int) and size >= 0 else None,
-        timestamp / 1000.0 if isinstance(timestamp, int) and timestamp > 0 else None,
-    )
+    return {
+        "message_id": f"{record.topic}/{record.partition}/{record.offset}",
+        "body_size": size if isinstance(size, int) and size >= 0 else None,
+        "published_at": timestamp / 1000.0 if isinstance(timestamp, int) and timestamp > 0 else None,
+        "extra_data": _record_data(record, group_id),
+    }
 
 
 def _record_data(record: Any, group_id: str | None) -> dict[str, Any]:
@@ -495,15 +492,15 @@ class BatchProcessing:
 
 
 def _record_span_data(record: Any, group_id: str | None) -> dict[str, Any]:
-    message_id, body_size, published_at = _record_facts(record)
+    details = _record_details(record, group_id)
     data = spandata.messaging_data(
         system=SYSTEM,
         destination=record.topic,
         operation="process",
-        message_id=message_id,
-        body_size=body_size,
-        published_at=published_at,
-        extra=_record_data(record, group_id),
+        message_id=details["message_id"],
+        body_size=details["body_size"],
+        published_at=details["published_at"],
+        extra=details["extra_data"],
     )
     producer_trace = extract(record.headers).sentry_trace
     if producer_trace is not None:

@@ -10,7 +10,7 @@ when a message arrives and exit it when the next one is asked for.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 from typing import Any
@@ -99,6 +99,12 @@ class MessageProcessing:
 
 def _start(scope: sentry_sdk.Scope, arguments: dict[str, Any]) -> Transaction | NoOpSpan:
     system, destination = arguments["system"], arguments["destination"]
+    details = arguments["details"]
+    if details is not None:
+        try:
+            arguments = {**arguments, **details()}
+        except Exception:
+            logger.debug("busprop: could not read the %s message's details", system, exc_info=True)
     data = messaging_data(
         system=system,
         destination=destination,
@@ -156,6 +162,7 @@ def continue_trace(
     extra_data: Mapping[str, Any] | None = None,
     sampling_context: Mapping[str, Any] | None = None,
     keys: CarrierKeys = HEADER_KEYS,
+    details: Callable[[], Mapping[str, Any]] | None = None,
 ) -> MessageProcessing:
     """Process a message inside the trace its headers carry: ``with`` or ``async with``.
 
@@ -165,6 +172,11 @@ def continue_trace(
     data. An exception in the body is reported (option ``capture_exceptions``), marks the
     transaction failed and propagates unchanged. ``traces_sampler`` receives
     ``sampling_context["messaging"]`` with ``system``, ``destination`` and ``operation``.
+
+    ``details`` is for facts that cost something to read (an id to format, a size, a time, more
+    span data): it is called only when a transaction is started, never on the unsampled path, and
+    the keys it returns (``message_id``, ``body_size``, ``retry_count``, ``published_at``,
+    ``extra_data``) replace the keyword arguments of the same names.
     """
     arguments = {
         "system": system,
@@ -177,5 +189,6 @@ def continue_trace(
         "origin": origin,
         "extra_data": extra_data,
         "sampling_context": sampling_context,
+        "details": details,
     }
     return MessageProcessing(carriers, keys, arguments)

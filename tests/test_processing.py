@@ -325,3 +325,36 @@ def test_parsed_contexts_follow_the_client_and_stay_bounded(sentry_init: Init) -
         trace = busprop.carrier.IncomingTrace(f"{index:032x}-{PARENT}-0", None)
         assert sdk._incoming_context(trace).trace_id == f"{index:032x}"  # type: ignore[union-attr]
     assert len(sdk._parsed) == sdk.PARSED_CONTEXTS
+
+
+def test_details_are_read_only_for_a_transaction(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    calls: list[str] = []
+
+    def details() -> dict[str, Any]:
+        calls.append("read")
+        return {"message_id": "m-9", "body_size": 3, "extra_data": {"custom.key": "v"}}
+
+    with busprop.continue_trace(message("0", sampled="false"), system="c", destination="d", details=details):
+        pass
+    assert calls == []  # the unsampled path never reads them
+    with busprop.continue_trace(
+        message("1"), system="c", destination="d", message_id="given", details=details
+    ):
+        pass
+    assert calls == ["read"]
+    data = captured.transactions()[0]["contexts"]["trace"]["data"]
+    assert (data["messaging.message.id"], data["messaging.message.body.size"], data["custom.key"]) == (
+        "m-9",
+        3,
+        "v",
+    )
+
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("unreadable")
+
+    with busprop.continue_trace(message("1"), system="c", destination="d", message_id="kept", details=broken):
+        pass
+    event = captured.transactions()[1]
+    assert event["contexts"]["trace"]["trace_id"] == TRACE_ID
+    assert event["contexts"]["trace"]["data"]["messaging.message.id"] == "kept"
