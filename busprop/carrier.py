@@ -89,7 +89,14 @@ NO_TRACE = IncomingTrace()
 
 
 def _as_text(value: Any, limit: int) -> str | None:
-    if isinstance(value, str):
+    if type(value) is bytes:  # Kafka's header values: the common case first
+        if len(value) > limit * 4:
+            return None
+        try:
+            text = value.decode("utf-8", errors="strict")
+        except UnicodeDecodeError:
+            return None
+    elif isinstance(value, str):
         text = value
     elif isinstance(value, (bytes, bytearray, memoryview)):
         if len(value) > limit * 4:
@@ -147,7 +154,7 @@ def _pairs(container: Any) -> Iterable[Sequence[Any]]:
     if isinstance(container, Mapping):
         return container.items()
     if isinstance(container, (list, tuple)):
-        return (item for item in container if isinstance(item, (list, tuple)) and len(item) == 2)
+        return [item for item in container if isinstance(item, (list, tuple)) and len(item) == 2]
     return ()
 
 
