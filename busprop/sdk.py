@@ -92,22 +92,23 @@ def _outgoing_values(scope: sentry_sdk.Scope, with_traceparent: bool) -> Mapping
     return values
 
 
-_last_serialized: tuple[Baggage | None, str] = (None, "")
+_last_serialized: tuple[dict[str, str] | None, str | None, str] = (None, None, "")
 
 
 def _serialize(baggage: Baggage) -> str:
     """``baggage`` serialized with its third-party members, reusing the last result.
 
-    Serializing (percent-encoding every member) is most of the cost of an inject. A frozen
-    baggage never changes, and a producer sends many messages with the same one, so the last
-    frozen baggage and its serialization are kept (a strong reference: its id cannot be reused).
+    Serializing (percent-encoding every member) is most of the cost of an inject. A producer
+    sends many messages with the same frozen baggage, and a consumer forwards each message's
+    copy of the same incoming one, so the last members and their serialization are kept and
+    compared by value (which also sees the SDK rewriting a member in place).
     """
     global _last_serialized
-    last, serialized = _last_serialized
-    if baggage is last and not baggage.mutable:
+    items, third_party, serialized = _last_serialized
+    if not baggage.mutable and baggage.third_party_items == third_party and baggage.sentry_items == items:
         return serialized
     serialized = baggage.serialize(include_third_party=True)
-    _last_serialized = (baggage, serialized)
+    _last_serialized = (dict(baggage.sentry_items), baggage.third_party_items, serialized)
     return serialized
 
 

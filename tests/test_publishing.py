@@ -146,3 +146,21 @@ def test_write_replaces_in_place_and_appends_to_a_new_list() -> None:
     pairs = [("k", b"v"), ("baggage", b"vendor=1,sentry-x=0"), ("sentry-trace", b"old")]
     busprop.carrier.write(pairs, {"sentry-trace": "a", "baggage": "sentry-x=1"}, as_bytes=True)
     assert pairs == [("k", b"v"), ("baggage", b"vendor=1,sentry-x=1"), ("sentry-trace", b"a")]
+
+
+def test_reused_baggage_serialization_sees_members_rewritten_in_place(sentry_init: Init) -> None:
+    sentry_init(traces_sample_rate=None)
+    incoming = {
+        "sentry-trace": "771a43a4192642f0b136d5159a501700-b2bd6e9b3e4c5a1f",
+        "baggage": "sentry-trace_id=771a43a4192642f0b136d5159a501700,sentry-sample_rate=0.5,vendor=a",
+    }
+    first: dict[str, Any] = {}
+    second: dict[str, Any] = {}
+    with busprop.propagation_scope(incoming):
+        busprop.inject(first, destination="d")
+        context = sentry_sdk.get_isolation_scope().get_active_propagation_context()
+        assert context.baggage is not None
+        context.baggage.sentry_items["sample_rate"] = "0.25"  # as the SDK does when a transaction starts
+        busprop.inject(second, destination="d")
+    assert "sentry-sample_rate=0.5" in first["baggage"] and "vendor=a" in first["baggage"]
+    assert "sentry-sample_rate=0.25" in second["baggage"] and "vendor=a" in second["baggage"]
