@@ -115,7 +115,7 @@ def _serialize(baggage: Baggage) -> str:
 #: Contexts the SDK parsed from recent (sentry-trace, baggage) pairs, oldest first; see below.
 _parsed: dict[tuple[str, str | None], PropagationContext] = {}
 _parsed_for: object = None
-PARSED_CONTEXTS = 256
+PARSED_CONTEXTS = 64
 
 
 def _incoming_context(incoming: IncomingTrace) -> PropagationContext | None:
