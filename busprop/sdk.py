@@ -43,7 +43,8 @@ def outgoing_values(with_traceparent: bool = False) -> Mapping[str, str] | None:
     A producer usually sends many messages from one span (every message of an unsampled request,
     whose sends get no span of their own). A span's ids and decision are fixed when it starts
     and its transaction's baggage is frozen on first use, so the values of the last span asked
-    about are reused while it stays the current span of the same client.
+    about are reused while it stays the current span of the same client (with tracing enabled:
+    otherwise the values are the propagation context's, which code inside the span may replace).
     """
     global _last_outgoing
     scope = sentry_sdk.get_current_scope()
@@ -53,9 +54,9 @@ def outgoing_values(with_traceparent: bool = False) -> Mapping[str, str] | None:
     if reusable and with_traceparent == last_with_traceparent:
         return last_values
     values = _outgoing_values(scope, with_traceparent)
-    _last_outgoing = (
-        (span, client, with_traceparent, values) if span is not None else (None, None, False, None)
-    )
+    # With tracing disabled the values come from the propagation context, whatever the span.
+    keep = span is not None and has_tracing_enabled(client.options)
+    _last_outgoing = (span, client, with_traceparent, values) if keep else (None, None, False, None)
     return values
 
 

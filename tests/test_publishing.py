@@ -164,3 +164,17 @@ def test_reused_baggage_serialization_sees_members_rewritten_in_place(sentry_ini
         busprop.inject(second, destination="d")
     assert "sentry-sample_rate=0.5" in first["baggage"] and "vendor=a" in first["baggage"]
     assert "sentry-sample_rate=0.25" in second["baggage"] and "vendor=a" in second["baggage"]
+
+
+def test_with_tracing_disabled_values_follow_the_propagation_context_inside_one_span(
+    sentry_init: Init,
+) -> None:
+    sentry_init(traces_sample_rate=None)
+    first: dict[str, Any] = {}
+    second: dict[str, Any] = {}
+    with sentry_sdk.start_transaction(name="not traced"):
+        busprop.inject(first, destination="d")
+        sentry_sdk.continue_trace({"sentry-trace": "771a43a4192642f0b136d5159a501700-b2bd6e9b3e4c5a1f-1"})
+        busprop.inject(second, destination="d")
+    assert not first["sentry-trace"].startswith("771a43a4192642f0b136d5159a501700")
+    assert second["sentry-trace"].startswith("771a43a4192642f0b136d5159a501700-")
