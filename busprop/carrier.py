@@ -51,11 +51,11 @@ class CarrierKeys:
     baggage: str = BAGGAGE
     traceparent: str = TRACEPARENT
     #: The container key of each value, by its HTTP header name (built once, read on every write).
-    names: Mapping[str, str] = field(init=False, repr=False, compare=False)
+    _names: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = {SENTRY_TRACE: self.sentry_trace, BAGGAGE: self.baggage, TRACEPARENT: self.traceparent}
-        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "_names", names)
 
 
 HEADER_KEYS = CarrierKeys()
@@ -235,7 +235,7 @@ def write(
     survive; the result is capped at the W3C limit. ``as_bytes`` encodes values as UTF-8, for
     buses whose header values are bytes (Kafka).
     """
-    names = keys.names
+    names = keys._names
     mapping = container if isinstance(container, MutableMapping) else None
     pairs = None if isinstance(container, MutableMapping) else container
     empty = pairs is not None and len(pairs) == 0  # a new header list: nothing to merge or replace
