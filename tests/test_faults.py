@@ -185,13 +185,8 @@ class PrivateServer:
         wait_until(lambda: brokers.reachable(self.address, timeout=0.2), 30, f"{self.command[0]} to start")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            brokers.stop_process(self.process)
 
     def restart(self) -> None:
         self.stop()

@@ -40,6 +40,7 @@ from busprop import websockets as traced_ws
 from busprop.testing import CapturingTransport
 from tests.conftest import Captured
 from tests.test_celery import Worker, start_worker, stop_worker
+from tests.test_kafka import read_all
 
 pytestmark = pytest.mark.broker
 
@@ -125,20 +126,6 @@ def topics(kafka_bootstrap: str) -> Iterator[Callable[[str], str]]:
     admin.close()
 
 
-def kafka_records(bootstrap: str, topic: str, count: int = 1) -> list[Any]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, consumer_timeout_ms=5000)
-    consumer.assign([TopicPartition(topic, 0)])
-    consumer.seek_to_beginning()
-    records = []
-    for record in consumer:
-        records.append(record)
-        if len(records) == count:
-            break
-    consumer.close()
-    assert len(records) == count
-    return records
-
-
 @pytest.mark.parametrize("path", ["traced_producer", "KafkaIntegration"])
 def test_kafka_no_trace_header_outside_targets(
     sentry_init: Init, kafka_bootstrap: str, topics: Callable[[str], str], path: str
@@ -158,9 +145,9 @@ def test_kafka_no_trace_header_outside_targets(
     finally:
         producer.close()
         busprop.kafka.KafkaIntegration.uninstall()
-    [sent_out] = kafka_records(kafka_bootstrap, outside)
+    [sent_out] = read_all(kafka_bootstrap, outside, 1)
     assert sent_out.headers == user_headers  # exactly what the user passed: no trace, no merge
-    [sent_in] = kafka_records(kafka_bootstrap, inside)
+    [sent_in] = read_all(kafka_bootstrap, inside, 1)
     names = [name for name, _ in sent_in.headers]
     assert names == ["tenant", "baggage", "sentry-trace", "traceparent"]  # the control
     assert dict(sent_in.headers)["sentry-trace"].decode().startswith(head.trace_id)
@@ -197,7 +184,7 @@ def test_kafka_baggage_capped_on_the_wire(
         own = [("baggage", third_party_baggage("own").encode())]
         producer.send(topic, b"v", headers=own).get(timeout=10)
     producer.close()
-    [record] = kafka_records(kafka_bootstrap, topic)
+    [record] = read_all(kafka_bootstrap, topic, 1)
     [baggage] = [value.decode() for name, value in record.headers if name == "baggage"]
     assert_capped(baggage, trace_id)
 

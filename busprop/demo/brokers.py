@@ -62,12 +62,7 @@ class EmbeddedKafka:
     log_path: str
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 def start_embedded_kafka(timeout: float = 30.0) -> EmbeddedKafka:
@@ -107,3 +102,15 @@ def kafka_bootstrap_servers() -> Iterator[str]:
         yield embedded.bootstrap_servers
     finally:
         embedded.stop()
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a broker process, and kill it if it has not exited within 10 seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
