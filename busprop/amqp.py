@@ -33,7 +33,6 @@ from typing import Any, ClassVar, TypeVar, cast, overload
 
 import aio_pika
 import aiormq
-import sentry_sdk
 from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
@@ -42,17 +41,17 @@ from aio_pika.abc import (
     MessageInfo,
 )
 from aio_pika.patterns import RPC
-from aio_pika.patterns.rpc import RPCMessageType
 from aio_pika.queue import QueueIterator
 from sentry_sdk.integrations import Integration
+from sentry_sdk.tracing import Span
 from sentry_sdk.utils import capture_internal_exceptions
 
 from busprop import sdk
 from busprop.config import get_config, should_propagate
 from busprop.decorators import traced_call
 from busprop.iteration import TracedAsyncIterator
-from busprop.processing import MessageProcessing, continue_trace
-from busprop.publishing import inject, publish
+from busprop.processing import MessageProcessing, continue_trace, mechanism_of
+from busprop.publishing import publish
 from busprop.spandata import messaging_data
 
 __all__ = [
@@ -459,15 +458,13 @@ def _rpc_destination_of(rpc: RPC, method_name: str) -> str:
     return destination_of(exchange, rpc._format_routing_key(method_name))
 
 
-def _round_trip_span(method_name: str, destination: str) -> contextlib.AbstractContextManager[Any]:
+def _round_trip_span(method_name: str, destination: str) -> Span | None:
     """A span for the whole call, under the current sampled span (none outside one)."""
-    parent = sentry_sdk.get_current_span()
-    if parent is None or not parent.sampled:
-        return contextlib.nullcontext()
-    span = parent.start_child(op=RPC_OP, name=f"rpc {method_name}", origin=ORIGIN)
-    for key, value in messaging_data(system=SYSTEM, destination=destination, operation="publish").items():
-        span.set_data(key, value)
-    return span
+    parent = sdk.sampled_parent()
+    if parent is None:
+        return None
+    data = messaging_data(system=SYSTEM, destination=destination, operation="publish")
+    return sdk.start_child_span(parent, op=RPC_OP, name=f"rpc {method_name}", origin=ORIGIN, data=data)
 
 
 async def _rpc_call(rpc: RPC, method_name: str, call: Callable[[], Awaitable[Any]]) -> Any:
@@ -481,11 +478,17 @@ async def _rpc_call(rpc: RPC, method_name: str, call: Callable[[], Awaitable[Any
         logger.debug("busprop: could not start the RPC span", exc_info=True)
         return await call()
     token = _rpc_destination.set(destination)
+    error: BaseException | None = None
     try:
-        with span:
-            return await call()
+        return await call()
+    except BaseException as raised:
+        error = raised
+        raise
     finally:
         _rpc_destination.reset(token)
+        if span is not None:
+            with capture_internal_exceptions():
+                sdk.finish_span(span, error)
 
 
 async def _rpc_execute(call: Callable[[], Awaitable[Any]]) -> Any:
@@ -499,32 +502,49 @@ async def _rpc_execute(call: Callable[[], Awaitable[Any]]) -> Any:
     except Exception as error:
         with capture_internal_exceptions():
             if get_config().capture_exceptions:
-                sdk.capture_exception(error, mechanism="busprop")
-            span = sentry_sdk.get_current_span()
-            if span is not None:
-                span.set_status("internal_error")
+                sdk.capture_exception(error, mechanism=mechanism_of(ORIGIN))
+            sdk.fail_current_span()
         raise
+
+
+class _RPCChannel:
+    """The channel a :class:`TracedRPC` publishes through: its exchanges are traced.
+
+    aio-pika's RPC publishes requests and replies with ``channel.default_exchange`` (or the
+    exchange it declares), so each gets its ``queue.publish`` span and the trace in its headers.
+    Everything else is the channel's.
+    """
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self.channel, attribute)
+
+    @property
+    def default_exchange(self) -> TracedExchange:
+        return traced_exchange(self.channel.default_exchange)
+
+    async def declare_exchange(self, *args: Any, **kwargs: Any) -> TracedExchange:
+        return traced_exchange(await self.channel.declare_exchange(*args, **kwargs))
 
 
 class TracedRPC(RPC):
     """``aio_pika.patterns.RPC`` with trace propagation: ``await TracedRPC.create(channel)``.
 
-    ``call`` runs in an ``rpc.client`` span covering the round trip and writes the trace into the
-    request; the server processes each call inside the caller's trace (a ``queue.process``
-    transaction); an exception in the server's function fails that transaction.
+    ``call`` runs in an ``rpc.client`` span covering the round trip; the request is published in
+    a ``queue.publish`` span under it, with the trace in its headers; the server processes each
+    call inside the caller's trace (a ``queue.process`` span); an exception in the server's
+    function fails it.
     """
+
+    def __init__(self, channel: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(cast(Any, _RPCChannel(channel)), *args, **kwargs)
 
     async def call(self, method_name: str, kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
         return await _rpc_call(
             self, method_name, functools.partial(super().call, method_name, kwargs, **options)
         )
-
-    async def serialize_message(self, *args: Any, **kwargs: Any) -> aio_pika.Message:
-        message = await super().serialize_message(*args, **kwargs)
-        destination = _rpc_destination.get()
-        if destination is not None and message.type == RPCMessageType.CALL.value:
-            inject(message.headers, destination=destination, system=SYSTEM)
-        return message
 
     async def on_call_message(self, method_name: str, message: aio_pika.IncomingMessage) -> None:
         await _process_message(message, functools.partial(super().on_call_message, method_name, message))

@@ -34,7 +34,7 @@ from celery.exceptions import Ignore, Reject, Retry
 from busprop import sdk
 from busprop.carrier import BAGGAGE, NO_TRACE, SENTRY_TRACE, extract, write
 from busprop.config import get_config, should_propagate
-from busprop.processing import MessageProcessing, continue_trace
+from busprop.processing import MessageProcessing, continue_trace, mechanism_of
 from busprop.publishing import Publishing, inject, publish
 from busprop.spandata import DESTINATION, RETRY_COUNT
 
@@ -215,6 +215,8 @@ def _close_sendings(sendings: tuple[_Sending, ...], *, failed: bool) -> None:
         if failed and span is not None:
             span.set_status("internal_error")
         if span is not None and sentry_sdk.get_current_span() is not span:
+            if span.status is None:
+                span.set_status("ok")
             span.finish()  # the scope moved on; ending it through the context manager would rewind it
             continue
         sending.publishing.__exit__(None, None, None)
@@ -316,9 +318,7 @@ def _postrun(sender: Any, task_id: Any = None, state: Any = None, **kwargs: Any)
     _close_sendings(_sendings.get(), failed=True)
     if run.status is None and state is None:  # an eager task that propagates: the error is in flight
         _mark_failed(run, sender, sys.exc_info()[1])
-    transaction = run.processing.transaction
-    if transaction is not None:
-        transaction.set_status(run.status or STATUS_BY_STATE.get(state, "unknown"))
+    run.processing.set_status(run.status or STATUS_BY_STATE.get(state, "unknown"))
     run.processing.__exit__(None, None, None)
 
 
@@ -331,7 +331,7 @@ def _mark_failed(run: _Run, task: Any, exception: Any) -> None:
         return
     run.status = "internal_error"
     if get_config().capture_exceptions and not isinstance(exception, getattr(task, "throws", ()) or ()):
-        sdk.capture_exception(exception, mechanism="celery")
+        sdk.capture_exception(exception, mechanism=mechanism_of(ORIGIN))
 
 
 def _failure(sender: Any, task_id: Any = None, exception: Any = None, **kwargs: Any) -> None:
@@ -351,7 +351,7 @@ def _record_unprocessed(name: str, message: Any, carriers: tuple[Any, ...], stat
     ``message`` is the request or kombu message, for its id and delivery info."""
     headers = getattr(message, "headers", None)
     message_id = getattr(message, "id", None) or (headers.get("id") if isinstance(headers, Mapping) else None)
-    with continue_trace(
+    processing = continue_trace(
         *carriers,
         system=_system(app),
         destination=name,
@@ -360,9 +360,9 @@ def _record_unprocessed(name: str, message: Any, carriers: tuple[Any, ...], stat
         name=name,
         origin=ORIGIN,
         extra_data={DESTINATION: _delivery_queue(getattr(message, "delivery_info", None))},
-    ) as transaction:
-        if transaction is not None:
-            transaction.set_status(status)
+    )
+    with processing:
+        processing.set_status(status)
 
 
 def _revoked(sender: Any, request: Any = None, expired: bool = False, **kwargs: Any) -> None:

@@ -123,10 +123,16 @@ def traced_send(
 
 
 def _watch_delivery(future: Any, span: Span | None) -> None:
-    """Report a delivery failure to Sentry; describe the record on the span once it is known."""
+    """Report a delivery failure to Sentry; describe the record on the span once it is known.
+
+    The broker's acknowledgement gives the record's ``messaging.message.id`` (``topic/partition/
+    offset``, the id its consumer reports): it reaches Sentry when it comes before the sending
+    transaction ends (``future.get()`` or ``flush()`` inside it); a failure marks the span failed.
+    """
     try:
         if span is not None:
             _describe_sent_record(future, span)
+            future.add_callback(_delivered_record_describer(span))
         future.add_errback(_delivery_failure_reporter())
     except Exception:
         logger.debug("busprop: could not watch the delivery of a Kafka record", exc_info=True)
@@ -139,6 +145,16 @@ def _describe_sent_record(future: Any, span: Span) -> None:
     partition = future._produce_future.topic_partition.partition
     if isinstance(partition, int) and partition >= 0:
         span.set_data(PARTITION, str(partition))
+
+
+def _delivered_record_describer(span: Span) -> Callable[[Any], None]:
+    def describe(metadata: Any) -> None:
+        try:
+            span.set_data(spandata.MESSAGE_ID, f"{metadata.topic}/{metadata.partition}/{metadata.offset}")
+        except Exception:
+            logger.debug("busprop: could not describe a delivered Kafka record", exc_info=True)
+
+    return describe
 
 
 def _delivery_failure_reporter() -> Callable[[BaseException], None]:
@@ -155,6 +171,8 @@ def _delivery_failure_reporter() -> Callable[[BaseException], None]:
                 sentry_sdk.new_scope() as reporting_scope,
             ):
                 reporting_scope.span = span
+                if span is not None and span.op == sdk.OP_PUBLISH:
+                    span.set_status("internal_error")
                 sdk.capture_exception(error, mechanism="busprop.kafka.delivery", handled=True)
         except Exception:
             logger.debug("busprop: could not report a Kafka delivery failure", exc_info=True)
@@ -432,20 +450,22 @@ def _first_record(args: tuple[Any, ...]) -> Any:
 
 
 class BatchProcessing:
-    """One ``queue.process`` transaction for a batch, a child span per record; see :func:`process_batch`."""
+    """One transaction for a batch, a ``queue.process`` span per record; see :func:`process_batch`."""
 
     def __init__(self, records: list[Any], group_id: str | None, name: str | None) -> None:
         topics = sorted({str(getattr(record, "topic", "unknown")) for record in records})
         self.records = records
         self._group_id = group_id
+        destination = ",".join(topics) or "unknown"
         self._processing = continue_trace(
             system=SYSTEM,
-            destination=",".join(topics) or "unknown",
-            name=name,
+            destination=destination,
+            name=name or f"batch {destination}",
             origin=ORIGIN,
             extra_data={BATCH_COUNT: len(records), CONSUMER_GROUP: group_id},
             sampling_context={"messaging_batch": True},
         )
+        self._processing.one_message = False  # each record gets its own ``queue.process`` span
         self._transaction: Transaction | NoOpSpan | None = None
         self._span: Span | None = None
 
@@ -467,11 +487,13 @@ class BatchProcessing:
         if transaction is None or not transaction.sampled:
             return None
         try:
-            span = transaction.start_child(op="queue.process", name=record.topic, origin=ORIGIN)
-            for key, value in _record_span_data(record, self._group_id).items():
-                span.set_data(key, value)
-            span.__enter__()
-            return span
+            return sdk.start_child_span(
+                cast(Span, transaction),
+                op=sdk.OP_PROCESS,
+                name=record.topic,
+                origin=ORIGIN,
+                data=_record_span_data(record, self._group_id),
+            )
         except Exception:
             logger.debug("busprop: could not start a span for a Kafka record", exc_info=True)
             return None
@@ -480,7 +502,7 @@ class BatchProcessing:
         span, self._span = self._span, None
         if span is not None:
             try:
-                span.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
+                sdk.finish_span(span, exc)
             except Exception:
                 logger.debug("busprop: could not finish a Kafka record's span", exc_info=True)
 
@@ -517,9 +539,11 @@ def process_batch(
 ) -> BatchProcessing:
     """Batch mode: ``with process_batch(consumer.poll(), consumer=consumer) as records:``.
 
-    One ``queue.process`` transaction (a trace of its own, sampled by the SDK as a head) covers
-    the batch; iterating ``records`` runs each loop body inside a child span with the record's
-    Queues data and its producer's trace ids as span data (``busprop.link.*``). Records whose
+    One transaction (a trace of its own, sampled by the SDK as a head; named ``name``, default
+    ``batch <topics>``) covers the batch; iterating ``records`` runs each loop body inside a
+    ``queue.process`` span named after the record's topic, with the record's Queues data and its
+    producer's trace ids as span data (``busprop.link.*``), so each record shows once on Sentry's
+    Queues page. Records whose
     producer trace is unsampled still get a span when the batch is sampled; an unsampled batch
     costs no span at all. An exception is reported and re-raised unchanged.
     """

@@ -13,10 +13,10 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import sentry_sdk
-from sentry_sdk.tracing import NoOpSpan, Transaction
+from sentry_sdk.tracing import NoOpSpan, Span, Transaction
 
 from busprop import sdk
 from busprop.carrier import HEADER_KEYS, NO_TRACE, CarrierKeys, IncomingTrace, extract
@@ -31,15 +31,22 @@ DEFAULT_ORIGIN = "auto.queue.busprop"
 class MessageProcessing:
     """Context manager for processing one message; see :func:`continue_trace`."""
 
-    __slots__ = ("_arguments", "_scope_manager", "trace", "transaction")
+    __slots__ = ("_arguments", "_kind", "_scope_manager", "one_message", "span", "trace", "transaction")
 
     def __init__(self, carriers: tuple[Any, ...], keys: CarrierKeys, arguments: dict[str, Any]) -> None:
         self._arguments = (carriers, keys, arguments)
         self._scope_manager: AbstractContextManager[sentry_sdk.Scope] | None = None
-        #: The ``queue.process`` transaction, or ``None`` when none would reach Sentry.
+        self._kind = sdk.NO_TRANSACTION
+        #: The transaction the body runs in: ``None`` with tracing disabled; never sampled for an
+        #: unsampled head, so that what sentry-sdk propagates inside it carries the head's "no".
         self.transaction: Transaction | NoOpSpan | None = None
+        #: The message's ``queue.process`` span, inside a sampled transaction (else ``None``).
+        self.span: Span | None = None
         #: The validated trace the message carried (:data:`~busprop.carrier.NO_TRACE` if none).
         self.trace: IncomingTrace = NO_TRACE
+        #: Whether the body processes one message, which then gets its ``queue.process`` span.
+        #: A batch's processing sets it to ``False`` and gives each of its messages a span.
+        self.one_message = True
 
     def __enter__(self) -> Transaction | NoOpSpan | None:
         carriers, keys, arguments = self._arguments
@@ -57,11 +64,39 @@ class MessageProcessing:
             logger.debug("busprop: could not open an isolation scope", exc_info=True)
             return None
         try:
-            if sdk.needs_transaction(sdk.continue_propagation(scope, self.trace)):
-                self.transaction = _start(scope, arguments)
+            kind = sdk.transaction_kind(sdk.continue_propagation(scope, self.trace))
+            if kind == sdk.UNSAMPLED_TRANSACTION:
+                name = arguments["name"] or arguments["destination"]
+                self.transaction = sdk.start_unsampled_transaction(
+                    scope, name=name, origin=arguments["origin"]
+                )
+                self._kind = kind
+            elif kind == sdk.SAMPLED_TRANSACTION:
+                self._start(scope, arguments)
         except Exception:
             logger.debug("busprop: could not continue the trace", exc_info=True)
         return self.transaction
+
+    def _start(self, scope: sentry_sdk.Scope, arguments: dict[str, Any]) -> None:
+        data, sampling_context = _describe(arguments)
+        name, origin = arguments["name"] or arguments["destination"], arguments["origin"]
+        self.transaction = transaction = sdk.start_process_transaction(
+            scope, name=name, origin=origin, data=data, sampling_context=sampling_context
+        )
+        if self.one_message and transaction.sampled:
+            self.span = sdk.start_child_span(
+                cast(Span, transaction),
+                op=sdk.OP_PROCESS,
+                name=arguments["destination"],
+                origin=origin,
+                data=data,
+            )
+
+    def set_status(self, status: str) -> None:
+        """Set Sentry's ``status`` on the message's span and transaction (before the end)."""
+        for span in (self.span, self.transaction):
+            if span is not None:
+                span.set_status(status)
 
     def __exit__(
         self,
@@ -69,15 +104,27 @@ class MessageProcessing:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        span, self.span = self.span, None
+        transaction, self.transaction = self.transaction, None
+        kind, self._kind = self._kind, sdk.NO_TRANSACTION
         try:
             if exc is not None and isinstance(exc, Exception) and get_config().capture_exceptions:
-                sdk.capture_exception(exc, mechanism="busprop")
-            if self.transaction is not None:
-                self.transaction.__exit__(exc_type, exc, traceback)
+                sdk.capture_exception(exc, mechanism=mechanism_of(self._arguments[2]["origin"]))
+        except Exception:
+            logger.debug("busprop: could not report the exception", exc_info=True)
+        try:
+            if span is not None:
+                sdk.finish_span(span, exc)
+        except Exception:
+            logger.debug("busprop: could not finish the queue.process span", exc_info=True)
+        try:
+            if kind == sdk.UNSAMPLED_TRANSACTION:
+                sdk.drop_unsampled_transaction()  # the scope's end takes it away
+            elif transaction is not None:
+                sdk.finish_span(transaction, exc)
         except Exception:
             logger.debug("busprop: could not finish the transaction", exc_info=True)
         finally:
-            self.transaction = None
             manager, self._scope_manager = self._scope_manager, None
             if manager is not None:
                 try:
@@ -97,7 +144,16 @@ class MessageProcessing:
         self.__exit__(exc_type, exc, traceback)
 
 
-def _start(scope: sentry_sdk.Scope, arguments: dict[str, Any]) -> Transaction | NoOpSpan:
+def mechanism_of(origin: str) -> str:
+    """The exception mechanism for a span origin: ``auto.queue.busprop.kafka`` -> ``busprop.kafka``.
+
+    busprop's mechanisms are its own, never the names sentry-sdk's integrations use.
+    """
+    return origin[len("auto.queue.") :] if origin.startswith("auto.queue.busprop") else "busprop"
+
+
+def _describe(arguments: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Queues span data and the ``traces_sampler`` context of a message that may be sampled."""
     system, destination = arguments["system"], arguments["destination"]
     details = arguments["details"]
     if details is not None:
@@ -119,13 +175,7 @@ def _start(scope: sentry_sdk.Scope, arguments: dict[str, Any]) -> Transaction | 
         "messaging": {"system": system, "destination": destination, "operation": "process"},
         **(arguments["sampling_context"] or {}),
     }
-    return sdk.start_process_transaction(
-        scope,
-        name=arguments["name"] or destination,
-        origin=arguments["origin"],
-        data=data,
-        sampling_context=sampling_context,
-    )
+    return data, sampling_context
 
 
 @contextmanager
@@ -133,8 +183,9 @@ def propagation_scope(*carriers: Any, keys: CarrierKeys = HEADER_KEYS) -> Iterat
     """An isolation scope that continues the trace ``carriers`` hold, without a transaction.
 
     For work that is not one message but spans many, such as a WebSocket connection continued
-    from its handshake: errors and messages sent inside it carry that trace, each message's own
-    processing (:func:`continue_trace`) nests inside it, and nothing leaks out of it.
+    from its handshake: errors, messages sent and sentry-sdk's own HTTP calls inside it carry that
+    trace and the head's decision, each message's own processing (:func:`continue_trace`) nests
+    inside it, and nothing leaks out of it. Nothing is sent to Sentry for the scope itself.
     """
     trace = NO_TRACE
     try:
@@ -144,6 +195,7 @@ def propagation_scope(*carriers: Any, keys: CarrierKeys = HEADER_KEYS) -> Iterat
     with sentry_sdk.isolation_scope() as scope:
         try:
             sdk.continue_propagation(scope, trace)
+            sdk.hold_propagation(scope)
         except Exception:
             logger.debug("busprop: could not continue the trace", exc_info=True)
         yield trace
@@ -168,10 +220,13 @@ def continue_trace(
 
     Opens an isolation scope (nothing leaks into the next message), continues the trace found in
     ``carriers`` (searched in order; none usable starts a new trace) and runs the body inside a
-    ``queue.process`` transaction named ``name`` (default: ``destination``) with Sentry's Queues
-    data. An exception in the body is reported (option ``capture_exceptions``), marks the
-    transaction failed and propagates unchanged. ``traces_sampler`` receives
-    ``sampling_context["messaging"]`` with ``system``, ``destination`` and ``operation``.
+    transaction named ``name`` (default: ``destination``) and, when it is sampled, its
+    ``queue.process`` span named ``destination``, both with Sentry's Queues data and status ``ok``.
+    An exception in the body is reported (option ``capture_exceptions``), marks both failed and
+    propagates unchanged. ``traces_sampler`` receives ``sampling_context["messaging"]`` with
+    ``system``, ``destination`` and ``operation``. For an unsampled head the transaction is built
+    unsampled, so that what sentry-sdk propagates in the body (its HTTP integrations,
+    ``get_traceparent()``) carries the head's ``-0``; with tracing disabled there is none.
 
     ``details`` is for facts that cost something to read (an id to format, a size, a time, more
     span data): it is called only when a transaction is started, never on the unsampled path, and

@@ -89,7 +89,7 @@ class Publishing:
         span, self.span = self.span, None
         if span is not None:
             try:
-                span.__exit__(exc_type, exc, traceback)
+                sdk.finish_span(span, exc)
             except Exception:
                 logger.debug("busprop: could not finish the publish span", exc_info=True)
 
@@ -115,8 +115,12 @@ def _start_span(parent: Span, arguments: dict[str, Any]) -> Span | None:
             body_size=arguments["body_size"],
             extra=arguments["extra_data"],
         )
-        return sdk.start_publish_span(
-            parent, name=arguments["name"] or arguments["destination"], origin=arguments["origin"], data=data
+        return sdk.start_child_span(
+            parent,
+            op=sdk.OP_PUBLISH,
+            name=arguments["name"] or arguments["destination"],
+            origin=arguments["origin"],
+            data=data,
         )
     except Exception:
         logger.debug("busprop: could not start the publish span", exc_info=True)
@@ -140,8 +144,8 @@ def publish(
 
     The span is a child of the current sampled span (none outside a transaction, where the send
     still carries the trace ids); the headers are written inside it, so the consumer's
-    transaction is the span's child. An exception in the body marks the span failed and
-    propagates unchanged.
+    transaction is the span's child. The span ends with status ``ok``; an exception in the body
+    marks it failed and propagates unchanged.
     """
     arguments = {
         "system": system,

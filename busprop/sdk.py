@@ -26,6 +26,9 @@ logger = logging.getLogger("busprop")
 #: Sentry's name for message-processing and publishing spans (``sentry_sdk.consts.OP``).
 OP_PROCESS = "queue.process"
 OP_PUBLISH = "queue.publish"
+#: The op of the transaction a consumer's processing runs in (sentry-sdk's queue integrations name
+#: theirs ``queue.task.<integration>``); each message is a ``queue.process`` span inside it.
+OP_TASK = "queue.task.busprop"
 
 
 #: (span, client, with_traceparent, values) of the last call made with an active span.
@@ -184,17 +187,75 @@ def continue_propagation(scope: sentry_sdk.Scope, incoming: IncomingTrace) -> bo
     return scope.get_active_propagation_context().parent_sampled
 
 
-def needs_transaction(parent_sampled: bool | None) -> bool:
-    """Whether processing a message can produce a transaction that Sentry would receive.
+#: What processing a message needs: nothing but the propagation context, an unsampled transaction
+#: that only carries the head's "no" onward, or a transaction the SDK samples.
+NO_TRANSACTION, UNSAMPLED_TRANSACTION, SAMPLED_TRANSACTION = 0, 1, 2
 
-    When it cannot (tracing disabled, or an unsampled head and no ``traces_sampler`` that could
-    overrule it), busprop keeps only the propagation context: the trace id and the head's
-    decision flow on, without the cost of a transaction that would be dropped.
+
+def transaction_kind(parent_sampled: bool | None) -> int:
+    """Which transaction processing a message needs, given the head's decision.
+
+    Tracing disabled: none; the SDK's HTTP integrations then propagate from the scope's
+    propagation context, which :func:`continue_propagation` set. An unsampled head (and no
+    ``traces_sampler`` that could overrule it): a transaction that is never sampled, because with
+    tracing enabled the SDK's HTTP integrations take their headers from the current span and send
+    nothing without one; building it directly costs a fraction of ``start_transaction``.
+    Otherwise the SDK decides, as for any transaction.
     """
     options = sentry_sdk.get_client().options
     if not has_tracing_enabled(options):
-        return False
-    return not (parent_sampled is False and options.get("traces_sampler") is None)
+        return NO_TRANSACTION
+    if parent_sampled is False and options.get("traces_sampler") is None:
+        return UNSAMPLED_TRANSACTION
+    return SAMPLED_TRANSACTION
+
+
+def _transaction_from_context(
+    scope: sentry_sdk.Scope, *, name: str, origin: str, sampled: bool | None = None
+) -> Transaction:
+    """A transaction in the trace :func:`continue_propagation` set on ``scope``.
+
+    Built as ``continue_trace`` builds it, from the propagation context already there:
+    ``continue_trace`` would parse the headers a second time.
+    """
+    context = scope.get_active_propagation_context()
+    return Transaction(
+        op=OP_TASK,
+        name=name,
+        source=TransactionSource.TASK,
+        origin=origin,
+        trace_id=context.trace_id,
+        parent_span_id=context.parent_span_id,
+        parent_sampled=context.parent_sampled,
+        sampled=sampled,
+        baggage=context.baggage,
+        same_process_as_parent=False,
+    )
+
+
+def start_unsampled_transaction(scope: sentry_sdk.Scope, *, name: str, origin: str) -> Transaction:
+    """Make a never-sampled transaction current: what the SDK propagates inside it says ``-0``.
+
+    It is set on the current scope of the message's isolation scope, which takes it away when
+    the processing ends; :func:`drop_unsampled_transaction` then accounts for it.
+    """
+    transaction = _transaction_from_context(scope, name=name, origin=origin, sampled=False)
+    sentry_sdk.get_current_scope().span = transaction
+    return transaction
+
+
+def drop_unsampled_transaction() -> None:
+    """Count an unsampled transaction in the SDK's client reports, as its ``finish()`` does.
+
+    ``finish()`` itself also writes a debug log record per call, a third of the unsampled path's
+    cost; the reports Sentry receives are the same.
+    """
+    client = sentry_sdk.get_client()
+    transport = client.transport
+    if transport is not None and client.is_active():
+        reason = "backpressure" if client.monitor and client.monitor.downsample_factor > 0 else "sample_rate"
+        transport.record_lost_event(reason, data_category="transaction")
+        transport.record_lost_event(reason, data_category="span")
 
 
 def start_process_transaction(
@@ -202,31 +263,30 @@ def start_process_transaction(
     *,
     name: str,
     origin: str,
-    data: dict[str, Any],
+    data: Mapping[str, Any],
     sampling_context: dict[str, Any],
 ) -> Transaction | NoOpSpan:
-    """Start (enter) a ``queue.process`` transaction in the trace :func:`continue_propagation` set.
-
-    The transaction is built as ``Scope.continue_trace`` builds it, from the propagation context
-    already on ``scope``: ``continue_trace`` would parse the headers a second time.
-    """
-    context = scope.get_active_propagation_context()
-    transaction = Transaction(
-        op=OP_PROCESS,
-        name=name,
-        source=TransactionSource.TASK,
-        origin=origin,
-        trace_id=context.trace_id,
-        parent_span_id=context.parent_span_id,
-        parent_sampled=context.parent_sampled,
-        baggage=context.baggage,
-        same_process_as_parent=False,
-    )
+    """Start (enter) the transaction of a message's processing; the SDK samples it."""
+    transaction = _transaction_from_context(scope, name=name, origin=origin)
     for key, value in data.items():
         transaction.set_data(key, value)
     started = sentry_sdk.start_transaction(transaction, custom_sampling_context=sampling_context)
     started.__enter__()
     return started
+
+
+def hold_propagation(scope: sentry_sdk.Scope) -> None:
+    """Make the trace continued on ``scope`` what the SDK propagates, for work that is no message.
+
+    With tracing enabled the SDK's HTTP integrations send nothing without a current span, so a
+    span stands for the trace and its decision. It is never started with ``start_transaction``,
+    so nothing under it is recorded or sent, and never finished: it lives on the current scope
+    of the isolation scope that holds the work, and goes with it.
+    """
+    if has_tracing_enabled(sentry_sdk.get_client().options):
+        sampled = scope.get_active_propagation_context().parent_sampled
+        span = _transaction_from_context(scope, name="propagation", origin="manual", sampled=sampled)
+        sentry_sdk.get_current_scope().span = span
 
 
 def sampled_parent() -> Span | None:
@@ -235,13 +295,41 @@ def sampled_parent() -> Span | None:
     return parent if parent is not None and parent.sampled else None
 
 
-def start_publish_span(parent: Span, *, name: str, origin: str, data: dict[str, Any]) -> Span:
-    """Start (enter) a ``queue.publish`` span under ``parent`` (see :func:`sampled_parent`)."""
-    span = parent.start_child(op=OP_PUBLISH, name=name, origin=origin)
+def start_child_span(parent: Span, *, op: str, name: str, origin: str, data: Mapping[str, Any]) -> Span:
+    """Start (enter) a span under ``parent``: a message's ``queue.process`` or ``queue.publish``."""
+    span = parent.start_child(op=op, name=name, origin=origin)
     for key, value in data.items():
         span.set_data(key, value)
     span.__enter__()
     return span
+
+
+def finish_span(span: Span | NoOpSpan, error: BaseException | None = None) -> None:
+    """Exit ``span`` with Sentry's status: ``ok``, or ``internal_error`` for an error.
+
+    A span without a status is stored as ``unknown``, which Sentry's Queues page counts as a
+    failure; a status set before (by the user, by a Celery task's state) is kept.
+    """
+    if error is None:
+        if span.status is None:
+            span.set_status("ok")
+        span.__exit__(None, None, None)
+    else:
+        span.__exit__(type(error), error, error.__traceback__)
+
+
+def fail_current_span() -> None:
+    """Mark the current span and its transaction failed, for an error the caller does not see.
+
+    aio-pika's RPC server turns the function's exception into an error reply, so the processing
+    around it ends without one.
+    """
+    span = sentry_sdk.get_current_span()
+    if span is not None:
+        span.set_status("internal_error")
+        transaction = span.containing_transaction
+        if transaction is not None:
+            transaction.set_status("internal_error")
 
 
 def capture_exception(error: BaseException, *, mechanism: str, handled: bool = False) -> None:

@@ -54,6 +54,7 @@ logger = logging.getLogger("busprop")
 
 #: ``messaging.system`` of WebSocket spans and transactions.
 SYSTEM = "websocket"
+ORIGIN = "auto.queue.busprop.websockets"
 #: The key of the object that carries the trace inside a JSON message.
 METADATA = "metadata"
 #: The names Sentry's docs give the two values inside ``metadata``.
@@ -254,6 +255,9 @@ class TracedConnection:
         #: The destination string (:func:`connection_url`).
         self.destination = SYSTEM
         self._handshake: dict[str, str] | None = None
+        # Frames sent and received through this wrapper: a WebSocket delivers frames in order, so
+        # the n-th sent by one traced end is the n-th received by the other (the message id).
+        self._sent = self._received = 0
         try:
             self.destination = connection_url(connection)
             self._handshake = _handshake_carrier(connection)
@@ -274,7 +278,8 @@ class TracedConnection:
         Only a message sent as a text frame that is a JSON object (whose ``metadata``, if present,
         is an object) carries the trace; anything else is sent unchanged, inside the span.
         """
-        with _publishing(message, text, self.destination) as traced_message:
+        self._sent += 1
+        with _publishing(message, text, self.destination, message_id=str(self._sent)) as traced_message:
             if text is None:  # ``text=`` is new in websockets 14
                 await self.connection.send(traced_message)
             else:
@@ -326,10 +331,13 @@ class TracedConnection:
     def _receive(self, message: Data) -> Data:
         """Start the processing of ``message``; returns what ``recv()`` returns."""
         body = _received_object(message)
+        self._received += 1
         processing = continue_trace(
             self._carrier(_metadata(body)),
             system=SYSTEM,
             destination=self.destination,
+            message_id=str(self._received),
+            origin=ORIGIN,
             body_size=_body_size(message),
             keys=METADATA_KEYS,
         )
@@ -349,14 +357,24 @@ class TracedConnection:
 
 @contextmanager
 def _publishing(
-    message: Any, text: bool | None, destination: str, extra_data: dict[str, Any] | None = None
+    message: Any,
+    text: bool | None,
+    destination: str,
+    extra_data: dict[str, Any] | None = None,
+    message_id: str | None = None,
 ) -> Generator[Any, None, None]:
     """A ``queue.publish`` span around a send; yields the message to send, the trace written in."""
     outgoing = _Outgoing.of(message, text)
     carrier: dict[str, Any] = outgoing.metadata if outgoing is not None else {}
     before = dict(carrier)
     with publish(
-        carrier, system=SYSTEM, destination=destination, keys=METADATA_KEYS, extra_data=extra_data
+        carrier,
+        system=SYSTEM,
+        destination=destination,
+        message_id=message_id,
+        origin=ORIGIN,
+        keys=METADATA_KEYS,
+        extra_data=extra_data,
     ) as span:
         if outgoing is not None and carrier != before:
             message = _render(outgoing)
@@ -395,8 +413,14 @@ def broadcast(
 
     One ``queue.publish`` span covers the broadcast (``messaging.batch.message_count``: the number of
     connections); every recipient's processing is its child. The destination is the first
-    connection's URL. The message is handled as by :meth:`TracedConnection.send`.
+    connection's URL. The message is handled as by :meth:`TracedConnection.send`. The span has no
+    message id (each recipient numbers the frame its own way); a :class:`TracedConnection` among
+    ``connections`` counts the frame as sent, so its later frames keep the receiver's numbering.
     """
+    connections = list(connections)
+    for item in connections:
+        if isinstance(item, TracedConnection):
+            item._sent += 1
     targets = [item.connection if isinstance(item, TracedConnection) else item for item in connections]
     count = {"messaging.batch.message_count": len(targets)}
     with _publishing(message, text, _first_url(targets), count) as traced_message:

@@ -26,6 +26,7 @@ from aio_pika.queue import QueueIterator
 
 import busprop
 import busprop.amqp
+import busprop.sdk
 from busprop.amqp import AioPikaIntegration
 from busprop.testing import CapturingTransport
 from tests.conftest import tool_missing
@@ -52,8 +53,28 @@ def mechanism_of(error: dict[str, Any]) -> str | None:
     return error["exception"]["values"][-1].get("mechanism", {}).get("type")  # type: ignore[no-any-return]
 
 
+def messaging_data(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in data.items() if key.startswith("messaging.")}
+
+
+def process_span(event: dict[str, Any]) -> dict[str, Any]:
+    """A consumer transaction's one ``queue.process`` span, checked against the transaction."""
+    trace = trace_of(event)
+    (span,) = [span for span in event["spans"] if span["op"] == "queue.process"]
+    assert (span["trace_id"], span["parent_span_id"]) == (trace["trace_id"], trace["span_id"])
+    assert span["description"] == trace["data"]["messaging.destination.name"]
+    assert span["origin"] == trace["origin"] == "auto.queue.busprop.aio_pika"
+    assert span["status"] == trace["status"] in ("ok", "internal_error")
+    assert messaging_data(span["data"]) == messaging_data(trace["data"])
+    return span  # type: ignore[no-any-return]
+
+
 def processed(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [event for event in events if trace_of(event)["op"] == "queue.process"]
+    """The consumers' transactions, each checked to hold exactly one ``queue.process`` span."""
+    consumed = [event for event in events if trace_of(event)["op"] == busprop.sdk.OP_TASK]
+    for event in consumed:
+        process_span(event)
+    return consumed
 
 
 async def transactions_when(
@@ -153,6 +174,7 @@ async def test_publish_writes_trace_into_a_copy_and_leaves_the_message_alone(
         "messaging.rabbitmq.destination.routing_key": queue.name,
     }
     assert span["origin"] == "auto.queue.busprop.aio_pika"
+    assert span["status"] == "ok"
 
 
 async def test_a_reused_message_carries_each_publish_its_own_trace(
@@ -268,10 +290,11 @@ async def test_callback_consumer_continues_the_trace(
 
     await consume_until(queue, 1, handle)
     (event,) = processed(captured.transactions())
-    trace = trace_of(event)
+    trace, span = trace_of(event), process_span(event)
     assert (trace["trace_id"], trace["parent_span_id"]) == tuple(sent.split("-"))
-    assert inside[0] is not None and inside[0].startswith(f"{trace['trace_id']}-{trace['span_id']}")
-    assert event["transaction"] == f"/{queue.name}"
+    assert inside[0] is not None and inside[0].startswith(f"{trace['trace_id']}-{span['span_id']}")
+    assert event["transaction"] == span["description"] == f"/{queue.name}"
+    assert (trace["status"], span["status"]) == ("ok", "ok")
     data = trace["data"]
     assert data["messaging.system"] == "rabbitmq"
     assert data["messaging.destination.name"] == f"/{queue.name}"
@@ -302,7 +325,8 @@ async def test_iterator_runs_each_loop_body_in_its_message_trace(
         tuple(trace.split("-")) for trace in sent
     ]
     assert {event["transaction"] for event in events} == {"orders"}
-    assert all(trace_of(event).get("status", "ok") == "ok" for event in events)
+    assert [process_span(event)["description"] for event in events] == [f"/{queue.name}"] * 3
+    assert all(trace_of(event)["status"] == process_span(event)["status"] == "ok" for event in events)
 
 
 async def test_iterator_body_exception_fails_the_transaction_and_closes_the_iterator(
@@ -318,7 +342,7 @@ async def test_iterator_body_exception_fails_the_transaction_and_closes_the_iter
                 async with message.process(requeue=True):
                     raise KeyError("bad")
     (event,) = processed(captured.transactions())
-    assert trace_of(event)["status"] == "internal_error"
+    assert trace_of(event)["status"] == process_span(event)["status"] == "internal_error"
     assert iterator.consumer_tag is None  # aio-pika's own close ran
     redelivered = await receive(queue)
     assert redelivered.redelivered and redelivered.body == b"bad"
@@ -348,12 +372,14 @@ async def test_consumer_exception_leaves_redelivery_unchanged(
     traced = await scenario(decorate=True)
     assert bare == traced == [False, True]
     events = processed(captured.transactions())
-    assert [trace_of(e).get("status", "ok") for e in events] == ["internal_error", "ok"]
+    assert [trace_of(e)["status"] for e in events] == ["internal_error", "ok"]
+    assert [process_span(e)["status"] for e in events] == ["internal_error", "ok"]
     assert [trace_of(e)["data"]["messaging.message.retry.count"] for e in events] == [0, 1]
     assert trace_of(events[0])["trace_id"] == trace_of(events[1])["trace_id"]
-    (error,) = [e for e in captured.errors() if mechanism_of(e) == "busprop"]
+    (error,) = [e for e in captured.errors() if mechanism_of(e) == "busprop.aio_pika"]
     assert error["exception"]["values"][-1]["value"] == "flaky"
     assert error["contexts"]["trace"]["trace_id"] == trace_of(events[0])["trace_id"]
+    assert error["contexts"]["trace"]["span_id"] == process_span(events[0])["span_id"]
 
 
 async def test_decorated_callback_reraises_the_same_exception(
@@ -511,12 +537,17 @@ async def test_unsampled_head_no_consumer_transaction_and_minus_zero_forwarded(
     with sentry_sdk.start_transaction(name="head", sampled=False) as head:
         await exchange.publish(aio_pika.Message(b"order"), routing_key=first.name)
 
+    inside: list[Any] = []
+
     @busprop.amqp.consumer
     async def forward(message: AbstractIncomingMessage) -> None:
         async with message.process():
+            inside.append(sentry_sdk.get_current_span())
             await exchange.publish(aio_pika.Message(b"email"), routing_key=second.name)
 
     await consume_until(first, 1, forward)
+    # the body runs in a never-sampled transaction of the head's trace, which Sentry never receives
+    assert [(span.trace_id, span.sampled) for span in inside] == [(head.trace_id, False)]
     received = await receive(second)
     trace_id, _, sampled = str(received.headers["sentry-trace"]).split("-")
     assert (trace_id, sampled) == (head.trace_id, "0")
@@ -628,14 +659,21 @@ async def test_rpc_server_continues_the_callers_trace_inside_the_round_trip_span
 
     events = await transactions_when(captured, lambda events: len(processed(events)) == 1)
     (call_span,) = spans_of(events, "rpc.client")
+    (request_span,) = [
+        s for s in spans_of(events, "queue.publish") if s["parent_span_id"] == call_span["span_id"]
+    ]
     (served,) = processed(events)
     assert call_span["trace_id"] == root.trace_id == trace_of(served)["trace_id"]
-    assert trace_of(served)["parent_span_id"] == call_span["span_id"]
-    assert inside[0] is not None and inside[0].startswith(f"{root.trace_id}-{trace_of(served)['span_id']}")
+    assert trace_of(served)["parent_span_id"] == request_span["span_id"]  # the request, inside the call
+    assert (call_span["status"], request_span["status"], trace_of(served)["status"]) == ("ok", "ok", "ok")
+    assert inside[0] is not None and inside[0].startswith(
+        f"{root.trace_id}-{process_span(served)['span_id']}"
+    )
     # The server's transaction starts inside the caller's span; it may end a moment after the caller
     # has its reply (the server finishes after publishing the reply), so only the start is ordered.
     assert call_span["start_timestamp"] <= served["start_timestamp"] <= call_span["timestamp"]
     assert call_span["data"]["messaging.destination.name"] == f"/{method}"
+    assert request_span["data"]["messaging.destination.name"] == f"/{method}"
     assert trace_of(served)["data"]["messaging.destination.name"] == f"/{method}"
 
 
@@ -660,10 +698,11 @@ async def test_rpc_server_exception_fails_its_transaction_and_reaches_the_caller
     events = await transactions_when(captured, lambda events: len(processed(events)) == 1)
     (served,) = processed(events)
     (call_span,) = spans_of(events, "rpc.client")
-    assert trace_of(served)["status"] == "internal_error"
+    assert trace_of(served)["status"] == process_span(served)["status"] == "internal_error"
     assert call_span["status"] == "internal_error"
-    (error,) = [e for e in captured.errors() if mechanism_of(e) == "busprop"]
+    (error,) = [e for e in captured.errors() if mechanism_of(e) == "busprop.aio_pika"]
     assert error["contexts"]["trace"]["trace_id"] == trace_of(served)["trace_id"]
+    assert error["contexts"]["trace"]["span_id"] == process_span(served)["span_id"]
 
 
 # --- auto-instrumentation -----------------------------------------------------------------------
@@ -749,7 +788,7 @@ async def test_integration_iterator_body_exception_fails_the_transaction(
                 async with message.process():
                     raise KeyError("bad")
     (event,) = processed(captured.transactions())
-    assert trace_of(event)["status"] == "internal_error"
+    assert trace_of(event)["status"] == process_span(event)["status"] == "internal_error"
 
 
 def test_integration_is_idempotent_and_uninstall_restores_the_originals(
@@ -804,7 +843,7 @@ async def test_integration_and_explicit_wrappers_trace_once(
         break
     events = captured.transactions()
     assert len(spans_of(events, "queue.publish")) == 3
-    assert len(processed(events)) == 3
+    assert len(processed(events)) == len(spans_of(events, "queue.process")) == 3
 
 
 # --- the broker drops the connection mid-stream -------------------------------------------------
@@ -1000,11 +1039,14 @@ async def test_opentelemetry_traceparent_only_messages_are_continued(
     await consume_until(queue, 2, forward)
     (event,) = processed(captured.transactions())
     assert (trace_of(event)["trace_id"], trace_of(event)["parent_span_id"]) == (HEAD, "b2bd6e9b3e4c5a1f")
+    (publish_span,) = spans_of([event], "queue.publish")
+    assert publish_span["parent_span_id"] == process_span(event)["span_id"]  # published from the body
     forwarded_traces = {str((await receive(forwarded)).headers["sentry-trace"]) for _ in range(2)}
     assert {(trace[:32], trace[-2:]) for trace in forwarded_traces} == {
         (HEAD, "-1"),
         ("0af7651916cd43dd8448eb211c80319c", "-0"),
     }
+    assert f"{HEAD}-{publish_span['span_id']}-1" in forwarded_traces
 
 
 async def test_write_traceparent_for_opentelemetry_consumers(
@@ -1035,10 +1077,15 @@ def test_demo_leg_is_one_trace(sentry_init: Callable[..., Any], amqp_url: str) -
     hops = processed(events)
     assert len(hops) == 3  # the orders callback, the RPC server, the emails loop
     assert {trace_of(event)["trace_id"] for event in events} == {root.trace_id}
-    spans = {span["span_id"]: span["op"] for event in events for span in event["spans"]}
-    assert sorted(spans[trace_of(event)["parent_span_id"]] for event in hops) == [
-        "queue.publish",
-        "queue.publish",
+    spans = {span["span_id"]: span for event in events for span in event["spans"]}
+    ops = {span_id: span["op"] for span_id, span in spans.items()}
+    ops.update((trace_of(event)["span_id"], trace_of(event)["op"]) for event in events)
+    parents = [spans[trace_of(event)["parent_span_id"]] for event in hops]
+    assert [parent["op"] for parent in parents] == ["queue.publish"] * 3
+    # each hop's message was published from: the demo's root, the RPC call, the orders callback's body
+    assert sorted(ops[parent["parent_span_id"]] for parent in parents) == [
+        "demo",
+        "queue.process",
         "rpc.client",
     ]
 

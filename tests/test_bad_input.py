@@ -53,7 +53,7 @@ from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
-from sentry_sdk.tracing import Transaction
+from sentry_sdk.tracing import Span, Transaction
 from websockets.asyncio.client import connect as bare_connect
 from websockets.asyncio.server import serve
 
@@ -61,6 +61,7 @@ import busprop
 import busprop.amqp
 import busprop.celery
 import busprop.kafka
+from busprop import sdk
 from busprop import websockets as traced_ws
 from tests.apps.celery_app import create_app
 from tests.conftest import Captured
@@ -160,34 +161,61 @@ class Seen:
     payload: Any
     traceparent: str
     transaction: Transaction | None
+    span: Span | None
 
 
 def seen_now(payload: Any) -> Seen:
     """The trace a message's processing is in, as the ``sentry-trace`` it would send on (``-0`` kept)."""
     outgoing: dict[str, str] = {}
     busprop.inject(outgoing, destination="bad-input")
-    return Seen(payload, outgoing.get("sentry-trace", ""), sentry_sdk.get_current_scope().transaction)
+    return Seen(
+        payload,
+        outgoing.get("sentry-trace", ""),
+        sentry_sdk.get_current_scope().transaction,
+        sentry_sdk.get_current_span(),
+    )
 
 
 def check_trace(seen: Seen, expected: Expected, given_input: Any) -> None:
-    """The processing ran in the expected trace: continued, or fresh and unrelated to the input."""
-    trace_id = seen.traceparent.split("-")[0]
+    """The processing ran in the expected trace: continued, or fresh and unrelated to the input.
+
+    With tracing enabled there is always a transaction: a sampled one, whose ``queue.process`` span
+    the body runs in, or for a head's "no" a never-sampled one that carries the trace and ``-0`` on.
+    """
+    trace_id, span_id, *_ = [*seen.traceparent.split("-"), ""]
+    assert seen.transaction is not None, (seen.traceparent, given_input)
+    assert seen.transaction.trace_id == trace_id
     if expected.trace_id is None:
         assert trace_id not in ids_in(given_input), (seen.traceparent, given_input)
-        assert seen.transaction is not None and seen.transaction.parent_span_id is None
-        return
-    assert trace_id == expected.trace_id, (seen.traceparent, given_input)
-    if expected.sampled:
-        assert seen.transaction is not None and seen.transaction.parent_span_id == expected.parent_span_id
-        assert seen.transaction.trace_id == expected.trace_id
+        assert seen.transaction.parent_span_id is None
     else:
-        assert seen.transaction is None or not seen.transaction.sampled
-        assert seen.traceparent.endswith("-0")
+        assert trace_id == expected.trace_id, (seen.traceparent, given_input)
+        assert seen.transaction.parent_span_id == expected.parent_span_id
+    assert seen.transaction.sampled is expected.sampled
+    assert seen.traceparent.endswith("-0") != expected.sampled
+    if expected.sampled:
+        assert seen.span is not None and seen.span is not seen.transaction
+        assert seen.span.op == sdk.OP_PROCESS and seen.span.containing_transaction is seen.transaction
+        assert span_id == seen.span.span_id  # what the body sends on has the span as parent
 
 
-def check_sent(captured: Captured, expectations: list[tuple[Expected, Seen]]) -> None:
-    """What Sentry would receive: one ``queue.process`` transaction per sampled message, in its trace."""
-    events = [e for e in captured.transactions() if e["contexts"]["trace"].get("op") == "queue.process"]
+def check_process_span(event: dict[str, Any], span_id: str | None, destination: str) -> None:
+    """A sent transaction holds exactly one ``queue.process`` span: the one the body ran in (``span_id``),
+    its child, named after ``destination``, with its origin and Queues data, ended ``ok``."""
+    trace = event["contexts"]["trace"]
+    [span] = [span for span in event["spans"] if span["op"] == sdk.OP_PROCESS]
+    assert (span["span_id"], span["parent_span_id"]) == (span_id, trace["span_id"])
+    assert span["description"] == destination
+    assert span["origin"] == trace["origin"]
+    assert (span["status"], trace["status"]) == ("ok", "ok")
+    messaging = {key: value for key, value in trace["data"].items() if key.startswith("messaging.")}
+    assert messaging and {key: span["data"].get(key) for key in messaging} == messaging
+
+
+def check_sent(captured: Captured, expectations: list[tuple[Expected, Seen]], destination: str) -> None:
+    """What Sentry would receive: one transaction per sampled message, in its trace, with one
+    ``queue.process`` span to ``destination``; nothing for the unsampled ones."""
+    events = [e for e in captured.transactions() if e["contexts"]["trace"].get("op") == sdk.OP_TASK]
     kinds = {(expected.trace_id is not None, expected.sampled) for expected, _ in expectations}
     print(
         f"{len(expectations)} messages: {sum(e.trace_id is not None for e, _ in expectations)} continued, kinds {sorted(kinds)}"
@@ -199,10 +227,12 @@ def check_sent(captured: Captured, expectations: list[tuple[Expected, Seen]]) ->
     assert len(events) == len(sampled)
     by_span = {event["contexts"]["trace"]["span_id"]: event for event in events}
     for expected, seen in sampled:
-        assert seen.transaction is not None
-        trace = by_span[seen.transaction.span_id]["contexts"]["trace"]
+        assert seen.transaction is not None and seen.span is not None
+        event = by_span[seen.transaction.span_id]
+        trace = event["contexts"]["trace"]
         assert trace["trace_id"] == seen.traceparent.split("-")[0]
         assert trace.get("parent_span_id") == expected.parent_span_id
+        check_process_span(event, seen.span.span_id, destination)
     assert captured.errors() == []
 
 
@@ -367,7 +397,7 @@ def test_kafka_record_processing_on_generated_headers(sentry_init: Init) -> None
         expectations.append((expected, seen))
 
     check()
-    check_sent(captured, expectations)
+    check_sent(captured, expectations, "bad-input")
 
 
 @pytest.fixture
@@ -419,7 +449,7 @@ def test_kafka_records_from_the_broker(sentry_init: Init, kafka_bootstrap: str, 
         consumer.close()
         producer.close(timeout=5)
     assert len(expectations) >= BROKER_BATCHES
-    check_sent(captured, expectations)
+    check_sent(captured, expectations, kafka_topic)
 
 
 # --- AMQP (aio-pika on RabbitMQ) -------------------------------------------------------------------
@@ -520,7 +550,7 @@ def test_amqp_message_processing_on_messages_from_rabbitmq(sentry_init: Init, ra
         expectations.append((expected, seen))
 
     check()
-    check_sent(captured, expectations)
+    check_sent(captured, expectations, busprop.amqp.destination_of("", rabbit.queue.name))
 
 
 def test_amqp_callback_consumer_on_generated_batches(sentry_init: Init, rabbit: Rabbit) -> None:
@@ -558,7 +588,7 @@ def test_amqp_callback_consumer_on_generated_batches(sentry_init: Init, rabbit: 
 
     check()
     assert len(expectations) >= BROKER_BATCHES
-    check_sent(captured, expectations)
+    check_sent(captured, expectations, busprop.amqp.destination_of("", rabbit.queue.name))
 
 
 # --- Celery (signals, run by Celery's own task tracer) --------------------------------------------
@@ -638,7 +668,7 @@ def test_celery_task_headers_top_level_and_nested(celery_echo: Any) -> None:
         expectations.append((expected, seen[-1]))
 
     check()
-    check_sent(captured, expectations)
+    check_sent(captured, expectations, "bad_input.echo")
 
 
 def test_celery_is_eager_header_in_a_message_still_starts_a_fresh_trace(celery_echo: Any) -> None:
@@ -738,16 +768,16 @@ async def _serve(received: asyncio.Queue[Seen]) -> Any:
             received.put_nowait(seen_now(message))
 
     server = await serve(traced_ws.traced_handler(handler), "127.0.0.1", 0, max_size=2**21)
-    port = server.sockets[0].getsockname()[1]
-    client = await bare_connect(f"ws://127.0.0.1:{port}/chat", max_size=2**21)
-    return server, client
+    url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/chat"
+    client = await bare_connect(url, max_size=2**21)
+    return server, client, url
 
 
 def test_websocket_frames_over_a_real_connection(sentry_init: Init) -> None:
     captured = sentry_init(traces_sample_rate=1.0)
     loop = asyncio.new_event_loop()
     received: asyncio.Queue[Seen] = asyncio.Queue()
-    server, client = loop.run_until_complete(_serve(received))
+    server, client, url = loop.run_until_complete(_serve(received))
     expectations: list[tuple[Expected, Seen]] = []
 
     async def send(frame: str | bytes) -> Seen:
@@ -770,7 +800,7 @@ def test_websocket_frames_over_a_real_connection(sentry_init: Init) -> None:
         server.close()
         loop.run_until_complete(server.wait_closed())
         loop.close()
-    check_sent(captured, expectations)
+    check_sent(captured, expectations, url)
 
 
 json_pair = st.one_of(
@@ -843,8 +873,13 @@ def test_celery_tasks_through_redis_and_a_worker(sentry_init: Init, celery_worke
                 assert trace_id not in ids_in((top, nested)) and seen["parent_span_id"] is None
             else:
                 assert trace_id == expected.trace_id
-                assert seen["parent_span_id"] == (expected.parent_span_id if expected.sampled else None)
-                assert seen["sentry_trace"].endswith("-0") != expected.sampled
+                # an unsampled head's transaction continues it too, never sampled (nothing is sent)
+                assert seen["parent_span_id"] == expected.parent_span_id
+            assert seen["sampled"] is expected.sampled
+            assert seen["sentry_trace"].endswith("-0") != expected.sampled
+            if expected.sampled:  # the body runs in the queue.process span and sends on from it
+                assert seen["current_span_id"] != seen["span_id"]
+                assert seen["sentry_trace"].split("-")[1] == seen["current_span_id"]
             sent.append((expected, seen))
 
     try:
@@ -859,14 +894,15 @@ def test_celery_tasks_through_redis_and_a_worker(sentry_init: Init, celery_worke
             trace = events[seen["span_id"]]["contexts"]["trace"]
             assert trace.get("parent_span_id") == expected.parent_span_id
             assert trace["trace_id"] == seen["sentry_trace"].split("-")[0]
+            check_process_span(events[seen["span_id"]], seen["current_span_id"], "bad_input.echo")
 
 
 def _wait_for(worker: CeleryWorker, sent: list[tuple[Expected, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """The worker's ``queue.process`` transactions, once every sampled task's is on disk."""
+    """The worker's task transactions, once every sampled task's is on disk."""
     wanted = sum(expected.sampled for expected, _ in sent)
     deadline = time.monotonic() + 20
     while True:
-        events = [e for e in worker.transactions() if e["contexts"]["trace"].get("op") == "queue.process"]
+        events = [e for e in worker.transactions() if e["contexts"]["trace"].get("op") == sdk.OP_TASK]
         if len(events) >= wanted or time.monotonic() > deadline:
             assert len(events) == wanted
             return events

@@ -28,6 +28,7 @@ from sentry_sdk.integrations.celery import CeleryIntegration
 
 import busprop
 import busprop.celery
+from busprop import sdk
 from tests.apps.celery_app import create_app
 from tests.processes import APPS, ROOT, read_captured, run_app
 
@@ -237,6 +238,26 @@ def assert_continues(child: Event, parent_span: dict[str, Any]) -> None:
     assert trace_of(child)["parent_span_id"] == parent_span["span_id"]
 
 
+def messaging_data(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in data.items() if key.startswith("messaging.")}
+
+
+def process_span(task: Event) -> dict[str, Any]:
+    """The one ``queue.process`` span of a busprop task's transaction, which the task's body ran in.
+
+    It is the transaction's child, named after the task, with its origin, Queues data and status.
+    """
+    context = trace_of(task)
+    assert context["op"] == sdk.OP_TASK
+    [span] = spans_of(task, sdk.OP_PROCESS)
+    assert (span["trace_id"], span["parent_span_id"]) == (context["trace_id"], context["span_id"])
+    assert span["description"] == task["transaction"]
+    assert span["origin"] == context["origin"]
+    assert span["status"] == context["status"]
+    assert messaging_data(span["data"]) == messaging_data(context["data"])
+    return span
+
+
 # ---------------------------------------------------------------- single tasks and canvas
 
 
@@ -257,8 +278,9 @@ def test_single_task(traced: Any, worker: Worker) -> None:
     assert_continues(task, publish)
     context = trace_of(task)
     assert task["transaction"] == "busprop_tests.add"
-    assert context["op"] == "queue.process"
+    assert context["op"] == sdk.OP_TASK
     assert context["status"] == "ok"
+    assert process_span(task)["status"] == "ok"
     assert context["origin"] == busprop.celery.ORIGIN
     data = context["data"]
     assert data["messaging.system"] == worker.system
@@ -297,6 +319,7 @@ def test_chain_step_two_is_child_of_step_one(traced: Any, worker: Worker) -> Non
     assert_continues(step_one, publish)
     [publish_two] = spans_of(step_one, "queue.publish")
     assert publish_two["description"] == "busprop_tests.double"
+    assert publish_two["parent_span_id"] == process_span(step_one)["span_id"]  # sent from the body
     assert_continues(step_two, publish_two)
 
 
@@ -344,9 +367,12 @@ def test_link_and_link_error(traced: Any, worker: Worker) -> None:
     [errback_publish] = spans_of(events["busprop_tests.fail"], "queue.publish")
     assert_continues(events["busprop_tests.record_error"], errback_publish)
     assert trace_of(events["busprop_tests.fail"])["status"] == "internal_error"
+    failed = process_span(events["busprop_tests.fail"])
+    assert failed["status"] == "internal_error"
     [error] = worker.wait_for(lambda event: trace_of(event)["trace_id"] == trace_id, kind="event")
     assert error["exception"]["values"][-1]["type"] == "ValueError"
-    assert error["exception"]["values"][-1]["mechanism"]["type"] == "celery"
+    assert error["exception"]["values"][-1]["mechanism"]["type"] == "busprop.celery"
+    assert trace_of(error)["span_id"] == failed["span_id"]  # raised in the task's queue.process span
 
 
 def test_send_task_by_name_leaves_no_span_open(traced: Any, worker: Worker, redis_url: str) -> None:
@@ -393,6 +419,7 @@ def test_retry_is_one_trace_with_retry_count(traced: Any, worker: Worker) -> Non
         key=lambda event: trace_of(event)["data"]["messaging.message.retry.count"],
     )
     assert [trace_of(run)["status"] for run in runs] == ["aborted", "ok"]
+    assert [process_span(run)["status"] for run in runs] == ["aborted", "ok"]
     assert [trace_of(run)["data"]["messaging.message.retry.count"] for run in runs] == [0, 1]
     assert_continues(runs[0], publish)
     [republish] = spans_of(runs[0], "queue.publish")
@@ -408,6 +435,7 @@ def test_failure_is_reported_in_the_trace(traced: Any, worker: Worker) -> None:
     trace_id = trace_of(root_transaction(traced))["trace_id"]
     [task] = worker.transactions_of(trace_id)
     assert trace_of(task)["status"] == "internal_error"
+    assert process_span(task)["status"] == "internal_error"
     [error] = worker.wait_for(lambda event: trace_of(event)["trace_id"] == trace_id, kind="event")
     assert error["exception"]["values"][-1]["value"] == "boom"
 
@@ -421,6 +449,7 @@ def test_expired_task_is_revoked_in_the_trace(traced: Any, worker: Worker) -> No
     [task] = worker.transactions_of(publish["trace_id"])
     assert_continues(task, publish)
     assert trace_of(task)["status"] == "deadline_exceeded"
+    assert process_span(task)["status"] == "deadline_exceeded"
     assert trace_of(task)["data"]["messaging.message.id"] == result.id
 
 
@@ -432,6 +461,7 @@ def test_unknown_task_ends_its_hop(traced: Any, worker: Worker) -> None:
     [task] = worker.transactions_of(publish["trace_id"])
     assert_continues(task, publish)
     assert trace_of(task)["status"] == "not_found"
+    assert process_span(task)["status"] == "not_found"
     assert trace_of(task)["data"]["messaging.destination.name"] == worker.queue
     assert trace_of(task)["data"]["messaging.message.id"] == publish["data"]["messaging.message.id"]
 
@@ -460,6 +490,7 @@ def test_bad_headers_start_a_fresh_trace(traced: Any, worker: Worker, headers: d
     assert trace_of(task).get("parent_span_id") is None
     assert seen.split("-")[0] == trace_of(task)["trace_id"]
     assert trace_of(task)["status"] == "ok"
+    assert seen.split("-")[1] == process_span(task)["span_id"]  # the body sends on from its span
 
 
 def test_unsampled_head_is_not_recorded_and_travels_on(traced: Any, worker: Worker) -> None:
@@ -533,7 +564,8 @@ def test_eager_task_continues_the_caller(traced: Any, eager_app: Celery) -> None
     [task] = [event for event in traced.transactions() if event["transaction"] == "busprop_tests.add"]
     assert trace_of(task)["trace_id"] == root.trace_id
     assert trace_of(task)["parent_span_id"] == root.span_id
-    assert trace_of(task)["op"] == "queue.process"
+    assert trace_of(task)["op"] == sdk.OP_TASK
+    assert process_span(task)["status"] == "ok"
 
 
 def test_eager_failure_and_retry(traced: Any, eager_app: Celery) -> None:
@@ -552,6 +584,14 @@ def test_eager_failure_and_retry(traced: Any, eager_app: Celery) -> None:
         ("busprop_tests.retry_once", "aborted"),
         ("busprop_tests.retry_once", "ok"),
     ]
+    assert (
+        sorted(
+            (event["transaction"], process_span(event)["status"])
+            for event in traced.transactions()
+            if event["transaction"] != "root"
+        )
+        == statuses
+    )
     assert [error["exception"]["values"][-1]["value"] for error in traced.errors()] == ["boom"]
 
 
@@ -612,7 +652,8 @@ def test_sentry_sdk_publisher_to_busprop_worker(redis_worker: Worker, redis_url:
     [innermost] = [span for span in submits if span["parent_span_id"] in {s["span_id"] for s in submits}]
     [task] = redis_worker.transactions_of(root["contexts"]["trace"]["trace_id"])
     assert_continues(task, innermost)
-    assert trace_of(task)["op"] == "queue.process"
+    assert trace_of(task)["op"] == sdk.OP_TASK
+    assert process_span(task)["status"] == "ok"
     assert trace_of(task)["data"]["messaging.message.receive.latency"] >= 0
 
 
@@ -760,3 +801,4 @@ def test_example_order_pipeline(
         "orders.notify_warehouse": "POST /checkout",
     }
     assert {trace_of(event)["status"] for event in tasks.values()} == {"ok"}
+    assert {process_span(event)["status"] for event in tasks.values()} == {"ok"}

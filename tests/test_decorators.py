@@ -10,10 +10,15 @@ import pytest
 import sentry_sdk
 
 import busprop
+from busprop import sdk
 from tests.conftest import Captured
 
 Init = Callable[..., Captured]
 Message = dict[str, Any]
+
+
+def process_spans(event: dict[str, Any]) -> list[dict[str, Any]]:
+    return [span for span in event["spans"] if span["op"] == "queue.process"]
 
 
 def test_sync_producer_and_consumer(sentry_init: Init) -> None:
@@ -38,11 +43,15 @@ def test_sync_producer_and_consumer(sentry_init: Init) -> None:
     with sentry_sdk.start_transaction(name="checkout") as root:
         assert send({"headers": {}, "topic": "orders", "id": "7", "body": "abc"}) == "sent"
     assert handle(sent[0]) == "handled 7"
-    consumer = next(e for e in captured.transactions() if e["contexts"]["trace"]["op"] == "queue.process")
+    consumer = next(e for e in captured.transactions() if e["contexts"]["trace"]["op"] == sdk.OP_TASK)
     assert consumer["contexts"]["trace"]["trace_id"] == root.trace_id
     assert consumer["transaction"] == "orders"
     assert consumer["contexts"]["trace"]["data"]["messaging.message.id"] == "7"
     assert consumer["contexts"]["trace"]["data"]["messaging.message.body.size"] == 3
+    (span,) = process_spans(consumer)
+    assert (span["description"], span["status"]) == ("orders", "ok")
+    assert span["data"]["messaging.message.id"] == "7"
+    assert span["data"]["messaging.message.body.size"] == 3
 
 
 async def test_async_producer_and_consumer(sentry_init: Init) -> None:
@@ -99,7 +108,10 @@ def test_consumer_exception_propagates_unchanged(sentry_init: Init) -> None:
     with pytest.raises(LookupError) as raised:
         handle({})
     assert raised.value is error
-    assert captured.transactions()[0]["contexts"]["trace"]["status"] == "internal_error"
+    (event,) = captured.transactions()
+    assert event["contexts"]["trace"]["status"] == "internal_error"
+    (span,) = process_spans(event)
+    assert span["status"] == "internal_error"
 
 
 def test_decorated_function_keeps_its_name_and_doc() -> None:

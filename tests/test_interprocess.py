@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis
 
+from busprop import sdk
 from tests.processes import read_captured, run_app
 
 pytestmark = pytest.mark.broker
@@ -38,9 +39,13 @@ def test_sampled_head(redis_url: str, tmp_path: Path) -> None:
     trace_id = root["contexts"]["trace"]["trace_id"]
     assert processed["contexts"]["trace"]["trace_id"] == trace_id
     assert processed["contexts"]["trace"]["parent_span_id"] == publish_span["span_id"]
-    assert processed["contexts"]["trace"]["op"] == "queue.process"
+    assert processed["contexts"]["trace"]["op"] == sdk.OP_TASK
     assert processed["_dsc"] == root["_dsc"]  # frozen at the head: same sample_rand, same public key
+    (process_span,) = [span for span in processed["spans"] if span["op"] == "queue.process"]
+    assert process_span["parent_span_id"] == processed["contexts"]["trace"]["span_id"]
+    assert process_span["status"] == "ok"
     (forward_span,) = [span for span in processed["spans"] if span["op"] == "queue.publish"]
+    assert forward_span["parent_span_id"] == process_span["span_id"]  # sent from inside the body
     assert forwarded["sentry-trace"] == f"{trace_id}-{forward_span['span_id']}-1"
     assert "vendor=acme" in forwarded["baggage"].split(",")
 

@@ -23,6 +23,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 import busprop
 import busprop.kafka
+from busprop import sdk
 from tests.conftest import IN_CI, Captured
 from tests.processes import read_captured, run_app, start_app
 
@@ -90,8 +91,43 @@ def publish_spans(transaction: dict[str, Any]) -> list[dict[str, Any]]:
     return [span for span in transaction["spans"] if span["op"] == "queue.publish"]
 
 
-def by_op(captured: Captured, op: str) -> list[dict[str, Any]]:
-    return [event for event in captured.transactions() if event["contexts"]["trace"].get("op") == op]
+def messaging(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in data.items() if key.startswith("messaging.")}
+
+
+def process_span(transaction: dict[str, Any]) -> dict[str, Any]:
+    """The one ``queue.process`` span of a record's transaction: its child, with the same facts."""
+    trace = transaction["contexts"]["trace"]
+    span: dict[str, Any] = only([span for span in transaction["spans"] if span["op"] == "queue.process"])
+    assert span["parent_span_id"] == trace["span_id"]
+    assert span["description"] == trace["data"]["messaging.destination.name"]
+    assert (span["origin"], span["status"]) == (trace["origin"], trace["status"])
+    assert messaging(span["data"]) == messaging(trace["data"])
+    return span
+
+
+def is_processed(transaction: dict[str, Any]) -> bool:
+    return bool(transaction["contexts"]["trace"].get("op") == sdk.OP_TASK)
+
+
+def processed_records(captured: Captured) -> list[dict[str, Any]]:
+    """The transactions of consumed records, each checked to hold its one ``queue.process`` span."""
+    transactions = [transaction for transaction in captured.transactions() if is_processed(transaction)]
+    for transaction in transactions:
+        process_span(transaction)
+    return transactions
+
+
+def in_body() -> tuple[str, str | None, str]:
+    """What a loop body sees: (trace id, its record transaction's parent span id, its span id).
+
+    The body runs in the record's ``queue.process`` span, a child of the record's transaction.
+    """
+    span = sentry_sdk.get_current_span()
+    assert span is not None and span.op == "queue.process"
+    transaction = span.containing_transaction
+    assert transaction is not None and span.parent_span_id == transaction.span_id
+    return span.trace_id, transaction.parent_span_id, span.span_id
 
 
 # --- producer ------------------------------------------------------------------------------------
@@ -127,7 +163,9 @@ def test_traced_producer_writes_bytes_headers_in_place_of_old_ones(
     assert span["data"]["messaging.destination.name"] == topic
     assert span["data"]["messaging.message.body.size"] == len(b"payload")
     assert span["data"]["messaging.destination.partition.id"] == "0"
+    assert span["data"]["messaging.message.id"] == f"{topic}/0/{metadata.offset}"  # acknowledged inside
     assert span["origin"] == "auto.queue.busprop.kafka"
+    assert span["status"] == "ok"
 
 
 def test_traced_producer_without_tracing_still_carries_the_trace(
@@ -247,15 +285,16 @@ def test_loop_body_runs_inside_the_records_trace(
     seen = []
     consumer = assigned_consumer(kafka_bootstrap, topic)
     for _record in busprop.kafka.traced_consumer(consumer, group_id="billing"):
-        span = sentry_sdk.get_current_span()
-        assert span is not None
-        seen.append((span.trace_id, span.parent_span_id, span.op))
+        seen.append(in_body())
         if len(seen) == 2:
             break
     consumer.close()
-    assert seen == [(trace_id, span_id, "queue.process") for span_id in publish_span_ids]
-    processed = by_op(captured, "queue.process")
+    processed = processed_records(captured)
     assert len(processed) == 2
+    assert seen == [
+        (trace_id, span_id, process_span(event)["span_id"])
+        for span_id, event in zip(publish_span_ids, processed, strict=True)
+    ]
     data = processed[0]["contexts"]["trace"]["data"]
     assert data["messaging.message.id"] == f"{topic}/0/0"
     assert data["messaging.destination.partition.id"] == "0"
@@ -292,7 +331,7 @@ def test_record_key_only_with_send_default_pii(
     for _record in busprop.kafka.traced_consumer(consumer):
         break
     consumer.close()
-    data = only(by_op(captured, "queue.process"))["contexts"]["trace"]["data"]
+    data = only(processed_records(captured))["contexts"]["trace"]["data"]
     assert data.get("messaging.kafka.message.key") == ("customer-7" if collected else None)
 
 
@@ -309,8 +348,12 @@ def test_loop_body_exception_marks_failed_and_propagates_unchanged(
             raise failure
     consumer.close()
     assert raised.value is failure
-    assert only(by_op(captured, "queue.process"))["contexts"]["trace"]["status"] == "internal_error"
-    assert only(captured.errors())["exception"]["values"][-1]["value"] == "no such order"
+    transaction = only(processed_records(captured))
+    assert transaction["contexts"]["trace"]["status"] == "internal_error"
+    error = only(captured.errors())
+    assert error["exception"]["values"][-1]["value"] == "no such order"
+    assert error["exception"]["values"][-1]["mechanism"] == {"type": "busprop.kafka", "handled": False}
+    assert error["contexts"]["trace"]["span_id"] == process_span(transaction)["span_id"]
 
 
 async def test_consumer_decorator_sync_and_async_handlers(
@@ -319,21 +362,17 @@ async def test_consumer_decorator_sync_and_async_handlers(
     captured = sentry_init(traces_sample_rate=1.0)
     topic = new_topic()
     trace_id, publish_span_ids = produce_traced(kafka_bootstrap, topic, [b"sync", b"async", b"bad"])
-    seen: list[tuple[str, str | None]] = []
+    seen: list[tuple[str, str | None, str]] = []
 
     @busprop.kafka.consumer
     def handle(record: Any) -> str:
-        span = sentry_sdk.get_current_span()
-        assert span is not None
-        seen.append((span.trace_id, span.parent_span_id))
+        seen.append(in_body())
         return "handled"
 
     class Handlers:
         @busprop.kafka.consumer(group_id="async-group")
         async def handle(self, record: Any) -> None:
-            span = sentry_sdk.get_current_span()
-            assert span is not None
-            seen.append((span.trace_id, span.parent_span_id))
+            seen.append(in_body())
             if record.value == b"bad":
                 raise ValueError("bad record")
 
@@ -342,15 +381,16 @@ async def test_consumer_decorator_sync_and_async_handlers(
     await Handlers().handle(records[1])
     with pytest.raises(ValueError, match="bad record"):
         await Handlers().handle(records[2])
-    assert seen == [(trace_id, span_id) for span_id in publish_span_ids]
-    processed = by_op(captured, "queue.process")
-    assert [event["contexts"]["trace"].get("status", "ok") for event in processed] == [
-        "ok",
-        "ok",
-        "internal_error",
+    processed = processed_records(captured)
+    assert seen == [
+        (trace_id, span_id, process_span(event)["span_id"])
+        for span_id, event in zip(publish_span_ids, processed, strict=True)
     ]
+    assert [event["contexts"]["trace"]["status"] for event in processed] == ["ok", "ok", "internal_error"]
     assert processed[1]["contexts"]["trace"]["data"]["messaging.consumer.group.name"] == "async-group"
-    assert only(captured.errors())["exception"]["values"][-1]["type"] == "ValueError"
+    error = only(captured.errors())
+    assert error["exception"]["values"][-1]["type"] == "ValueError"
+    assert error["contexts"]["trace"]["span_id"] == process_span(processed[2])["span_id"]
 
 
 def test_consumer_decorator_survives_a_non_record(sentry_init: SentryInit) -> None:
@@ -361,7 +401,7 @@ def test_consumer_decorator_survives_a_non_record(sentry_init: SentryInit) -> No
         return payload
 
     assert handle({"not": "a record"}) == {"not": "a record"}
-    assert only(by_op(captured, "queue.process"))["contexts"]["trace"]["data"]["messaging.system"] == "kafka"
+    assert only(processed_records(captured))["contexts"]["trace"]["data"]["messaging.system"] == "kafka"
 
 
 JUNK_HEADERS: dict[str, Any] = {
@@ -391,7 +431,7 @@ def test_junk_trace_headers_start_a_fresh_trace_and_the_record_is_delivered(
             break
     consumer.close()
     assert delivered == list(JUNK_HEADERS)
-    processed = by_op(captured, "queue.process")
+    processed = processed_records(captured)
     assert len(processed) == len(JUNK_HEADERS)
     assert len({event["contexts"]["trace"]["trace_id"] for event in processed}) == len(JUNK_HEADERS)
     for event in processed:
@@ -412,7 +452,7 @@ def test_duplicated_trace_headers_first_usable_value_wins(
     for _record in busprop.kafka.traced_consumer(consumer):
         break
     consumer.close()
-    trace = only(by_op(captured, "queue.process"))["contexts"]["trace"]
+    trace = only(processed_records(captured))["contexts"]["trace"]
     assert (trace["trace_id"], trace["parent_span_id"]) == tuple(first.split("-")[:2])
 
 
@@ -426,6 +466,8 @@ def test_unsampled_head_gives_no_consumer_transaction_and_forwards_minus_zero(
         producer.send(first, b"order").get(timeout=10)
     consumer = assigned_consumer(kafka_bootstrap, first)
     for record in busprop.kafka.traced_consumer(consumer):
+        span = sentry_sdk.get_current_span()  # a never-sampled transaction carries the head's "no"
+        assert span is not None and span.sampled is False and span.trace_id == head.trace_id
         producer.send(second, record.value).get(timeout=10)
         break
     consumer.close()
@@ -467,19 +509,22 @@ def test_thousand_records_of_fifty_traces_across_processes_in_a_consumer_group(
     assert len(processed) == traces * per_trace
     parents = [event["contexts"]["trace"]["parent_span_id"] for event in processed]
     assert sorted(parents) == sorted(trace_of_span)  # every record once, each under its own publish span
+    parent_of_process_span = {}
     for event in processed:
         trace = event["contexts"]["trace"]
-        assert trace["op"] == "queue.process"
+        assert is_processed(event)
         assert trace["trace_id"] == trace_of_span[trace["parent_span_id"]]
         assert trace["data"]["messaging.consumer.group.name"] == group
         assert event["_dsc"]["trace_id"] == trace["trace_id"]  # the head's frozen baggage
+        parent_of_process_span[process_span(event)["span_id"]] = trace["parent_span_id"]
     assert len({event["contexts"]["trace"]["trace_id"] for event in processed}) == traces
 
     seen = json.loads(stdout)
     assert len(seen) == traces * per_trace
-    for value, trace_id, parent_span_id in seen:  # the loop body ran inside the record's trace
+    for value, trace_id, span_id in seen:  # the loop body ran inside the record's queue.process span
         assert trace_id == trace_of_head[f"order-{value.split(':')[0]}"]
-        assert trace_of_span[parent_span_id] == trace_id
+        assert trace_of_span[parent_of_process_span[span_id]] == trace_id
+    assert len({span_id for _, _, span_id in seen}) == traces * per_trace
 
 
 # --- poll() batches ------------------------------------------------------------------------------
@@ -517,16 +562,17 @@ def test_poll_batch_with_one_trace_per_record(
     trace_ids = produce_heads(kafka_bootstrap, topic, [("a", True), ("b", True), ("c", True)], 2)
     consumer = assigned_consumer(kafka_bootstrap, topic, partitions=2)
     batch = poll_all(consumer, 6)
-    seen = []
+    seen, span_ids = [], []
     with busprop.kafka.traced_records(batch, group_id="batch-group") as records:
         for record in records:
-            span = sentry_sdk.get_current_span()
-            assert span is not None
-            seen.append((record.value.decode().split(":")[0], span.trace_id))
+            trace_id, _parent, span_id = in_body()
+            seen.append((record.value.decode().split(":")[0], trace_id))
+            span_ids.append(span_id)
     consumer.close()
     assert sorted(seen) == sorted((head, trace_ids[head]) for head in "aabbcc")
-    processed = by_op(captured, "queue.process")
+    processed = processed_records(captured)
     assert len(processed) == 6
+    assert sorted(span_ids) == sorted(process_span(event)["span_id"] for event in processed)
     assert {event["contexts"]["trace"]["data"]["messaging.consumer.group.name"] for event in processed} == {
         "batch-group"
     }
@@ -555,15 +601,17 @@ def test_batch_mode_one_transaction_with_a_span_per_record(
     consumer.close()
     transaction = only(captured.transactions()[captured_heads:])
     trace = transaction["contexts"]["trace"]
-    assert (trace["op"], transaction["transaction"]) == ("queue.process", "orders batch")
+    assert (trace["op"], transaction["transaction"], trace["status"]) == (sdk.OP_TASK, "orders batch", "ok")
     assert trace["data"]["messaging.batch.message_count"] == 6
     assert trace["trace_id"] not in {parts[0] for parts in producer_traces.values()}  # a trace of its own
+    assert {span["op"] for span in transaction["spans"]} == {"queue.process"}  # one per record, nothing else
     spans = sorted(transaction["spans"], key=lambda span: span["data"]["messaging.kafka.offset"])
     assert inside == [(offset, "queue.process", span["span_id"]) for offset, span in enumerate(spans)]
     assert [span["data"]["messaging.message.id"] for span in spans] == [f"{topic}/0/{n}" for n in range(6)]
     for span in spans:
         trace_id, span_id, sampled = producer_traces[span["data"]["messaging.kafka.offset"]]
         assert span["parent_span_id"] == trace["span_id"]
+        assert (span["description"], span["status"]) == (topic, "ok")
         assert span["data"]["busprop.link.trace_id"] == trace_id
         assert span["data"]["busprop.link.span_id"] == span_id
         assert span["data"]["busprop.link.sampled"] is (sampled == "1")
@@ -592,8 +640,15 @@ def test_batch_mode_exception_fails_the_batch_and_propagates(
     consumer.close()
     assert raised.value is failure
     transaction = only(captured.transactions())
+    assert (transaction["contexts"]["trace"]["op"], transaction["transaction"]) == (
+        sdk.OP_TASK,
+        f"batch {topic}",
+    )
     assert transaction["contexts"]["trace"]["status"] == "internal_error"
-    assert [span.get("status", "ok") for span in transaction["spans"]] == ["ok", "internal_error"]
+    assert [(span["op"], span["status"]) for span in transaction["spans"]] == [
+        ("queue.process", "ok"),
+        ("queue.process", "internal_error"),
+    ]
     assert only(captured.errors())["exception"]["values"][-1]["value"] == "poison record"
 
 
@@ -644,18 +699,17 @@ def test_integration_traces_unchanged_kafka_python_code(
     consumer = assigned_consumer(kafka_bootstrap, topic, group_id=None)
     seen = []
     for record in consumer:
-        span = sentry_sdk.get_current_span()
-        assert span is not None
-        seen.append((record.value, span.trace_id, span.parent_span_id))
+        seen.append((record.value, *in_body()))
         if len(seen) == 2:
             break
-    assert len(by_op(captured, "queue.process")) == 1  # the second record's ends when asked for more
+    assert len(processed_records(captured)) == 1  # the second record's ends when asked for more
     consumer.close()
+    processed = processed_records(captured)
+    assert len(processed) == 2
     assert seen == [
-        (b"one", head.trace_id, publish_span_ids[0]),
-        (b"two", head.trace_id, publish_span_ids[1]),
+        (b"one", head.trace_id, publish_span_ids[0], process_span(processed[0])["span_id"]),
+        (b"two", head.trace_id, publish_span_ids[1], process_span(processed[1])["span_id"]),
     ]
-    assert len(by_op(captured, "queue.process")) == 2
     assert sentry_sdk.get_current_span() is None  # nothing left open after close()
 
 
@@ -680,14 +734,14 @@ def test_integration_twice_and_with_the_wrappers_traces_once(
     assert len(publish_spans(only(captured.transactions()))) == 1
     record = only(read_all(kafka_bootstrap, topic, 1))  # a patched consumer: one transaction
     assert len(header_values(record, "sentry-trace")) == 1
-    assert len(by_op(captured, "queue.process")) == 1
+    assert len(processed_records(captured)) == 1
 
     consumer = assigned_consumer(kafka_bootstrap, topic)
     with busprop.kafka.traced_consumer(consumer) as records:
         for _record in records:
             break
     consumer.close()
-    assert len(by_op(captured, "queue.process")) == 2  # not 3: the wrapper bypasses the patch
+    assert len(processed_records(captured)) == 2  # not 3: the wrapper bypasses the patch
 
 
 def test_integration_uninstall_restores_the_originals(
@@ -773,7 +827,7 @@ def test_records_from_sentrys_node_sdk_are_continued(
             assert record.value == b"from-node"
             break
     consumer.close()
-    event = only(by_op(captured, "queue.process"))
+    event = only(processed_records(captured))
     assert event["contexts"]["trace"]["trace_id"] == node_head["trace_id"]
     assert event["contexts"]["trace"]["parent_span_id"] == node_publish["span_id"]
     node_baggage = dict(
@@ -823,7 +877,7 @@ def test_opentelemetry_traceparent_only_records_are_continued(
         for _record in records:
             break
     consumer.close()
-    trace = only(by_op(captured, "queue.process"))["contexts"]["trace"]
+    trace = only(processed_records(captured))["contexts"]["trace"]
     assert (trace["trace_id"], trace["parent_span_id"]) == (trace_id, span_id)
 
 
@@ -856,10 +910,13 @@ def test_demo_leg_keeps_every_hop_in_one_trace(
     with sentry_sdk.start_transaction(op="demo", name="busprop demo") as root:
         assert leg.run() is None
     events = captured.transactions()
-    processed = [event for event in events if event["contexts"]["trace"]["op"] == "queue.process"]
+    processed = processed_records(captured)
     assert len(processed) == 2
     assert {event["contexts"]["trace"]["trace_id"] for event in events} == {root.trace_id}
     root_event = only([event for event in events if event["transaction"] == "busprop demo"])
     publish_ids = {span["span_id"] for span in publish_spans(root_event)}
     publish_ids |= {span["span_id"] for event in processed for span in publish_spans(event)}
     assert {event["contexts"]["trace"]["parent_span_id"] for event in processed} <= publish_ids
+    forwarded = [(span, event) for event in processed for span in publish_spans(event)]
+    assert len(forwarded) == 1  # the receipt, sent from inside the order's queue.process span
+    assert all(span["parent_span_id"] == process_span(event)["span_id"] for span, event in forwarded)

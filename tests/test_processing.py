@@ -51,7 +51,7 @@ def test_sampled_head_is_continued_with_queues_data(sentry_init: Init) -> None:
         assert transaction is not None
     (event,) = captured.transactions()
     trace = event["contexts"]["trace"]
-    assert (trace["trace_id"], trace["parent_span_id"], trace["op"]) == (TRACE_ID, PARENT, "queue.process")
+    assert (trace["trace_id"], trace["parent_span_id"], trace["op"]) == (TRACE_ID, PARENT, sdk.OP_TASK)
     assert event["transaction"] == "orders"
     data = trace["data"]
     assert data["messaging.system"] == "custom"
@@ -172,7 +172,9 @@ def test_capture_exceptions_off(sentry_init: Init) -> None:
 async def test_async_with(sentry_init: Init) -> None:
     captured = sentry_init(traces_sample_rate=1.0)
     async with busprop.continue_trace(message("1"), system="c", destination="d") as transaction:
-        assert sentry_sdk.get_current_span() is transaction
+        current = sentry_sdk.get_current_span()
+        assert current is not None and current.op == "queue.process"
+        assert current.containing_transaction is transaction
     assert captured.transactions()[0]["contexts"]["trace"]["trace_id"] == TRACE_ID
 
 
@@ -279,7 +281,8 @@ def test_propagation_scope_continues_without_a_transaction(sentry_init: Init) ->
     out: dict[str, Any] = {}
     with sentry_sdk.start_transaction(name="ambient"), busprop.propagation_scope(message("1")) as trace:
         assert trace.sentry_trace == f"{TRACE_ID}-{PARENT}-1"
-        assert sentry_sdk.get_current_span() is None
+        current = sentry_sdk.get_current_span()  # not the ambient transaction: a stand-in for the trace
+        assert current is not None and current.trace_id == TRACE_ID and current.name != "ambient"
         busprop.inject(out, destination="d")
         with busprop.continue_trace({}, system="c", destination="d"):
             pass  # a message without a trace of its own starts a fresh one
@@ -305,7 +308,7 @@ def test_repeated_headers_give_each_message_its_own_context(sentry_init: Init) -
     # sample_rand 0.123... < 0.25: the sampler keeps all three, each in the wire's trace.
     events = captured.transactions()
     assert [event["contexts"]["trace"]["trace_id"] for event in events] == [TRACE_ID] * 3
-    assert {event["contexts"]["trace"]["span_id"] for event in events} == span_ids
+    assert {process_spans(event)[0]["span_id"] for event in events} == span_ids
 
 
 def test_parsed_contexts_follow_the_client_and_stay_bounded(sentry_init: Init) -> None:
@@ -358,3 +361,150 @@ def test_details_are_read_only_for_a_transaction(sentry_init: Init) -> None:
     event = captured.transactions()[1]
     assert event["contexts"]["trace"]["trace_id"] == TRACE_ID
     assert event["contexts"]["trace"]["data"]["messaging.message.id"] == "kept"
+
+
+# --- what Sentry's Queues page reads: the shape, the statuses, the mechanism -------------------
+
+
+def process_spans(event: dict[str, Any]) -> list[dict[str, Any]]:
+    return [span for span in event["spans"] if span["op"] == "queue.process"]
+
+
+def test_a_message_is_one_queue_process_span_inside_its_transaction(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    with busprop.continue_trace(message("1"), system="custom", destination="orders", message_id="m-1"):
+        inside = sentry_sdk.get_current_span()
+        assert inside is not None
+        inside_id = inside.span_id
+    (event,) = captured.transactions()
+    trace = event["contexts"]["trace"]
+    assert trace["op"] == sdk.OP_TASK != "queue.process"  # the transaction itself is not a second one
+    (span,) = process_spans(event)
+    assert span["span_id"] == inside_id  # the body runs in the message's span
+    assert span["parent_span_id"] == trace["span_id"]
+    assert span["description"] == "orders"
+    assert span["data"]["messaging.message.id"] == "m-1"
+    assert span["data"]["messaging.destination.name"] == "orders"
+    assert span["data"]["messaging.system"] == "custom"
+    assert (span["status"], trace["status"]) == ("ok", "ok")
+
+
+def test_a_failing_body_fails_span_and_transaction_and_reports_with_busprops_mechanism(
+    sentry_init: Init,
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    error = KeyError("boom")
+    processing = busprop.continue_trace(message("1"), system="custom", destination="orders")
+    with pytest.raises(KeyError) as raised, processing:
+        raise error
+    assert raised.value is error
+    (event,) = captured.transactions()
+    (span,) = process_spans(event)
+    assert (span["status"], event["contexts"]["trace"]["status"]) == ("internal_error", "internal_error")
+    (reported,) = captured.errors()
+    assert reported["exception"]["values"][-1]["mechanism"] == {"type": "busprop", "handled": False}
+    assert reported["contexts"]["trace"]["span_id"] == span["span_id"]  # the error links to the sent span
+
+
+def test_adapter_origins_give_their_own_mechanism(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    processing = busprop.continue_trace(
+        message("1"), system="kafka", destination="orders", origin="auto.queue.busprop.kafka"
+    )
+    with pytest.raises(ValueError), processing:
+        raise ValueError("bad record")
+    (reported,) = captured.errors()
+    assert reported["exception"]["values"][-1]["mechanism"]["type"] == "busprop.kafka"
+    (event,) = captured.transactions()
+    assert process_spans(event)[0]["origin"] == "auto.queue.busprop.kafka"
+
+
+def test_a_status_set_in_the_body_is_kept(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    with busprop.continue_trace(message("1"), system="custom", destination="orders") as transaction:
+        assert transaction is not None
+        transaction.set_status("cancelled")
+    (event,) = captured.transactions()
+    assert event["contexts"]["trace"]["status"] == "cancelled"
+    assert process_spans(event)[0]["status"] == "ok"
+
+
+def test_publish_span_ends_ok(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    with (
+        sentry_sdk.start_transaction(name="checkout"),
+        busprop.publish({}, system="custom", destination="orders", message_id="m-9"),
+    ):
+        pass
+    (event,) = captured.transactions()
+    (span,) = [span for span in event["spans"] if span["op"] == "queue.publish"]
+    assert span["status"] == "ok"
+    assert span["data"]["messaging.message.id"] == "m-9"
+
+
+# --- the head's decision survives what sentry-sdk itself propagates inside the body ------------
+
+
+@pytest.mark.parametrize("flag", ["0", "1"])
+def test_get_traceparent_in_the_body_carries_the_heads_decision(sentry_init: Init, flag: str) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    sampled = "true" if flag == "1" else "false"
+    injected: dict[str, Any] = {}
+    with busprop.continue_trace(message(flag, sampled), system="custom", destination="orders"):
+        traceparent = sentry_sdk.get_traceparent()
+        baggage = sentry_sdk.get_baggage()
+        busprop.inject(injected, destination="next")
+    assert traceparent is not None and traceparent.startswith(f"{TRACE_ID}-")
+    assert traceparent.endswith(f"-{flag}")
+    assert traceparent == injected["sentry-trace"]  # exactly what busprop writes
+    sentry_members = {m for m in FROZEN.format(sampled=sampled).split(",") if m.startswith("sentry-")}
+    assert set((baggage or "").split(",")) == sentry_members  # the frozen DSC, as received
+    assert len(captured.transactions()) == (1 if flag == "1" else 0)
+
+
+def test_unsampled_processing_records_the_dropped_transaction_in_client_reports(
+    sentry_init: Init, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    lost: list[tuple[str, str | None]] = []
+    transport = sentry_sdk.get_client().transport
+    assert transport is not None
+    monkeypatch.setattr(
+        transport,
+        "record_lost_event",
+        lambda reason, data_category=None, **_: lost.append((reason, data_category)),
+    )
+    process(message("0", sampled="false"))
+    assert lost == [("sample_rate", "transaction"), ("sample_rate", "span")]
+
+
+def test_a_sampler_that_says_no_still_forwards_no(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sampler=lambda context: 0.0)
+    with busprop.continue_trace(message(None), system="custom", destination="orders"):
+        traceparent = sentry_sdk.get_traceparent()
+    assert traceparent is not None and traceparent.endswith("-0")
+    assert captured.transactions() == []
+
+
+@pytest.mark.parametrize("flag", ["0", "1", None])
+def test_propagation_scope_propagates_the_heads_decision_and_sends_nothing(
+    sentry_init: Init, flag: str | None
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    with busprop.propagation_scope(message(flag, "true" if flag == "1" else "false")):
+        traceparent = sentry_sdk.get_traceparent()
+        with sentry_sdk.start_span(op="http.client"):
+            pass
+    assert traceparent is not None and traceparent.startswith(f"{TRACE_ID}-")
+    assert traceparent.endswith({"0": "-0", "1": "-1", None: traceparent[-17:]}[flag])
+    assert sentry_sdk.get_current_span() is None  # nothing left behind
+    assert captured.transactions() == []
+
+
+def test_tracing_disabled_keeps_the_trace_id_in_the_body(sentry_init: Init) -> None:
+    captured = sentry_init()  # traces_sample_rate=None
+    with busprop.continue_trace(message("0", "false"), system="custom", destination="orders") as transaction:
+        traceparent = sentry_sdk.get_traceparent()
+    assert transaction is None
+    assert traceparent is not None and traceparent.startswith(f"{TRACE_ID}-")
+    assert captured.transactions() == []

@@ -36,6 +36,7 @@ import busprop
 import busprop.amqp
 import busprop.celery
 import busprop.kafka
+import busprop.sdk
 from busprop import websockets as traced_ws
 from busprop.testing import CapturingTransport
 from tests.conftest import Captured
@@ -72,9 +73,15 @@ def foreign_trace(org_id: str) -> tuple[str, str, str, str]:
 def assert_continued_only_from_own_org(
     events: list[dict[str, Any]], trace_id: str, span_id: str, org: str
 ) -> None:
-    """The one ``queue.process`` transaction continues the head iff the head is in org 42."""
-    [processed] = [event for event in events if event["contexts"]["trace"]["op"] == "queue.process"]
+    """The one message's transaction continues the head iff the head is in org 42.
+
+    Either way it holds the message's one ``queue.process`` span, which ended ``ok``.
+    """
+    [processed] = [event for event in events if event["contexts"]["trace"]["op"] == busprop.sdk.OP_TASK]
     trace = processed["contexts"]["trace"]
+    [span] = [span for span in processed["spans"] if span["op"] == busprop.sdk.OP_PROCESS]
+    assert (span["trace_id"], span["parent_span_id"]) == (trace["trace_id"], trace["span_id"])
+    assert (span["status"], trace["status"]) == ("ok", "ok")
     if org == "42":
         assert (trace["trace_id"], trace["parent_span_id"]) == (trace_id, span_id)
     else:

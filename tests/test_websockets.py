@@ -35,6 +35,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, InvalidURI
 
 import busprop
+import busprop.sdk
 from busprop import websockets as traced_ws
 from tests.conftest import IN_CI, Captured, tool_missing
 from tests.processes import ROOT, read_captured
@@ -63,7 +64,42 @@ async def running(handler: Handler, *, wrap: bool = True, **options: Any) -> Asy
 
 
 def processes(captured: Captured) -> list[dict[str, Any]]:
-    return [t for t in captured.transactions() if t["contexts"]["trace"]["op"] == "queue.process"]
+    """The messages' transactions, each checked to hold its one ``queue.process`` span."""
+    events = [t for t in captured.transactions() if t["contexts"]["trace"]["op"] == busprop.sdk.OP_TASK]
+    for event in events:
+        process_span(event)
+    return events
+
+
+def process_span(event: dict[str, Any]) -> dict[str, Any]:
+    """A message's transaction's one ``queue.process`` span, checked against the transaction.
+
+    It is the transaction's child, named after the destination, with the transaction's Queues data
+    and origin, and ends with the transaction's status (``ok``, or ``internal_error``).
+    """
+    trace = event["contexts"]["trace"]
+    assert trace["op"] == busprop.sdk.OP_TASK
+    (span,) = [span for span in event["spans"] if span["op"] == busprop.sdk.OP_PROCESS]
+    assert (span["trace_id"], span["parent_span_id"]) == (trace["trace_id"], trace["span_id"])
+    assert span["description"] == trace["data"]["messaging.destination.name"]
+    assert span["origin"] == trace["origin"] == traced_ws.ORIGIN
+    messaging = {key: value for key, value in trace["data"].items() if key.startswith("messaging.")}
+    assert {key: span["data"].get(key) for key in messaging} == messaging
+    assert span["status"] == trace["status"] and span["status"] in ("ok", "internal_error")
+    return span
+
+
+def body_spans(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The spans a message's handling made, in the order they started: all under its ``queue.process`` span."""
+    process = process_span(event)
+    spans = [span for span in event["spans"] if span["span_id"] != process["span_id"]]
+    by_id = {span["span_id"]: span for span in spans}
+    for span in spans:
+        top = span
+        while top["parent_span_id"] in by_id:
+            top = by_id[top["parent_span_id"]]
+        assert top["parent_span_id"] == process["span_id"]
+    return spans
 
 
 def spans_by_id(captured: Captured) -> dict[str, dict[str, Any]]:
@@ -99,14 +135,21 @@ async def test_client_to_server_message_continues_the_senders_trace(sentry_init:
     assert publish["data"]["messaging.system"] == "websocket"
     assert publish["data"]["messaging.destination.name"] == url
     assert publish["data"]["messaging.message.body.size"] == len(message)
+    assert publish["data"]["messaging.message.id"] == "1"  # the connection's first frame
+    assert publish["status"] == "ok"
     (process,) = processes(captured)
     trace = process["contexts"]["trace"]
     assert (trace["trace_id"], trace["parent_span_id"]) == (transaction.trace_id, publish["span_id"])
+    assert trace["origin"] == "auto.queue.busprop.websockets"
+    assert process_span(process)["status"] == "ok"
+    assert process_span(process)["data"]["messaging.message.id"] == "1"  # the first frame received
+    assert body_spans(process) == []
     assert process["transaction"] == url
     assert trace["data"]["messaging.system"] == "websocket"
     assert trace["data"]["messaging.destination.name"] == url
     assert trace["data"]["messaging.operation.type"] == "process"
     assert trace["data"]["messaging.message.body.size"] == len(message)
+    assert trace["data"]["messaging.message.id"] == "1"
     assert process["_dsc"]["trace_id"] == transaction.trace_id
     assert process["_dsc"]["transaction"] == "client"
 
@@ -136,11 +179,16 @@ async def test_server_to_client_reply_continues_the_servers_processing(sentry_in
         and s["parent_span_id"] == transaction.span_id
     ]
     server_process = by_parent[client_publish["span_id"]]
-    (server_publish,) = server_process["spans"]
+    (server_publish,) = body_spans(server_process)
     assert server_publish["op"] == "queue.publish"
+    assert server_publish["parent_span_id"] == process_span(server_process)["span_id"]  # sent from the body
     client_process = by_parent[server_publish["span_id"]]
     assert client_process["contexts"]["trace"]["trace_id"] == transaction.trace_id
-    assert reply_trace.split("-")[1] == client_process["contexts"]["trace"]["span_id"]
+    assert (
+        reply_trace.split("-")[1] == process_span(client_process)["span_id"]
+    )  # recv() runs in the reply's span
+    for span in (client_publish, process_span(server_process), server_publish, process_span(client_process)):
+        assert span["data"]["messaging.message.id"] == "1"  # each end's first frame each way
 
 
 async def test_seed_format_from_a_plain_client_is_continued_and_metadata_merged(sentry_init: Init) -> None:
@@ -170,7 +218,7 @@ async def test_seed_format_from_a_plain_client_is_continued_and_metadata_merged(
         span_id,
     )
     reply = json.loads(replies[0])
-    (publish,) = process["spans"]
+    (publish,) = body_spans(process)
     assert reply["message"] == "Your data here"
     assert reply["metadata"]["room"] == 7
     assert reply["metadata"]["sentryTrace"] == f"{trace_id}-{publish['span_id']}-1"
@@ -415,6 +463,8 @@ async def test_bad_inputs_arrive_unchanged_under_fresh_traces_and_keep_the_conne
     events = processes(captured)
     assert len(events) == len(BAD_INPUTS)
     assert {event["contexts"]["trace"]["trace_id"] for event in events} == set(trace_ids)
+    message_ids = {process_span(event)["data"]["messaging.message.id"] for event in events}
+    assert message_ids == {str(n) for n in range(1, len(BAD_INPUTS) + 1)}  # every frame counted
 
 
 async def test_strip_metadata_returns_the_message_without_the_trace(sentry_init: Init) -> None:
@@ -526,10 +576,13 @@ async def test_an_exception_in_the_handler_fails_that_messages_processing(sentry
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011  # as websockets does it
     (process,) = processes(captured)
     assert process["contexts"]["trace"]["status"] == "internal_error"
+    assert process_span(process)["status"] == "internal_error"
     assert process["contexts"]["trace"]["trace_id"] == sentry_trace.split("-")[0]
     (error,) = captured.errors()
     assert error["exception"]["values"][-1]["type"] == "RuntimeError"
+    assert error["exception"]["values"][-1]["mechanism"]["type"] == "busprop.websockets"
     assert error["contexts"]["trace"]["trace_id"] == sentry_trace.split("-")[0]
+    assert error["contexts"]["trace"]["span_id"] == process_span(process)["span_id"]
 
 
 async def test_an_exception_in_a_client_loop_fails_the_processing_under_async_with(sentry_init: Init) -> None:
@@ -544,8 +597,9 @@ async def test_an_exception_in_a_client_loop_fails_the_processing_under_async_wi
             async with traced_ws.connect(url) as ws:
                 async for message in ws:
                     raise KeyError(message)
-    (client_process,) = [t for t in processes(captured) if t["contexts"]["trace"]["status"] != "ok"]
+    (client_process,) = processes(captured)  # the server's handler receives nothing
     assert client_process["contexts"]["trace"]["status"] == "internal_error"
+    assert process_span(client_process)["status"] == "internal_error"
 
 
 # Sampling -----------------------------------------------------------------------------------------
@@ -557,8 +611,11 @@ async def test_unsampled_head_and_tracing_off_still_propagate(sentry_init: Init,
     trace_id, _, sentry_trace = new_trace("0")
     replies: list[dict[str, Any]] = []
 
+    inside: list[str | None] = []
+
     async def handler(ws: traced_ws.TracedConnection) -> None:
         async for _message in ws:
+            inside.append(sentry_sdk.get_traceparent())  # what sentry-sdk's own integrations send
             await ws.send("{}")
 
     async with running(handler) as url, bare_connect(url) as browser:
@@ -576,6 +633,12 @@ async def test_unsampled_head_and_tracing_off_still_propagate(sentry_init: Init,
     metadata = replies[0]["metadata"]
     assert metadata["sentryTrace"].startswith(trace_id) and metadata["sentryTrace"].endswith("-0")
     assert "sentry-sampled=false" in metadata["baggage"]
+    # With tracing on, sentry-sdk's own propagation (its HTTP integrations) says the head's "no" too;
+    # with it off the SDK leaves the decision out of its value, as it does everywhere.
+    (own,) = inside
+    assert own == (
+        metadata["sentryTrace"] if rate is not None else metadata["sentryTrace"].removesuffix("-0")
+    )
     assert captured.transactions() == []
 
 
@@ -654,13 +717,16 @@ def test_example_python_client_against_the_chat_server(tmp_path: Path) -> None:
             publish["span_id"],
         )
         assert f"(trace {trace['trace_id']})" in output
-        broadcast, peer_publish = process["spans"]
+        broadcast, peer_publish = body_spans(process)
         assert (broadcast["op"], peer_publish["op"]) == ("chat.broadcast", "queue.publish")
+        assert broadcast["parent_span_id"] == process_span(process)["span_id"]
+        assert peer_publish["parent_span_id"] == broadcast["span_id"]
         (handled,) = [
             t for t in client if t["contexts"]["trace"].get("parent_span_id") == peer_publish["span_id"]
         ]
-        assert handled["contexts"]["trace"]["op"] == "queue.process"
+        assert handled["contexts"]["trace"]["op"] == busprop.sdk.OP_TASK
         assert handled["contexts"]["trace"]["trace_id"] == trace["trace_id"]
+        assert process_span(handled)["status"] == "ok"
 
 
 class HeadlessChromium:
@@ -772,11 +838,12 @@ def test_example_browser_page_in_headless_chromium(tmp_path: Path) -> None:
     assert (trace["trace_id"], trace["parent_span_id"], trace["op"]) == (
         page_trace,
         page_span,
-        "queue.process",
+        busprop.sdk.OP_TASK,
     )
+    assert process_span(process)["status"] == "ok"
     assert process["_dsc"]["environment"] == "browser"  # the page's frozen baggage is continued
     assert process["_dsc"]["trace_id"] == page_trace
-    _broadcast, publish = process["spans"]
+    _broadcast, publish = body_spans(process)
     assert received.groups() == (page_trace, publish["span_id"])  # the copy the page got is that span's child
 
 
@@ -821,7 +888,7 @@ async def test_node_sdk_client_following_the_docs_interoperates_both_ways(
     assert (trace["trace_id"], trace["parent_span_id"]) == (node_trace, node_span)
     dsc = process_event["_dsc"]
     assert (dsc["release"], dsc["transaction"]) == ("node-client@1.0", "node chat send")  # Node's frozen DSC
-    (publish,) = process_event["spans"]
+    (publish,) = body_spans(process_event)
 
     assert result["reply"]["reply"] == "hello from node"
     assert result["reply"]["metadata"]["sentryTrace"] == f"{node_trace}-{publish['span_id']}-1"
@@ -889,8 +956,9 @@ async def test_broadcast_writes_the_trace_once_in_one_publish_span(sentry_init: 
     assert body["room"] == "lobby"
     (process,) = processes(captured)
     assert process["contexts"]["trace"]["parent_span_id"] == span_id
-    (publish,) = process["spans"]
+    (publish,) = body_spans(process)
     assert publish["op"] == "queue.publish"
+    assert publish["parent_span_id"] == process_span(process)["span_id"]
     assert publish["data"]["messaging.batch.message_count"] == 3
     assert publish["data"]["messaging.destination.name"] == url
     assert body["metadata"]["sentryTrace"] == f"{sentry_trace.split('-')[0]}-{publish['span_id']}-1"
@@ -913,15 +981,20 @@ async def test_each_loop_body_runs_in_its_own_messages_transaction(sentry_init: 
             await browser.send(json.dumps({"name": name, "metadata": {"sentryTrace": sentry_trace}}))
     events = sorted(processes(captured), key=lambda event: event["start_timestamp"])
     assert [event["contexts"]["trace"]["trace_id"] for event in events] == [trace for trace, _, _ in traces]
-    assert [[span["description"] for span in event["spans"]] for event in events] == [
+    assert [[span["description"] for span in body_spans(event)] for event in events] == [
         ["first"],
         ["second"],
         ["third"],
     ]
+    for event in events:
+        (work,) = body_spans(event)
+        assert work["parent_span_id"] == process_span(event)["span_id"]
     for earlier, later in itertools.pairwise(events):
         assert earlier["timestamp"] <= later["start_timestamp"]
+    assert [process_span(event)["data"]["messaging.message.id"] for event in events] == ["1", "2", "3"]
     (error,) = captured.errors()
     assert error["contexts"]["trace"]["trace_id"] == traces[1][0]
+    assert error["contexts"]["trace"]["span_id"] == process_span(events[1])["span_id"]
 
 
 # Properties of the message handling (no connection needed) ----------------------------------------

@@ -1,7 +1,7 @@
 """A chat server: each message is broadcast to everyone connected, every hop in the sender's trace.
 
 It serves the chat page on ``/`` and the WebSocket on ``/chat``, on one port. Each message
-received is processed inside the trace it carries (a ``queue.process`` transaction) and each copy
+received is processed inside the trace it carries (its ``queue.process`` span) and each copy
 broadcast to a peer is a ``queue.publish`` span inside it, so each peer's handling of that copy
 continues the same trace.
 

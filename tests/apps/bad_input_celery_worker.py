@@ -1,8 +1,9 @@
 """A real ``celery worker`` for tests/test_bad_input.py: its task returns what it saw of its message.
 
 Usage: ``bad_input_celery_worker.py BROKER QUEUE``. The task ``bad_input.echo(payload)`` returns the
-payload it received, the ``sentry-trace`` it would send on (busprop's inject, ``-0`` kept) and its
-transaction's span and parent span ids; what the worker would send to Sentry goes to
+payload it received, the ``sentry-trace`` it would send on (busprop's inject, ``-0`` kept), its
+transaction's span and parent span ids and sampling decision, and the current span's id (the
+``queue.process`` span of a sampled transaction); what the worker would send to Sentry goes to
 ``$BUSPROP_CAPTURE_DIR`` (one JSON line per event).
 """
 
@@ -24,11 +25,14 @@ def echo(payload: Any) -> dict[str, Any]:
     outgoing: dict[str, str] = {}
     busprop.inject(outgoing, destination="bad-input")
     transaction = sentry_sdk.get_current_scope().transaction
+    current = sentry_sdk.get_current_span()
     return {
         "payload": payload,
         "sentry_trace": outgoing.get("sentry-trace"),
         "span_id": transaction.span_id if transaction is not None else None,
         "parent_span_id": transaction.parent_span_id if transaction is not None else None,
+        "sampled": transaction.sampled if transaction is not None else None,
+        "current_span_id": current.span_id if current is not None else None,
     }
 
 

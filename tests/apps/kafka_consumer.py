@@ -1,8 +1,8 @@
 """Consume COUNT records in consumer group GROUP with ``busprop.kafka.traced_consumer``.
 
 Usage: kafka_consumer.py BOOTSTRAP TOPIC GROUP COUNT CAPTURE_PATH. Prints, as JSON, what the loop
-body saw for each record (value, trace id and parent span id of the current span); what this
-process would send to Sentry goes to CAPTURE_PATH.
+body saw for each record (value, trace id and span id of the current span: the record's
+``queue.process`` span); what this process would send to Sentry goes to CAPTURE_PATH.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main(bootstrap: str, topic: str, group: str, count: int, capture_path: str) 
     with busprop.kafka.traced_consumer(consumer) as records:
         for record in records:
             span = sentry_sdk.get_current_span()
-            seen.append([record.value.decode(), span and span.trace_id, span and span.parent_span_id])
+            seen.append([record.value.decode(), span and span.trace_id, span and span.span_id])
             if len(seen) == count:
                 break
     consumer.close()
