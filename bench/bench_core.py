@@ -2,7 +2,9 @@
 
 The bare recipes are what a user would write by hand with sentry-sdk alone:
 - inject: ``get_traceparent()`` + ``get_baggage()`` into a dict, inside a sampled transaction;
-- continue: ``isolation_scope()`` + ``continue_trace()`` + ``start_transaction()`` per message.
+- continue: what Sentry's docs give for custom Queues instrumentation, per message:
+  ``isolation_scope()`` + ``continue_trace()`` + ``start_transaction()`` and a ``queue.process``
+  span with the Queues data (busprop's consumer has the same shape).
 A transport that drops envelopes stands in for the network, so the figures are CPU cost only.
 Run: ``python bench/bench_core.py [--messages N]``. Not a test: nothing here is asserted.
 """
@@ -81,9 +83,16 @@ def bare_continue(headers: dict[str, str] | Iterator[dict[str, str]]) -> Callabl
 
     def work() -> None:
         with sentry_sdk.isolation_scope():
-            transaction = sentry_sdk.continue_trace(next(stream), op="queue.process", name="orders")
-            with sentry_sdk.start_transaction(transaction):
-                pass
+            transaction = sentry_sdk.continue_trace(next(stream), op="function", name="orders")
+            with (
+                sentry_sdk.start_transaction(transaction),
+                sentry_sdk.start_span(op="queue.process", name="orders") as span,
+            ):
+                span.set_data("messaging.message.id", "m-1")
+                span.set_data("messaging.destination.name", "orders")
+                span.set_data("messaging.message.body.size", 42)
+                span.set_data("messaging.message.receive.latency", 1.5)
+                span.set_data("messaging.message.retry.count", 0)
 
     return work
 
@@ -92,7 +101,15 @@ def busprop_continue(headers: dict[str, str] | Iterator[dict[str, str]]) -> Call
     stream = itertools.repeat(headers) if isinstance(headers, dict) else headers
 
     def work() -> None:
-        with busprop.continue_trace(next(stream), system="custom", destination="orders"):
+        with busprop.continue_trace(
+            next(stream),
+            system="custom",
+            destination="orders",
+            message_id="m-1",
+            body_size=42,
+            retry_count=0,
+            published_at=time.time() - 0.0015,
+        ):
             pass
 
     return work

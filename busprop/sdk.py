@@ -7,7 +7,6 @@ streaming is one change here and nowhere else.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from sentry_sdk.tracing_utils import Baggage, PropagationContext, has_tracing_en
 from sentry_sdk.utils import event_from_exception
 
 from busprop.carrier import BAGGAGE, SENTRY_TRACE, TRACEPARENT, IncomingTrace
+from busprop.client_cache import ClientCache, cache_of
 
 logger = logging.getLogger("busprop")
 
@@ -29,10 +29,6 @@ OP_PUBLISH = "queue.publish"
 #: The op of the transaction a consumer's processing runs in (sentry-sdk's queue integrations name
 #: theirs ``queue.task.<integration>``); each message is a ``queue.process`` span inside it.
 OP_TASK = "queue.task.busprop"
-
-
-#: (span, client, with_traceparent, values) of the last call made with an active span.
-_last_outgoing: tuple[object, object, bool, Mapping[str, str] | None] = (None, None, False, None)
 
 
 def outgoing_values(with_traceparent: bool = False) -> Mapping[str, str] | None:
@@ -46,20 +42,21 @@ def outgoing_values(with_traceparent: bool = False) -> Mapping[str, str] | None:
     A producer usually sends many messages from one span (every message of an unsampled request,
     whose sends get no span of their own). A span's ids and decision are fixed when it starts
     and its transaction's baggage is frozen on first use, so the values of the last span asked
-    about are reused while it stays the current span of the same client (with tracing enabled:
-    otherwise the values are the propagation context's, which code inside the span may replace).
+    about are reused while it stays the current span (with tracing enabled: otherwise the values
+    are the propagation context's, which code inside the span may replace). The span is known
+    by its ids and decision, so the cache keeps no span alive.
     """
-    global _last_outgoing
     scope = sentry_sdk.get_current_scope()
     span, client = scope.span, scope.get_client()
-    last_span, last_client, last_with_traceparent, last_values = _last_outgoing
-    reusable = span is not None and span is last_span and client is last_client
-    if reusable and with_traceparent == last_with_traceparent:
+    cache = cache_of(client)
+    key = None if span is None else (span.trace_id, span.span_id, span.sampled, with_traceparent)
+    last_key, last_values = cache.last_outgoing
+    if key is not None and key == last_key:
         return last_values
-    values = _outgoing_values(scope, with_traceparent)
+    values = _outgoing_values(scope, cache, with_traceparent)
     # With tracing disabled the values come from the propagation context, whatever the span.
-    keep = span is not None and has_tracing_enabled(client.options)
-    _last_outgoing = (span, client, with_traceparent, values) if keep else (None, None, False, None)
+    keep = key is not None and has_tracing_enabled(client.options)
+    cache.last_outgoing = (key, values) if keep else (None, None)
     return values
 
 
@@ -76,7 +73,9 @@ def outgoing_sampled() -> bool | None:
     return None if not flag else flag == ["1"]
 
 
-def _outgoing_values(scope: sentry_sdk.Scope, with_traceparent: bool) -> Mapping[str, str] | None:
+def _outgoing_values(
+    scope: sentry_sdk.Scope, cache: ClientCache, with_traceparent: bool
+) -> Mapping[str, str] | None:
     traceparent = scope.get_traceparent()
     if not traceparent:
         return None
@@ -87,7 +86,7 @@ def _outgoing_values(scope: sentry_sdk.Scope, with_traceparent: bool) -> Mapping
     values = {SENTRY_TRACE: traceparent}
     baggage = scope.get_baggage()
     if baggage is not None:
-        serialized = _serialize(baggage)
+        serialized = _serialize(baggage, cache)
         if serialized:
             values[BAGGAGE] = serialized
     if with_traceparent:
@@ -96,10 +95,7 @@ def _outgoing_values(scope: sentry_sdk.Scope, with_traceparent: bool) -> Mapping
     return values
 
 
-_last_serialized: tuple[dict[str, str] | None, str | None, str] = (None, None, "")
-
-
-def _serialize(baggage: Baggage) -> str:
+def _serialize(baggage: Baggage, cache: ClientCache) -> str:
     """``baggage`` serialized with its third-party members, reusing the last result.
 
     Serializing (percent-encoding every member) is most of the cost of an inject. A producer
@@ -107,19 +103,12 @@ def _serialize(baggage: Baggage) -> str:
     copy of the same incoming one, so the last members and their serialization are kept and
     compared by value (which also sees the SDK rewriting a member in place).
     """
-    global _last_serialized
-    items, third_party, serialized = _last_serialized
+    items, third_party, serialized = cache.last_serialized
     if not baggage.mutable and baggage.third_party_items == third_party and baggage.sentry_items == items:
         return serialized
     serialized = baggage.serialize(include_third_party=True)
-    _last_serialized = (dict(baggage.sentry_items), baggage.third_party_items, serialized)
+    cache.last_serialized = (dict(baggage.sentry_items), baggage.third_party_items, serialized)
     return serialized
-
-
-#: Contexts the SDK parsed from recent (sentry-trace, baggage) pairs, oldest first; see below.
-_parsed: dict[tuple[str, str | None], PropagationContext] = {}
-_parsed_for: object = None
-PARSED_CONTEXTS = 64
 
 
 def _incoming_context(incoming: IncomingTrace) -> PropagationContext | None:
@@ -129,26 +118,19 @@ def _incoming_context(incoming: IncomingTrace) -> PropagationContext | None:
     half when the baggage has no ``sample_rand`` and the SDK derives one from the trace id). A
     consumer often sees the same pair many times in a row: every message a producer sent from one
     unsampled span, or from the propagation context of a process with tracing disabled. The
-    SDK's result is kept (at most ``PARSED_CONTEXTS``, for the current client only: its options
-    decide ``strict_trace_continuation``) and each message gets a copy, with its own span id and
+    SDK's result is kept (at most ``ClientCache.PARSED_CONTEXTS`` per client: its options decide
+    ``strict_trace_continuation``) and each message gets a copy, with its own span id and
     its own baggage (the SDK rewrites a baggage's ``sample_rate`` in place). ``None`` when there
     is no trace to continue.
     """
-    global _parsed_for
     if incoming.sentry_trace is None:
         return None
-    client = sentry_sdk.get_client()
-    if client is not _parsed_for:
-        _parsed.clear()
-        _parsed_for = client
+    parsed_contexts = cache_of(sentry_sdk.get_client()).parsed
     key = (incoming.sentry_trace, incoming.baggage)
-    parsed = _parsed.get(key)
+    parsed = parsed_contexts.get(key)
     if parsed is None:
         parsed = PropagationContext.from_incoming_data(incoming.as_headers())
-        if len(_parsed) >= PARSED_CONTEXTS:
-            with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # another thread evicted
-                del _parsed[next(iter(_parsed))]
-        _parsed[key] = parsed
+        parsed_contexts.put(key, parsed)
     context = _copy_context(parsed)
     if parsed.baggage is not None:
         context.baggage = Baggage(

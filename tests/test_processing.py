@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sentry_sdk
+from sentry_sdk.tracing import Transaction
 
 import busprop
 from busprop import sdk
+from busprop.client_cache import ClientCache, cache_of
 from tests.conftest import Captured
 
 TRACE_ID = "771a43a4192642f0b136d5159a501700"
@@ -324,10 +328,11 @@ def test_parsed_contexts_follow_the_client_and_stay_bounded(sentry_init: Init) -
     with busprop.continue_trace(foreign, system="c", destination="d"):
         pass
     assert captured.transactions()[0]["contexts"]["trace"]["trace_id"] == TRACE_ID
-    for index in range(sdk.PARSED_CONTEXTS + 50):
+    bound = ClientCache.PARSED_CONTEXTS
+    for index in range(bound + 50):
         trace = busprop.carrier.IncomingTrace(f"{index:032x}-{PARENT}-0", None)
         assert sdk._incoming_context(trace).trace_id == f"{index:032x}"  # type: ignore[union-attr]
-    assert len(sdk._parsed) == sdk.PARSED_CONTEXTS
+    assert len(cache_of(sentry_sdk.get_client()).parsed) == bound
 
 
 def test_details_are_read_only_for_a_transaction(sentry_init: Init) -> None:
@@ -508,3 +513,70 @@ def test_tracing_disabled_keeps_the_trace_id_in_the_body(sentry_init: Init) -> N
     assert transaction is None
     assert traceparent is not None and traceparent.startswith(f"{TRACE_ID}-")
     assert captured.transactions() == []
+
+
+# --- the SDK seam's caches: per client, bounded, thread-safe, no span kept alive ----------------
+
+
+def test_caches_are_per_client_and_die_with_it(sentry_init: Init) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    first = sentry_sdk.get_client()
+    process(message("0", sampled="false"))
+    assert len(cache_of(first).parsed) == 1
+    sentry_init(traces_sample_rate=1.0)
+    assert len(cache_of(sentry_sdk.get_client()).parsed) == 0  # the new client starts empty
+    reference = weakref.ref(first)
+    del first
+    gc.collect()
+    assert reference() is None  # no cache keeps a client alive
+
+
+def test_outgoing_values_keep_no_span_alive(sentry_init: Init) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    with sentry_sdk.start_transaction(name="checkout") as transaction:
+        busprop.inject({}, destination="orders")
+        transaction_ids = (transaction.trace_id, transaction.span_id)
+    del transaction
+    gc.collect()
+    alive = [obj for obj in gc.get_objects() if isinstance(obj, Transaction) and obj.name == "checkout"]
+    assert alive == []
+    key, _ = cache_of(sentry_sdk.get_client()).last_outgoing
+    assert key is not None and tuple(key[:2]) == transaction_ids  # remembered by ids, not by object
+
+
+def test_a_new_span_with_the_same_cache_never_gets_stale_values(sentry_init: Init) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    seen = set()
+    for _ in range(200):  # spans come and go; addresses are reused, ids are not
+        with sentry_sdk.start_transaction(name="checkout") as transaction:
+            out: dict[str, Any] = {}
+            busprop.inject(out, destination="orders")
+            assert out["sentry-trace"].startswith(f"{transaction.trace_id}-{transaction.span_id}")
+            seen.add(out["sentry-trace"])
+    assert len(seen) == 200
+
+
+def test_caches_from_many_threads_stay_bounded_and_correct(sentry_init: Init) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    errors: list[BaseException] = []
+    bound = ClientCache.PARSED_CONTEXTS
+
+    def consume(worker: int) -> None:
+        try:
+            for index in range(300):
+                trace_id = f"{worker + 1:08x}{index:024x}"  # never all zeros (invalid)
+                headers = {"sentry-trace": f"{trace_id}-{PARENT}-0"}
+                out: dict[str, Any] = {}
+                with busprop.continue_trace(headers, system="c", destination="d"):
+                    busprop.inject(out, destination="next")
+                assert out["sentry-trace"].startswith(trace_id) and out["sentry-trace"].endswith("-0")
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=consume, args=(worker,)) for worker in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(cache_of(sentry_sdk.get_client()).parsed) <= bound
