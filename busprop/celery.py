@@ -7,6 +7,10 @@ transaction that continues it. The headers go at the top level of the message an
 nested ``headers`` dict, where sentry-sdk's own Celery worker reads them (celery#4875), with the
 publish time under sentry-sdk's key, so either side of the broker may run either integration.
 
+Nothing outlives its signal on a thread. A publish that raises sends no signal at all, so its span
+is current only while the headers are written; a run whose ``task_postrun`` never came is ended by
+the next run on its thread, once Celery is done with it; beat's mark dies with beat's thread.
+
 sentry-sdk enables its own CeleryIntegration whenever Celery is importable. When it is enabled in a
 process it leads there (it wraps Celery before any signal fires) and this hook steps aside, so
 nothing is written twice and no transaction is duplicated; ``disabled_integrations=[CeleryIntegration]``
@@ -30,6 +34,7 @@ from typing import Any
 import sentry_sdk
 from celery import current_app, signals, states
 from celery.exceptions import Ignore, Reject, Retry
+from sentry_sdk.scope import use_isolation_scope
 
 from busprop import sdk
 from busprop.carrier import BAGGAGE, NO_TRACE, SENTRY_TRACE, extract, write
@@ -76,16 +81,37 @@ class _Sending:
 
 @dataclass(eq=False)
 class _Run:
-    """A task between ``task_prerun`` and ``task_postrun``."""
+    """A task between ``task_prerun`` and ``task_postrun``: its request (Celery pops it when the run
+    ends, with or without ``task_postrun``) and the isolation scope the run entered."""
 
     task_id: Any
     processing: MessageProcessing
+    task: Any
+    request: Any
+    scope: Any = None
     status: str | None = None
+
+
+class _BeatThreads:
+    """Which threads run beat. A mark lives in the thread's own storage and dies with the thread:
+    a thread id is reused once its thread has ended, and a later thread must not pass for beat."""
+
+    def __init__(self) -> None:
+        self._marks = threading.local()
+
+    def mark_current(self) -> None:
+        self._marks.beat = True
+
+    def is_current(self) -> bool:
+        return bool(getattr(self._marks, "beat", False))
+
+    def clear(self) -> None:
+        self._marks = threading.local()
 
 
 _sendings: ContextVar[tuple[_Sending, ...]] = ContextVar("busprop_celery_sendings", default=())
 _runs: ContextVar[tuple[_Run, ...]] = ContextVar("busprop_celery_runs", default=())
-_beat_threads: set[int] = set()
+_beat_threads = _BeatThreads()
 _systems: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 _state: dict[str, Any] = {"installed": False, "app": None}
 
@@ -148,7 +174,7 @@ def _message_id(headers: Mapping[str, Any], body: Any) -> Any:
 
 def _in_beat_without_span() -> bool:
     """Beat runs outside any transaction: each scheduled run must start its own trace."""
-    return threading.get_ident() in _beat_threads and sentry_sdk.get_current_span() is None
+    return _beat_threads.is_current() and sentry_sdk.get_current_span() is None
 
 
 def _write_nested(headers: dict[str, Any], published_at: float) -> None:
@@ -187,9 +213,22 @@ def _before_publish(sender: Any, headers: Any = None, body: Any = None, **kwargs
         origin=ORIGIN,
         extra_data={DESTINATION: queue, RETRY_COUNT: headers.get("retries")},
     )
+    previous = sentry_sdk.get_current_span()
     publishing.__enter__()
+    _step_out_of(publishing, previous)
     _sendings.set((*_sendings.get(), _Sending(_message_id(headers, body), publishing)))
     _write_nested(headers, published_at)
+
+
+def _step_out_of(publishing: Publishing, previous: Any) -> None:
+    """Make the span that was current before the publish current again, once the headers are written.
+
+    A publish that raises never sends ``after_task_publish``, and no signal tells of the error:
+    a ``queue.publish`` span left current would adopt everything the caller does next.
+    """
+    span = publishing.span
+    if span is not None and sentry_sdk.get_current_span() is span:
+        sentry_sdk.get_current_scope().span = previous
 
 
 def _after_publish(sender: Any, headers: Any = None, body: Any = None, **kwargs: Any) -> None:
@@ -205,21 +244,24 @@ def _after_publish(sender: Any, headers: Any = None, body: Any = None, **kwargs:
 
 
 def _close_sendings(sendings: tuple[_Sending, ...], *, failed: bool) -> None:
-    """End publish spans, newest first; one whose publish raised ends as failed."""
+    """End publish spans, newest first; one whose publish raised ends as failed.
+
+    The spans are not current (see :func:`_step_out_of`): each is finished on its own, so that
+    the current span stays what it is.
+    """
     if not sendings:
         return
     remaining = tuple(sending for sending in _sendings.get() if all(sending is not s for s in sendings))
     _sendings.set(remaining)
     for sending in reversed(sendings):
-        span = sending.publishing.span
-        if failed and span is not None:
-            span.set_status("internal_error")
-        if span is not None and sentry_sdk.get_current_span() is not span:
-            if span.status is None:
-                span.set_status("ok")
-            span.finish()  # the scope moved on; ending it through the context manager would rewind it
+        span, sending.publishing.span = sending.publishing.span, None
+        if span is None:
             continue
-        sending.publishing.__exit__(None, None, None)
+        if failed:
+            span.set_status("internal_error")
+        elif span.status is None:
+            span.set_status("ok")
+        span.finish()
 
 
 # ---------------------------------------------------------------- worker side
@@ -298,9 +340,46 @@ def _prerun(sender: Any, task_id: Any = None, task: Any = None, **kwargs: Any) -
     if task is None:
         return
     _close_sendings(_sendings.get(), failed=True)  # a publish in this context that raised
-    processing = _task_processing(task, task_id, task.request, kwargs.get("args"), kwargs.get("kwargs"))
+    _end_runs(tuple(run for run in _runs.get() if not _still_running(run)))
+    request = task.request
+    processing = _task_processing(task, task_id, request, kwargs.get("args"), kwargs.get("kwargs"))
     processing.__enter__()
-    _runs.set((*_runs.get(), _Run(task_id, processing)))
+    _runs.set((*_runs.get(), _Run(task_id, processing, task, request, sentry_sdk.get_isolation_scope())))
+
+
+def _still_running(run: _Run) -> bool:
+    """Whether Celery is still running ``run``: its request is still on its task's request stack.
+
+    Celery pops the request when a run ends, whether or not ``task_postrun`` reached busprop
+    (busprop uninstalled mid-run, an error in its receiver); a run enclosing an eager ``apply()``
+    is still on it. An unreadable stack counts as running.
+    """
+    try:
+        return any(request is run.request for request in run.task.request_stack.stack)
+    except Exception:
+        return True
+
+
+def _end_runs(runs: tuple[_Run, ...]) -> None:
+    """End runs whose ``task_postrun`` never came, newest first, with the status recorded (else
+    ``unknown``), so that the thread's next task starts outside them.
+
+    A run whose isolation scope is still current is left through it, which puts back the scopes
+    in place before the run. One whose scope was left already (sentry-sdk's threading integration
+    puts the scopes back after each work item of a thread pool) is ended inside its own scope,
+    whose exit then puts back the scopes in place now: the transaction goes out with the run's
+    tags, and the next task starts from the thread's scopes, not from those of an earlier task.
+    """
+    if not runs:
+        return
+    _runs.set(tuple(other for other in _runs.get() if all(other is not run for run in runs)))
+    for run in reversed(runs):
+        run.processing.set_status(run.status or "unknown")
+        if run.scope is None or sentry_sdk.get_isolation_scope() is run.scope:
+            run.processing.__exit__(None, None, None)
+        else:
+            with use_isolation_scope(run.scope):
+                run.processing.__exit__(None, None, None)
 
 
 def _find_run(task_id: Any) -> _Run | None:
@@ -314,12 +393,16 @@ def _postrun(sender: Any, task_id: Any = None, state: Any = None, **kwargs: Any)
     run = _find_run(task_id)
     if run is None:
         return
+    runs = _runs.get()
+    _end_runs(runs[runs.index(run) + 1 :])  # runs entered after this one cannot still be running
     _runs.set(tuple(other for other in _runs.get() if other is not run))
-    _close_sendings(_sendings.get(), failed=True)
-    if run.status is None and state is None:  # an eager task that propagates: the error is in flight
-        _mark_failed(run, sender, sys.exc_info()[1])
-    run.processing.set_status(run.status or STATUS_BY_STATE.get(state, "unknown"))
-    run.processing.__exit__(None, None, None)
+    try:
+        _close_sendings(_sendings.get(), failed=True)
+        if run.status is None and state is None:  # an eager task that propagates: the error is in flight
+            _mark_failed(run, sender, sys.exc_info()[1])
+        run.processing.set_status(run.status or STATUS_BY_STATE.get(state, "unknown"))
+    finally:
+        run.processing.__exit__(None, None, None)  # the run's scope is left, whatever failed above
 
 
 def _mark_failed(run: _Run, task: Any, exception: Any) -> None:
@@ -395,7 +478,7 @@ def _unknown(sender: Any, message: Any = None, name: Any = None, **kwargs: Any) 
 
 
 def _beat_started(sender: Any, **kwargs: Any) -> None:
-    _beat_threads.add(threading.get_ident())
+    _beat_threads.mark_current()
 
 
 _RECEIVERS = (  # (signal, handler, whether it starts tracing)

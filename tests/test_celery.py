@@ -14,9 +14,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from typing import Any
 import pytest
 import sentry_sdk
 from celery import Celery, chain, chord, group, signals
+from celery.app.trace import trace_task
 from sentry_sdk.integrations.celery import CeleryIntegration
 
 import busprop
@@ -393,20 +396,42 @@ def test_send_task_by_name_leaves_no_span_open(traced: Any, worker: Worker, redi
 
 
 def test_countdown_and_eta(traced: Any, worker: Worker) -> None:
+    """The receive latency is the time from the publish to the task's start, countdown/ETA included.
+
+    Every bound comes from what the test measured or the worker saw: the publish time busprop
+    wrote, the ETA Celery held the task to, and the task's transaction start. A latency measured
+    from the ETA, or not in milliseconds, or from another publish time falls outside them however
+    slow the machine is.
+    """
     busprop.celery.install(worker.app)
-    add = worker.app.tasks["busprop_tests.add"]
-    eta = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=0.6)
+    echo = worker.app.tasks["busprop_tests.echo"]
     with sentry_sdk.start_transaction(name="root", op="test"):
-        first = add.apply_async((1, 0), countdown=0.6)
-        second = add.apply_async((2, 0), eta=eta)
-        assert (first.get(timeout=10), second.get(timeout=10)) == (1, 2)
+        sent_from = time.time()
+        first = echo.apply_async(countdown=0.6)
+        second = echo.apply_async(
+            eta=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=0.6)
+        )
+        sent_by = time.time()
+        seen = {result.id: result.get(timeout=10) for result in (first, second)}
     publishes = spans_of(root_transaction(traced), "queue.publish")
     tasks = worker.transactions_of(publishes[0]["trace_id"], 2)
     assert sorted(trace_of(task)["parent_span_id"] for task in tasks) == sorted(
         s["span_id"] for s in publishes
     )
     for task in tasks:
-        assert trace_of(task)["data"]["messaging.message.receive.latency"] >= 500
+        data = trace_of(task)["data"]
+        headers = seen[data["messaging.message.id"]]
+        published = headers["top"]["sentry-task-enqueued-time"]
+        eta = datetime.datetime.fromisoformat(headers["eta"]).timestamp()
+        started = datetime.datetime.fromisoformat(task["start_timestamp"]).timestamp()
+        latency = data["messaging.message.receive.latency"]
+        assert sent_from <= published <= sent_by  # busprop wrote the time of the publish
+        assert eta - published >= 0.4  # the countdown/ETA lies ahead of the publish
+        assert latency >= (eta - published) * 1000 - 5  # the task ran after its ETA (5 ms: Celery's timer)
+        # Measured just before the transaction starts: microseconds before it; 100 ms allows for
+        # a worker descheduled in between, far less than the countdown the latency must include.
+        waited = (started - published) * 1000
+        assert waited - 100 <= latency <= waited + 1
 
 
 def test_retry_is_one_trace_with_retry_count(traced: Any, worker: Worker) -> None:
@@ -632,13 +657,128 @@ def test_failed_publish_leaves_no_span_open(traced: Any, eager_app: Celery) -> N
     with sentry_sdk.start_transaction(name="root", op="test") as root:
         with pytest.raises(Exception):  # noqa: B017 (kombu's OperationalError)
             unreachable.send_task("anything", retry=False)
+        assert sentry_sdk.get_current_span() is root  # the failed publish's span is not current
+        with sentry_sdk.start_span(op="after.failed.publish"):  # so what follows is not its child
+            pass
         with pytest.raises(Exception):  # noqa: B017
             unreachable.send_task("anything", retry=False)
+        assert sentry_sdk.get_current_span() is root
         eager_app.tasks["busprop_tests.add"].delay(1, 1)
         assert sentry_sdk.get_current_span() is root
     unreachable.close()
-    publishes = spans_of(root_transaction(traced), "queue.publish")
-    assert [span["status"] for span in publishes] == ["internal_error", "internal_error"]
+    spans = root_transaction(traced)["spans"]
+    assert [span["status"] for span in spans if span["op"] == "queue.publish"] == ["internal_error"] * 2
+    assert {span["parent_span_id"] for span in spans} == {root.span_id}
+
+
+@pytest.mark.parametrize("pool", ["solo", "threads"])
+def test_a_run_whose_postrun_never_comes_is_ended_by_the_next_task_on_its_thread(
+    traced: Any, eager_app: Celery, pool: str
+) -> None:
+    """A worker thread that lost a task between ``task_prerun`` and ``task_postrun`` (busprop
+    uninstalled mid-run, an error in its receiver) runs the next one clean: the lost run's
+    transaction ends, and the next task starts from, and leaves, the scope the thread had before.
+
+    ``solo``: one thread runs task after task in one context, as the solo pool and a prefork child
+    do. ``threads``: each task is a work item of a ``ThreadPoolExecutor``, as in the threads pool,
+    where sentry-sdk's threading integration gives each work item scopes of its own.
+    """
+    busprop.celery.install(eager_app)
+    add = eager_app.tasks["busprop_tests.add"]
+
+    def lose_a_run() -> None:
+        signals.task_prerun.send(sender=add, task_id="lost", task=add, args=(1, 1), kwargs={})
+        sentry_sdk.set_tag("lost_run", "yes")  # set inside the lost run: must not reach the next task
+
+    def run_the_next_task(before: sentry_sdk.Scope | None = None) -> bool:
+        before = before or sentry_sdk.get_isolation_scope()
+        delivered = {"delivery_info": {"routing_key": "eager"}}  # as a worker runs a task it received
+        assert trace_task(add, "next", (2, 2), {}, request=delivered, app=eager_app).retval == 4
+        return sentry_sdk.get_isolation_scope() is before and sentry_sdk.get_current_span() is None
+
+    def one_thread_runs_both() -> bool:
+        before = sentry_sdk.get_isolation_scope()
+        lose_a_run()
+        return run_the_next_task(before)
+
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        if pool == "solo":
+            assert executor.submit(one_thread_runs_both).result()
+        else:
+            executor.submit(lose_a_run).result()
+            assert executor.submit(run_the_next_task).result()
+    by_id = {trace_of(event)["data"]["messaging.message.id"]: event for event in traced.transactions()}
+    lost, after = by_id["lost"], by_id["next"]
+    assert trace_of(lost)["status"] == process_span(lost)["status"] == "unknown"
+    assert lost["tags"]["lost_run"] == "yes"
+    assert trace_of(after)["status"] == "ok"
+    assert trace_of(after)["trace_id"] != trace_of(lost)["trace_id"]
+    assert "lost_run" not in after.get("tags", {})
+    assert lost["timestamp"] <= after["start_timestamp"]
+
+
+@pytest.mark.parametrize("then", ["returns", "applies another"])
+def test_a_run_ends_the_runs_inside_it_whose_postrun_never_came(
+    traced: Any, eager_app: Celery, then: str
+) -> None:
+    """A task whose body lost a nested run (an ``apply()`` whose ``task_postrun`` never came) ends
+    it, at the latest when it ends itself: a run entered after another cannot outlive it. The next
+    nested run ends it when it starts, and leaves the enclosing run, still running, alone."""
+    busprop.celery.install(eager_app)
+    double = eager_app.tasks["busprop_tests.double"]
+
+    @eager_app.task(name=f"busprop_tests.loses_a_nested_run.{uuid.uuid4().hex}")  # unique per test
+    def outer() -> int:
+        signals.task_prerun.send(sender=double, task_id="lost", task=double, args=(1,), kwargs={})
+        return int(double.apply((2,)).get()) if then == "applies another" else 0
+
+    outer.apply().get()
+    by_id = {trace_of(event)["data"]["messaging.message.id"]: event for event in traced.transactions()}
+    lost = by_id.pop("lost")
+    [enclosing] = [event for event in by_id.values() if event["transaction"] == outer.name]
+    assert trace_of(lost)["status"] == "unknown"
+    assert trace_of(enclosing)["status"] == "ok"
+    assert lost["timestamp"] <= enclosing["timestamp"]
+    if then == "applies another":
+        [nested] = [event for event in by_id.values() if event["transaction"] == double.name]
+        assert trace_of(nested)["status"] == "ok"
+        assert trace_of(nested)["parent_span_id"] == process_span(enclosing)["span_id"]
+        assert lost["timestamp"] <= nested["start_timestamp"]
+
+
+def test_beat_mark_dies_with_its_thread(traced: Any) -> None:
+    """Beat's thread publishes without trace headers; a later thread that reuses its id is not beat."""
+    app = create_app("memory://", "cache+memory://", "beat-ident")
+    busprop.celery.install(app)
+    written: dict[str, dict[str, Any]] = {}
+
+    def record(sender: Any = None, headers: Any = None, **kwargs: Any) -> None:
+        written[headers["task"]] = dict(headers)
+
+    def beat() -> None:
+        signals.beat_init.send(sender=None)
+        app.send_task("busprop_tests.tick")
+
+    signals.after_task_publish.connect(record, weak=False)
+    try:
+        beat_thread = threading.Thread(target=beat)
+        beat_thread.start()
+        beat_thread.join()
+        beat_ident = beat_thread.ident
+        for _ in range(100):  # a thread started after one ended usually gets its id (its stack is reused)
+            thread = threading.Thread(
+                target=lambda: threading.get_ident() == beat_ident and app.send_task("x")
+            )
+            thread.start()
+            thread.join()
+            if thread.ident == beat_ident:
+                break
+    finally:
+        signals.after_task_publish.disconnect(record)
+        app.close()
+    assert thread.ident == beat_ident, "no thread reused beat's id: the test proves nothing here"
+    assert "sentry-trace" not in written["busprop_tests.tick"]  # beat: each run starts its own trace
+    assert written["x"]["sentry-trace"] is not None  # not beat: the thread's trace goes with the task
 
 
 # ---------------------------------------------------------------- interoperability with sentry-sdk

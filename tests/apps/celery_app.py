@@ -60,6 +60,7 @@ def _seen_headers(request: Any) -> dict[str, Any]:
         "top": {key: vars(request).get(key) for key in TRACE_KEYS},
         "nested": {key: nested.get(key) for key in TRACE_KEYS},
         "traceparent": sentry_sdk.get_traceparent(),
+        "eta": request.eta,
     }
 
 
