@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -61,10 +62,68 @@ def sentry_init() -> Iterator[Callable[..., Captured]]:
     yield init
     sentry_sdk.get_client().close()
     sentry_sdk.init()
-    # A test whose concurrent tasks shared one scope may leave a span on it; never let it leak on.
-    sentry_sdk.get_current_scope().span = None
-    sentry_sdk.get_isolation_scope().clear()
-    CapturingTransport.clear()
+    CapturingTransport.clear()  # the scopes are left as the test left them: _no_leaked_scope checks them
+
+
+@dataclass(frozen=True)
+class ScopeState:
+    """What a test may not change for the tests after it: the scopes in use and their trace."""
+
+    current: sentry_sdk.Scope
+    isolation: sentry_sdk.Scope
+    span: Any
+    contexts: tuple[Any, Any]  # the current and the isolation scope's propagation contexts
+    tags: dict[str, Any]
+
+    @classmethod
+    def now(cls) -> ScopeState:
+        current, isolation = sentry_sdk.get_current_scope(), sentry_sdk.get_isolation_scope()
+        contexts = (current._propagation_context, isolation._propagation_context)
+        return cls(current, isolation, current.span, contexts, dict(isolation._tags))
+
+    def leaks(self, after: ScopeState) -> list[str]:
+        """How ``after`` differs from this state in a way the next test would inherit."""
+        found = []
+        if after.current is not self.current or after.isolation is not self.isolation:
+            found.append("entered a sentry-sdk scope it never left")
+        if after.span is not None and after.span is not self.span:
+            name = getattr(after.span, "name", None) or after.span.description
+            found.append(f"left the span {after.span.op!r} {name!r} current")
+        for where, before, context in zip(
+            ("current", "isolation"), self.contexts, after.contexts, strict=True
+        ):
+            if context is not None and context is not before and context.parent_span_id is not None:
+                found.append(f"left the continued trace {context.trace_id} on the {where} scope")
+        if after.tags != self.tags:
+            found.append(f"left the tags {after.tags} on the isolation scope")
+        return found
+
+    def restore(self) -> None:
+        """Put the scopes back, so that the tests after a leaking one are judged on their own."""
+        sentry_sdk.Scope.set_current_scope(self.current)
+        sentry_sdk.Scope.set_isolation_scope(self.isolation)
+        self.current.span = self.span
+        self.current._propagation_context, self.isolation._propagation_context = self.contexts
+        self.isolation._tags = dict(self.tags)
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_scope(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail, by name, a test that leaves a span, a continued trace or a scope behind.
+
+    busprop promises that nothing leaks out of a message's processing. A leak that a fixture
+    cleared silently would pass here and hide the same leak in users' processes, so the test (or
+    the instrumentation it drove) that leaked fails; the scopes are then put back, so that only
+    it does. Breadcrumbs (every log line adds one) are cleared: they carry no trace.
+    """
+    before = ScopeState.now()
+    yield
+    after = ScopeState.now()
+    before.isolation.clear_breadcrumbs()
+    leaks = before.leaks(after)
+    if leaks:
+        before.restore()
+        pytest.fail(f"{request.node.nodeid} leaked: {'; '.join(leaks)}", pytrace=False)
 
 
 @pytest.fixture(autouse=True)

@@ -94,12 +94,21 @@ def third_party_baggage(prefix: str, members: int = 150) -> str:
     return ",".join(f"{prefix}{index:03d}=" + "v" * 36 for index in range(members))
 
 
-def assert_capped(baggage: str, trace_id: str) -> None:
-    """The wire value within W3C's limits, and Sentry's own members never the ones dropped."""
+def assert_capped(baggage: str, trace_id: str, own: str = "own") -> None:
+    """The wire value within W3C's limits, Sentry's own members never the ones dropped, and as
+    many third-party members as fit kept whole, in order: the message's own (prefix ``own``)
+    first, then the continued trace's (``up``), before Sentry's."""
     members = baggage.split(",")
     assert len(baggage) <= 8192 and len(members) <= 180
-    assert f"sentry-trace_id={trace_id}" in members
-    assert any(member.startswith("sentry-sampled=") for member in members)
+    sentry = [member for member in members if member.startswith("sentry-")]
+    assert f"sentry-trace_id={trace_id}" in sentry
+    assert any(member.startswith("sentry-sampled=") for member in sentry)
+    offered = third_party_baggage(own).split(",") + third_party_baggage("up").split(",")
+    kept = members[: len(members) - len(sentry)]
+    assert kept == offered[: len(kept)] and members[len(kept) :] == sentry
+    assert [member for member in kept if member.startswith(own)] == offered[:150]  # all of the message's
+    following = offered[len(kept)]  # the first one dropped: it would have broken a limit
+    assert len(members) == 180 or len(baggage) + 1 + len(following) > 8192
 
 
 @contextlib.contextmanager
@@ -486,7 +495,7 @@ async def test_websockets_baggage_capped_on_the_wire(sentry_init: Init) -> None:
                 await ws.send(text)
                 await asyncio.sleep(0.05)
     handshake, message = seen
-    assert_capped(handshake["baggage"], trace_id)
+    assert_capped(handshake["baggage"], trace_id, own="hs")
     assert_capped(json.loads(message)["metadata"]["baggage"], trace_id)
 
 

@@ -41,12 +41,21 @@ def run() -> str | None:
     def handle_email(msg: Message) -> None:
         time.sleep(0.001)
 
+    failures: list[BaseException] = []
+
     def worker() -> None:
-        handle_order(orders.get(timeout=5))
-        handle_email(emails.get(timeout=5))
+        try:
+            handle_order(orders.get(timeout=5))
+            handle_email(emails.get(timeout=5))
+        except BaseException as error:  # re-raised in the demo's thread: the leg failed
+            failures.append(error)
 
     thread = threading.Thread(target=worker, name="demo-consumer")
     thread.start()
     send_order({"headers": {}, "body": "order 42"})
     thread.join(timeout=10)
+    if thread.is_alive():
+        raise TimeoutError("the queue consumer did not finish in 10 s")
+    if failures:
+        raise failures[0]
     return None
