@@ -6,19 +6,24 @@ is the one place that knows how to get the trace headers out of those containers
 that no adapter handles bytes, duplicates or junk values on its own.
 
 Reading is defensive: metadata comes from other programs, so a value that is not ``str``/``bytes``,
-is not strict UTF-8, is oversized or does not parse is skipped, and the first usable value wins.
+is not strict UTF-8, is oversized or does not parse is skipped, and the first usable value wins;
+a container that is none, or whose reading raises, is skipped with a debug record.
 Writing replaces existing trace headers in place (never a second copy), keeps every other header
-where it was, and merges ``baggage`` so third-party members survive the hop.
+where it was, merges ``baggage`` so third-party members survive the hop, and leaves no stale trace
+header behind: what the outgoing trace does not have is removed.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Mapping, MutableMapping, MutableSequence, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 from busprop.baggage import merge_baggage
+
+logger = logging.getLogger("busprop")
 
 SENTRY_TRACE = "sentry-trace"
 BAGGAGE = "baggage"
@@ -33,6 +38,8 @@ _SENTRY_TRACE_RE = re.compile(r"[ \t]*([0-9a-f]{32})-([0-9a-f]{16})(?:-([01]))?[
 _TRACEPARENT_RE = re.compile(r"[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?[ \t]*")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
+#: Every header a trace travels in, in the order a new header list receives them.
+_TRACE_HEADERS = (SENTRY_TRACE, BAGGAGE, TRACEPARENT)
 
 #: A container of headers: a mapping, or a list of ``(key, value)`` pairs as Kafka records use.
 Carrier: TypeAlias = "Mapping[str, Any] | Iterable[tuple[str, Any]]"
@@ -184,16 +191,35 @@ def extract(*containers: Any, keys: CarrierKeys = HEADER_KEYS) -> IncomingTrace:
     usable value of each header wins. ``traceparent`` is used only when no container has a usable
     ``sentry-trace``, so OpenTelemetry-instrumented producers are continued too. Anything that is
     not a container, and any unusable value, is ignored: the result is then :data:`NO_TRACE`,
-    from which ``sentry_sdk`` starts a fresh trace.
+    from which ``sentry_sdk`` starts a fresh trace. Never raises: a container whose reading
+    raises, or ``keys`` that are not a :class:`CarrierKeys`, is skipped with a debug record.
     """
+    if not isinstance(keys, CarrierKeys):
+        logger.debug("busprop: keys of type %s are not a CarrierKeys: no trace read", type(keys).__name__)
+        return NO_TRACE
     fallback: IncomingTrace | None = None
     for container in containers:
-        sentry_trace, baggage, traceparent = _read(container, keys)
+        sentry_trace, baggage, traceparent = _read_guarded(container, keys)
         if sentry_trace is not None:
             return IncomingTrace(sentry_trace, baggage)
         if traceparent is not None and fallback is None:
             fallback = IncomingTrace(traceparent, baggage)
     return fallback or NO_TRACE
+
+
+def _read_guarded(container: Any, keys: CarrierKeys) -> tuple[str | None, str | None, str | None]:
+    """:func:`_read`, for a container of any type: one that is none, or raises, is skipped."""
+    if container is None:
+        return None, None, None
+    kind = type(container)
+    if kind is not list and kind is not dict and not isinstance(container, (Mapping, list, tuple)):
+        logger.debug("busprop: a carrier of type %s is no header container", type(container).__name__)
+        return None, None, None
+    try:
+        return _read(container, keys)
+    except Exception:
+        logger.debug("busprop: unreadable %s carrier, skipped", type(container).__name__, exc_info=True)
+        return None, None, None
 
 
 def _existing_value(container: MutableCarrier, key: str) -> Any:
@@ -205,21 +231,46 @@ def _existing_value(container: MutableCarrier, key: str) -> Any:
     return None
 
 
-def _set_in_pairs(pairs: MutableSequence[tuple[str, Any]], key: str, value: Any) -> None:
-    """Replace the first ``key`` in place, drop later copies, append when absent."""
-    index = 0
-    found = False
-    while index < len(pairs):
-        item = pairs[index]
-        if isinstance(item, (list, tuple)) and len(item) == 2 and item[0] == key:
-            if found:
-                del pairs[index]
-                continue
-            pairs[index] = (key, value)
-            found = True
-        index += 1
-    if not found:
-        pairs.append((key, value))
+def _trace_key(item: Any, keys: Iterable[str]) -> str | None:
+    """The trace header ``item`` is, when it is a ``(key, value)`` pair with one of ``keys``."""
+    if isinstance(item, (list, tuple)) and len(item) == 2:
+        name = item[0]
+        for key in keys:
+            if name == key:
+                return key
+    return None
+
+
+def _rewrite_pairs(pairs: MutableSequence[tuple[str, Any]], final: Mapping[str, Any]) -> None:
+    """Give each trace header of ``final`` its new value, in the place of its first copy.
+
+    Later copies, and headers whose new value is ``None``, are dropped; every other item keeps
+    its place; a header not there yet is appended. The new list is built before ``pairs`` is
+    touched, so a pair that cannot be compared leaves it as it was.
+    """
+    rewritten: list[Any] = []
+    written: set[str] = set()
+    for item in pairs:
+        key = _trace_key(item, final)
+        if key is None:
+            rewritten.append(item)
+        elif final[key] is not None and key not in written:
+            rewritten.append((key, final[key]))
+            written.add(key)
+    rewritten.extend((key, value) for key, value in final.items() if value is not None and key not in written)
+    if isinstance(pairs, list):
+        pairs[:] = rewritten
+    else:
+        pairs.clear()
+        pairs.extend(rewritten)
+
+
+def _outgoing_baggage(container: MutableCarrier, key: str, value: str | None) -> str | None:
+    """The ``baggage`` to write: ours merged with the container's, whose ``sentry-*`` members are stale."""
+    existing = _existing_value(container, key)
+    if existing is None and (value is None or len(value) <= MAX_BAGGAGE_LENGTH):
+        return value
+    return merge_baggage(_as_text(existing, MAX_BAGGAGE_LENGTH * 8), value or "") or None
 
 
 def write(
@@ -229,28 +280,50 @@ def write(
     keys: CarrierKeys = HEADER_KEYS,
     as_bytes: bool = False,
 ) -> None:
-    """Write outgoing trace values (keyed by their HTTP header names) into ``container``.
+    """Make ``container`` carry the outgoing trace ``values`` (keyed by their HTTP header names).
 
-    ``baggage`` is merged with the baggage already in the container, so third-party members
-    survive; the result is capped at the W3C limit. ``as_bytes`` encodes values as UTF-8, for
-    buses whose header values are bytes (Kafka).
+    Afterwards it holds each trace header once at most, and no stale one: a trace header that
+    ``values`` lacks is removed (a ``traceparent`` when none is written, a ``baggage`` whose
+    members were all Sentry's), because a consumer would otherwise continue another trace, or
+    this one with another trace's sampling values. An existing header is replaced in its place,
+    later copies are dropped, every other header keeps its place. ``baggage`` is merged with the
+    baggage already in the container, so third-party members survive; the result is capped at
+    the W3C limit. ``as_bytes`` encodes values as UTF-8, for buses whose header values are bytes
+    (Kafka). Every new value is known before the container is changed.
     """
     names = keys._names
-    mapping = container if isinstance(container, MutableMapping) else None
-    pairs = None if isinstance(container, MutableMapping) else container
-    empty = pairs is not None and len(pairs) == 0  # a new header list: nothing to merge or replace
-    for header, value in values.items():
-        key = names[header]
+    kind = type(container)
+    is_mapping = kind is dict or (kind is not list and isinstance(container, MutableMapping))
+    mapping = cast("MutableMapping[str, Any]", container) if is_mapping else None
+    pairs = None if is_mapping else cast("MutableSequence[tuple[str, Any]]", container)
+    if pairs is not None and len(pairs) == 0:  # a new header list: nothing to merge, replace or remove
+        _append_to_new_list(pairs, values, names, as_bytes)
+        return
+    final: dict[str, str | bytes | None] = {}
+    for header in _TRACE_HEADERS:
+        value = values.get(header)
         if header == BAGGAGE:
-            existing = None if empty else _existing_value(container, key)
-            if existing is not None or len(value) > MAX_BAGGAGE_LENGTH:
-                value = merge_baggage(_as_text(existing, MAX_BAGGAGE_LENGTH * 8), value)
-            if not value:
-                continue
-        encoded: str | bytes = value.encode("utf-8") if as_bytes else value
-        if mapping is not None:
-            mapping[key] = encoded
-        elif pairs is not None and empty:
-            pairs.append((key, encoded))
-        elif pairs is not None:
-            _set_in_pairs(pairs, key, encoded)
+            value = _outgoing_baggage(container, names[header], value)
+        final[names[header]] = (value.encode("utf-8") if as_bytes else value) if value else None
+    if mapping is not None:
+        for key, encoded in final.items():
+            if encoded is None:
+                mapping.pop(key, None)
+            else:
+                mapping[key] = encoded
+    elif pairs is not None:
+        _rewrite_pairs(pairs, final)
+
+
+def _append_to_new_list(
+    pairs: MutableSequence[tuple[str, Any]],
+    values: Mapping[str, str],
+    names: Mapping[str, str],
+    as_bytes: bool,
+) -> None:
+    """The common case of a send without headers of its own, kept to the few steps it needs."""
+    for header, value in values.items():
+        if header == BAGGAGE and len(value) > MAX_BAGGAGE_LENGTH:
+            value = merge_baggage(None, value)
+        if value:
+            pairs.append((names[header], value.encode("utf-8") if as_bytes else value))

@@ -7,10 +7,13 @@ reads plain attributes of the frozen model and a per-destination cache of the ta
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+logger = logging.getLogger("busprop")
 
 
 class ConfigurationError(ValueError):
@@ -36,7 +39,7 @@ class Config(BaseModel):
         for target in targets:
             try:
                 re.compile(target)
-            except re.error as error:
+            except Exception as error:  # re.error, and OverflowError or RecursionError for some patterns
                 raise ValueError(f"{target!r} is not a valid regular expression: {error}") from None
         return targets
 
@@ -58,7 +61,9 @@ _MAX_CACHED_DESTINATIONS = 4096
 def configure(**options: Any) -> Config:
     """Set busprop's options; options not given keep their current value.
 
-    Raises :class:`ConfigurationError` naming the option when one is unknown or invalid.
+    Raises :class:`ConfigurationError` naming the option when one is unknown or invalid, and
+    nothing else, whatever the values: that is the one exception busprop raises on purpose, at
+    start-up rather than on a message.
     """
     global _state
     merged = {**_state.config.model_dump(), **options}
@@ -70,6 +75,10 @@ def configure(**options: Any) -> Config:
             for issue in error.errors()
         )
         raise ConfigurationError(f"busprop.configure: {problems}") from None
+    except Exception as error:  # a value pydantic's own checks choke on
+        names = ", ".join(sorted(options))
+        message = f"busprop.configure: option {names!r}: {type(error).__name__}"
+        raise ConfigurationError(message) from None
     _state = _State(config)
     return config
 
@@ -87,7 +96,20 @@ def get_config() -> Config:
 
 
 def should_propagate(destination: str) -> bool:
-    """Whether trace headers may be written for a message to ``destination``."""
+    """Whether trace headers may be written for a message to ``destination``.
+
+    A destination that is not a ``str`` matches no target, not even ``.*``: it is a caller's
+    mistake, rejected with a debug record rather than a ``TypeError`` in the caller's send. A
+    ``str`` subclass is matched as the plain string it holds, so none of its methods run here.
+    """
+    if type(destination) is not str:
+        if not isinstance(destination, str):
+            logger.debug(
+                "busprop: a destination of type %s is not a str: no trace headers written",
+                type(destination).__name__,
+            )
+            return False
+        destination = str.__str__(destination)
     state = _state
     if state.propagate_all:
         return True

@@ -40,6 +40,23 @@ def resolve(source: FromCall, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
         return None
 
 
+def destination_text(value: Any) -> str:
+    """The destination string for a resolved value: ``"unknown"`` for none, or one ``str()`` fails on.
+
+    A resolved value is the user's (often a field of a message); turning it into a string must
+    not raise into the decorated function's caller.
+    """
+    if isinstance(value, str):
+        return str.__str__(value) or "unknown"
+    if value is None:
+        return "unknown"
+    try:
+        return str.__str__(str(value)) or "unknown"
+    except Exception:
+        logger.debug("busprop: a destination of type %s has no str()", type(value).__name__)
+        return "unknown"
+
+
 def traced_call(
     func: F, enter: Callable[[tuple[Any, ...], dict[str, Any]], AbstractContextManager[Any]]
 ) -> F:
@@ -87,7 +104,7 @@ def consumer(
             return continue_trace(
                 resolve(headers, args, kwargs),
                 system=system,
-                destination=str(resolve(destination, args, kwargs) or "unknown"),
+                destination=destination_text(resolve(destination, args, kwargs)),
                 name=resolve(name, args, kwargs),
                 message_id=resolve(message_id, args, kwargs),
                 body_size=resolve(body_size, args, kwargs),
@@ -125,7 +142,7 @@ def producer(
             return publish(
                 carrier if carrier is not None else {},
                 system=system,
-                destination=str(resolve(destination, args, kwargs) or "unknown"),
+                destination=destination_text(resolve(destination, args, kwargs)),
                 name=resolve(name, args, kwargs),
                 message_id=resolve(message_id, args, kwargs),
                 body_size=resolve(body_size, args, kwargs),

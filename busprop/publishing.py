@@ -9,7 +9,7 @@ Neither ever raises into the caller: a failure to trace is logged at debug level
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping, MutableSequence
 from types import TracebackType
 from typing import Any
 
@@ -36,10 +36,26 @@ def inject(
 
     Uses the active span, or the scope's propagation context when there is none, so trace ids
     travel with tracing disabled too. Writes nothing, and returns ``False``, when ``destination``
-    is outside the propagation targets. ``as_bytes`` writes UTF-8 bytes (Kafka header values).
+    is outside the propagation targets, or is not a ``str``, or ``carrier`` is not a mutable
+    mapping or list (each logged at debug level: a caller's mistake never raises into its send).
+    Returns ``True`` when the trace was written; the carrier then holds each trace header once,
+    and no stale one (see :func:`busprop.carrier.write`). ``as_bytes`` writes UTF-8 bytes (Kafka
+    header values).
     """
     if not should_propagate(destination):
-        logger.debug("busprop: %s destination %r is outside propagation_targets", system, destination)
+        if isinstance(destination, str):
+            bus = str.__str__(system) if isinstance(system, str) else "a"
+            logger.debug(
+                "busprop: %s destination %r is outside propagation_targets", bus, str.__str__(destination)
+            )
+        return False
+    if not _is_carrier(carrier) or not isinstance(keys, CarrierKeys):
+        logger.debug(
+            "busprop: no trace written into a %s with keys of type %s (a mutable mapping or list "
+            "with CarrierKeys is needed)",
+            type(carrier).__name__,
+            type(keys).__name__,
+        )
         return False
     try:
         values = sdk.outgoing_values(get_config().write_traceparent)
@@ -50,6 +66,15 @@ def inject(
     except Exception:
         logger.debug("busprop: could not write trace headers", exc_info=True)
         return False
+
+
+def _is_carrier(carrier: Any) -> bool:
+    kind = type(carrier)
+    if kind is dict or kind is list:  # the common case, without the slower ABC checks
+        return True
+    if isinstance(carrier, MutableMapping):
+        return True
+    return isinstance(carrier, MutableSequence) and not isinstance(carrier, bytearray)
 
 
 class Publishing:

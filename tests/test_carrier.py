@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections import UserList
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from busprop.carrier import NO_TRACE, CarrierKeys, extract, write
 
@@ -128,3 +133,117 @@ def test_a_carrier_wins_as_a_whole() -> None:
 def test_sentry_trace_in_a_later_carrier_beats_traceparent_in_an_earlier_one() -> None:
     first = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
     assert extract(first, {"sentry-trace": TRACE}).sentry_trace == TRACE
+
+
+# --- no stale trace header survives a write ------------------------------------------------------
+
+STALE_TRACE = OTHER.encode()
+STALE_TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_write_removes_trace_headers_the_outgoing_trace_does_not_have(as_bytes: bool) -> None:
+    """A stale ``traceparent`` or Sentry-only ``baggage`` survived next to the new ``sentry-trace``."""
+    pairs: list[tuple[str, object]] = [
+        ("traceparent", STALE_TRACEPARENT.encode()),
+        ("sentry-trace", STALE_TRACE),
+        ("baggage", b"sentry-trace_id=0af7651916cd43dd8448eb211c80319c,sentry-sampled=true"),
+        ("app", b"1"),
+        ("sentry-trace", STALE_TRACE),
+    ]
+    write(pairs, {"sentry-trace": TRACE}, as_bytes=as_bytes)
+    assert pairs == [("sentry-trace", TRACE.encode() if as_bytes else TRACE), ("app", b"1")]
+    mapping: dict[str, object] = {
+        "traceparent": STALE_TRACEPARENT,
+        "baggage": "sentry-sampled=true",
+        "app": "1",
+    }
+    write(mapping, {"sentry-trace": TRACE})
+    assert mapping == {"app": "1", "sentry-trace": TRACE}
+
+
+def test_write_keeps_third_party_baggage_members_when_the_trace_has_no_baggage() -> None:
+    headers = {"baggage": "vendor=1,sentry-trace_id=0af7651916cd43dd8448eb211c80319c,other=2"}
+    write(headers, {"sentry-trace": TRACE})
+    assert headers == {"baggage": "vendor=1,other=2", "sentry-trace": TRACE}
+
+
+def test_write_changes_nothing_when_a_pair_cannot_be_compared() -> None:
+    class Unequal:
+        def __eq__(self, other: object) -> bool:
+            raise RuntimeError("no comparison")
+
+        __hash__ = None  # type: ignore[assignment]
+
+    odd = (Unequal(), b"x")
+    pairs: list[object] = [("sentry-trace", STALE_TRACE), odd, ("baggage", b"sentry-a=b")]
+    with pytest.raises(RuntimeError):  # inject catches it; the container must be as it was
+        write(pairs, {"sentry-trace": TRACE, "baggage": "sentry-b=c"}, as_bytes=True)  # type: ignore[arg-type]
+    assert pairs == [("sentry-trace", STALE_TRACE), odd, ("baggage", b"sentry-a=b")]
+
+
+HEADER_KEY = st.sampled_from(["sentry-trace", "baggage", "traceparent", "app", "other"])
+HEADER_VALUE = st.one_of(
+    st.sampled_from(
+        [TRACE, OTHER, STALE_TRACEPARENT, "vendor=1", "sentry-sampled=true,vendor=2", "sentry-x=1"]
+    ),
+    st.text(max_size=10),
+    st.binary(max_size=10),
+    st.none(),
+)
+OUTGOING = st.fixed_dictionaries(
+    {"sentry-trace": st.just(TRACE)},
+    optional={
+        "baggage": st.sampled_from(
+            ["sentry-trace_id=771a43a4192642f0b136d5159a501700", "sentry-a=b,vendor=3"]
+        ),
+        "traceparent": st.just("00-771a43a4192642f0b136d5159a501700-b2bd6e9b3e4c5a1f-01"),
+    },
+)
+
+
+def _members(value: object) -> list[str]:
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    return [member.split("=", 1)[0] for member in text.split(",")]
+
+
+@given(
+    items=st.lists(st.tuples(HEADER_KEY, HEADER_VALUE), max_size=8),
+    as_mapping=st.booleans(),
+    outgoing=OUTGOING,
+    as_bytes=st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_after_a_write_each_trace_header_is_there_once_and_none_is_stale(
+    items: list[tuple[str, object]], as_mapping: bool, outgoing: dict[str, str], as_bytes: bool
+) -> None:
+    container: Any = dict(items) if as_mapping else list(items)
+    others = [(key, value) for key, value in (container.items() if as_mapping else container)]
+    others = [(key, value) for key, value in others if key not in ("sentry-trace", "baggage", "traceparent")]
+    write(container, outgoing, as_bytes=as_bytes)
+    after = list(container.items()) if as_mapping else list(container)
+    keys = [key for key, _ in after]
+    assert [(key, value) for key, value in after if key in ("app", "other")] == others  # in place, in order
+    encoded = {key: value.encode() if as_bytes else value for key, value in outgoing.items()}
+    assert keys.count("sentry-trace") == 1 and dict(after)["sentry-trace"] == encoded["sentry-trace"]
+    if "traceparent" in outgoing:
+        assert keys.count("traceparent") == 1 and dict(after)["traceparent"] == encoded["traceparent"]
+    else:
+        assert "traceparent" not in keys
+    assert keys.count("baggage") <= 1
+    if "baggage" in keys:
+        members = _members(dict(after)["baggage"])
+        ours = _members(outgoing.get("baggage", ""))
+        assert [member for member in members if member.startswith("sentry-")] == [
+            member for member in ours if member.startswith("sentry-")
+        ], "Sentry members come from the outgoing trace only"
+    else:
+        assert "baggage" not in outgoing
+
+
+def test_write_rewrites_a_sequence_that_is_not_a_list() -> None:
+    headers: UserList[tuple[str, object]] = UserList(
+        [("app", b"1"), ("traceparent", STALE_TRACEPARENT.encode()), ("sentry-trace", STALE_TRACE)]
+    )
+    write(headers, {"sentry-trace": TRACE, "baggage": "sentry-a=b"}, as_bytes=True)
+    assert list(headers) == [("app", b"1"), ("sentry-trace", TRACE.encode()), ("baggage", b"sentry-a=b")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 import sentry_sdk
 
 import busprop
+from busprop import sdk
 from tests.conftest import Captured
 
 Init = Callable[..., Captured]
@@ -172,9 +174,67 @@ def test_with_tracing_disabled_values_follow_the_propagation_context_inside_one_
     sentry_init(traces_sample_rate=None)
     first: dict[str, Any] = {}
     second: dict[str, Any] = {}
-    with sentry_sdk.start_transaction(name="not traced"):
+    # sentry-sdk's continue_trace sets the isolation scope's trace: this test's own, not the process's
+    with sentry_sdk.isolation_scope(), sentry_sdk.start_transaction(name="not traced"):
         busprop.inject(first, destination="d")
         sentry_sdk.continue_trace({"sentry-trace": "771a43a4192642f0b136d5159a501700-b2bd6e9b3e4c5a1f-1"})
         busprop.inject(second, destination="d")
     assert not first["sentry-trace"].startswith("771a43a4192642f0b136d5159a501700")
     assert second["sentry-trace"].startswith("771a43a4192642f0b136d5159a501700-")
+
+
+STALE = {
+    "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    "sentry-trace": "0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-1",
+    "baggage": "vendor=kept,sentry-trace_id=0af7651916cd43dd8448eb211c80319c,sentry-sample_rand=0.1",
+}
+
+
+def without_baggage(values: Any) -> Any:
+    """What the SDK gives in a process where ``sentry_sdk.init`` was never called: no baggage."""
+    return None if values is None else {key: value for key, value in values.items() if key != "baggage"}
+
+
+@pytest.mark.parametrize("write_traceparent", [False, True])
+@pytest.mark.parametrize("sdk_state", ["not initialised", "tracing disabled", "sampled"])
+def test_after_inject_the_carrier_holds_our_trace_once_and_nothing_stale(
+    sentry_init: Init, monkeypatch: pytest.MonkeyPatch, sdk_state: str, write_traceparent: bool
+) -> None:
+    """A forwarded message kept the upstream ``traceparent``, and Sentry's upstream baggage when the
+    SDK had none to write: a consumer continued the wrong trace, or ours with its sample_rand."""
+    sentry_init(traces_sample_rate=1.0 if sdk_state == "sampled" else None)
+    if sdk_state == "not initialised":
+        outgoing = sdk.outgoing_values
+        monkeypatch.setattr(sdk, "outgoing_values", lambda *args: without_baggage(outgoing(*args)))
+    busprop.configure(write_traceparent=write_traceparent)
+    pairs: list[tuple[str, Any]] = [("app", b"1"), *((key, value.encode()) for key, value in STALE.items())]
+    pairs.append(("sentry-trace", STALE["sentry-trace"].encode()))
+    mapping: dict[str, Any] = {"app": "1", **STALE}
+    with (
+        sentry_sdk.start_transaction(name="forwarder") if sdk_state == "sampled" else contextlib.nullcontext()
+    ):
+        assert busprop.inject(pairs, destination="orders", as_bytes=True) is True
+        assert busprop.inject(mapping, destination="orders") is True
+        ours = sentry_sdk.get_traceparent()
+    assert ours is not None
+    for headers in ({key: value.decode() for key, value in pairs}, mapping):
+        assert headers["app"] == "1"
+        assert headers["sentry-trace"].split("-")[:2] == ours.split("-")[:2]
+        assert ("traceparent" in headers) is write_traceparent
+        if write_traceparent:
+            assert headers["traceparent"].split("-")[1:3] == ours.split("-")[:2]
+        assert "0af7651916cd43dd8448eb211c80319c" not in headers["baggage"]
+        assert "sentry-sample_rand=0.1" not in headers["baggage"]
+        assert headers["baggage"].startswith("vendor=kept")
+    names = [key for key, _ in pairs]
+    assert sorted(names) == sorted({"app", "sentry-trace", "baggage", *(["traceparent"] * write_traceparent)})
+
+
+def test_inject_outside_the_targets_never_touches_the_carrier(sentry_init: Init) -> None:
+    """By design: busprop writes nothing for such a destination, and removes nothing either."""
+    sentry_init(traces_sample_rate=1.0)
+    busprop.configure(propagation_targets=["^orders$"])
+    headers = dict(STALE)
+    with sentry_sdk.start_transaction(name="forwarder"):
+        assert busprop.inject(headers, destination="partner.audit") is False
+    assert headers == STALE
