@@ -29,7 +29,7 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any, ClassVar, TypeVar, cast, overload
+from typing import Any, TypeVar, cast, overload
 
 import aio_pika
 import aiormq
@@ -37,6 +37,7 @@ from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractMessage,
+    AbstractQueue,
     AbstractQueueIterator,
     MessageInfo,
 )
@@ -50,6 +51,7 @@ from busprop import sdk
 from busprop.config import get_config, should_propagate
 from busprop.decorators import traced_call
 from busprop.iteration import TracedAsyncIterator
+from busprop.patching import Patches
 from busprop.processing import MessageProcessing, continue_trace, mechanism_of
 from busprop.publishing import publish
 from busprop.spandata import messaging_data
@@ -95,8 +97,16 @@ _publishing: contextvars.ContextVar[bool] = contextvars.ContextVar("busprop_amqp
 
 
 def destination_of(exchange: str | None, routing_key: str | None) -> str:
-    """The destination string for ``propagation_targets``: ``exchange/routing_key``."""
-    return f"{exchange or ''}/{routing_key or ''}"
+    """The destination string for ``propagation_targets``: ``exchange/routing_key``.
+
+    A part that is not a string (never what aio-pika hands over) counts as empty: the string is
+    built from values that cannot run code of their own.
+    """
+    return f"{_name(exchange)}/{_name(routing_key)}"
+
+
+def _name(value: Any) -> str:
+    return str.__str__(value) if isinstance(value, str) else ""
 
 
 def _count(value: Any) -> int:
@@ -406,15 +416,20 @@ class TracedQueueIterator(TracedAsyncIterator[AbstractIncomingMessage]):
     """``queue.iterator()`` whose loop body runs inside each message's trace; see :func:`traced_iterator`."""
 
     def __init__(self, iterable: AsyncIterable[AbstractIncomingMessage], name: str | None = None) -> None:
-        inner = iterable if isinstance(iterable, AbstractQueueIterator) else iterable.__aiter__()
-        if isinstance(inner, TracedQueueIterator):  # a queue's __aiter__ patched by the integration
-            inner = inner.queue_iterator
-        self.queue_iterator: AsyncIterator[AbstractIncomingMessage] = inner
+        inner: AsyncIterator[AbstractIncomingMessage]
+        if isinstance(iterable, AbstractQueueIterator):
+            inner = iterable
+        elif isinstance(iterable, AbstractQueue):  # as its __aiter__, bypassing the integration's patch
+            inner = iterable.iterator()
+        else:
+            inner = iterable.__aiter__()
+        self.queue_iterator = inner
         super().__init__(_AsIs(inner), lambda message: message_processing(message, name))
 
     async def __aenter__(self) -> TracedQueueIterator:
         if isinstance(self.queue_iterator, AbstractQueueIterator):
             await self.queue_iterator.__aenter__()
+        await super().__aenter__()
         return self
 
     async def __aexit__(
@@ -436,9 +451,11 @@ def traced_iterator(
 ) -> TracedQueueIterator:
     """Wrap ``queue.iterator()`` (or a queue) so each ``async for`` body runs in its message's trace.
 
-    Use it as ``async with busprop.amqp.traced_iterator(queue.iterator()) as messages:`` to have a
-    raising loop body mark the message's transaction failed (and the queue iterator closed);
-    a plain ``async for`` works too.
+    A message's transaction ends when the loop asks for the next one, where the loop is left
+    (``break``, ``return``, an exception: before the code after the loop) or on ``close()``. Use it
+    as ``async with busprop.amqp.traced_iterator(queue.iterator()) as messages:`` to have a raising
+    loop body mark the message's transaction failed at the block's end (and the queue iterator
+    closed); a plain ``async for`` works too. See :mod:`busprop.iteration`.
     """
     if isinstance(iterator, TracedQueueIterator):
         return iterator
@@ -579,112 +596,125 @@ def _traced_callback(callback: Callable[..., Any]) -> Callable[..., Any]:
     return traced
 
 
-def _patched_publish(original: Callable[..., Any]) -> Callable[..., Any]:
-    async def publish(
-        self: AbstractExchange, message: AbstractMessage, routing_key: str, **options: Any
-    ) -> Any:
-        if not _enabled():
-            return await original(self, message, routing_key, **options)
-        send = functools.partial(original, self)
-        return await _publish_message(self, message, routing_key, send, **options)
-
-    return publish
+# The patches are wrapt wrappers (see busprop.patching): ``wrapped`` is aio-pika's own method, bound
+# to the instance; the wrapper returns what the method returns (a coroutine for an async method).
 
 
-def _patched_consume(original: Callable[..., Any]) -> Callable[..., Any]:
-    async def consume(self: aio_pika.Queue, callback: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if _enabled():
-            callback = _traced_callback(callback)
-        return await original(self, callback, *args, **kwargs)
+def _patched_publish(
+    wrapped: Callable[..., Any], self: AbstractExchange, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if not _enabled():
+        return wrapped(*args, **kwargs)
+    return _traced_publish(self, wrapped, *args, **kwargs)
 
-    return consume
+
+def _traced_publish(
+    exchange: AbstractExchange,
+    send: Callable[..., Any],
+    message: AbstractMessage,
+    routing_key: str,
+    **options: Any,
+) -> Awaitable[Any]:
+    return _publish_message(exchange, message, routing_key, send, **options)
 
 
-def _patched_aiter(original: Callable[..., Any]) -> Callable[..., Any]:
-    def aiter(self: AsyncIterable[AbstractIncomingMessage]) -> Any:
-        iterator = original(self)
-        if not _enabled():
-            return iterator
-        traced = TracedQueueIterator(iterator)
-        with contextlib.suppress(AttributeError):  # for __aexit__: `async with queue.iterator() as q`
+def _patched_consume(
+    wrapped: Callable[..., Any], _queue: aio_pika.Queue, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    return _consume(wrapped, *args, **kwargs)
+
+
+def _consume(wrapped: Callable[..., Any], callback: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    if _enabled():
+        callback = _traced_callback(callback)
+    return wrapped(callback, *args, **kwargs)
+
+
+def _patched_aiter(
+    wrapped: Callable[..., Any],
+    _self: AsyncIterable[AbstractIncomingMessage],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    iterator = wrapped(*args, **kwargs)
+    if not _enabled():
+        return iterator
+    traced = TracedQueueIterator(iterator)
+    # A queue iterator already consuming was entered by `async with queue.iterator() as q` (or looped
+    # over before): its __aexit__, patched below, will see the loop body's exception and end the
+    # message with it. Otherwise the message ends where the loop is left.
+    if getattr(iterator, "consumer_tag", None) is not None:
+        traced._managed = True
+        with contextlib.suppress(AttributeError):
             iterator._busprop_traced = traced
-        return traced
-
-    return aiter
+    return traced.__aiter__()
 
 
-def _patched_aexit(original: Callable[..., Any]) -> Callable[..., Any]:
-    async def aexit(self: AbstractQueueIterator, *exc_info: Any) -> Any:
-        traced = self.__dict__.pop("_busprop_traced", None)
-        if isinstance(
-            traced, TracedQueueIterator
-        ):  # the loop body's exception fails its message's transaction
-            await TracedAsyncIterator.__aexit__(traced, *exc_info)
-        return await original(self, *exc_info)
-
-    return aexit
-
-
-def _patched_call(original: Callable[..., Any]) -> Callable[..., Any]:
-    async def call(self: RPC, method_name: str, *args: Any, **kwargs: Any) -> Any:
-        if not _enabled():
-            return await original(self, method_name, *args, **kwargs)
-        return await _rpc_call(
-            self, method_name, functools.partial(original, self, method_name, *args, **kwargs)
-        )
-
-    return call
+async def _patched_aexit(
+    wrapped: Callable[..., Any],
+    self: AbstractQueueIterator,
+    exc_info: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    traced = self.__dict__.pop("_busprop_traced", None)
+    if isinstance(traced, TracedQueueIterator):  # the loop body's exception fails its message's transaction
+        await TracedAsyncIterator.__aexit__(traced, *exc_info)
+    return await wrapped(*exc_info, **kwargs)
 
 
-def _patched_execute(original: Callable[..., Any]) -> Callable[..., Any]:
-    async def execute(self: RPC, func: Any, payload: dict[str, Any]) -> Any:
-        if not _enabled():
-            return await original(self, func, payload)
-        return await _rpc_execute(functools.partial(original, self, func, payload))
+def _patched_call(
+    wrapped: Callable[..., Any], self: RPC, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if not _enabled():
+        return wrapped(*args, **kwargs)
+    return _rpc_call(self, _method_name(*args, **kwargs), functools.partial(wrapped, *args, **kwargs))
 
-    return execute
+
+def _method_name(method_name: str, *_args: Any, **_kwargs: Any) -> str:
+    return method_name
 
 
-_PATCHES: tuple[tuple[type, str, Callable[[Callable[..., Any]], Callable[..., Any]]], ...] = (
-    (aio_pika.Exchange, "publish", _patched_publish),
-    (aio_pika.Queue, "consume", _patched_consume),
-    (aio_pika.Queue, "__aiter__", _patched_aiter),
-    (QueueIterator, "__aiter__", _patched_aiter),
-    (QueueIterator, "__aexit__", _patched_aexit),
-    (RPC, "call", _patched_call),
-    (RPC, "execute", _patched_execute),
-)
+def _patched_execute(
+    wrapped: Callable[..., Any], _self: RPC, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if not _enabled():
+        return wrapped(*args, **kwargs)
+    return _rpc_execute(functools.partial(wrapped, *args, **kwargs))
 
 
 class AioPikaIntegration(Integration):
     """Traces existing aio-pika code without edits: ``sentry_sdk.init(integrations=[AioPikaIntegration()])``.
 
     Patches ``Exchange.publish`` (robust exchanges included), ``Queue.consume`` callbacks,
-    ``async for`` over queues and queue iterators, and ``RPC.call``/``RPC.execute``. Installing
-    twice changes nothing; :meth:`uninstall` puts the originals back. The patches do nothing while
-    the active client was initialised without this integration.
+    ``async for`` over queues and queue iterators, and ``RPC.call``/``RPC.execute``, through
+    :mod:`busprop.patching`: installing twice changes nothing, :meth:`uninstall` puts the originals
+    back, and both may run from any thread while other threads use aio-pika. The patches do
+    nothing while the active client was initialised without this integration.
     """
 
     identifier = "busprop_aio_pika"
-    _originals: ClassVar[dict[tuple[type, str], Any]] = {}
 
     @staticmethod
     def setup_once() -> None:
-        for owner, attribute, patch in _PATCHES:
-            key = (owner, attribute)
-            if key in AioPikaIntegration._originals:
-                continue
-            original = owner.__dict__[attribute]
-            AioPikaIntegration._originals[key] = original
-            patched = functools.wraps(original)(patch(original))
-            setattr(owner, attribute, patched)
+        _PATCHES.install()
 
     @staticmethod
     def uninstall() -> None:
         """Restore aio-pika's originals; a later ``sentry_sdk.init`` with the integration patches again."""
-        originals = AioPikaIntegration._originals
-        while originals:
-            (owner, attribute), original = originals.popitem()
-            setattr(owner, attribute, original)
+        _PATCHES.uninstall()
         with capture_internal_exceptions():
             sdk.forget_integration(AioPikaIntegration.identifier)
+
+
+_PATCHES = Patches(
+    AioPikaIntegration.identifier,
+    [
+        (aio_pika.Exchange, "publish", _patched_publish),
+        (aio_pika.Queue, "consume", _patched_consume),
+        (aio_pika.Queue, "__aiter__", _patched_aiter),
+        (QueueIterator, "__aiter__", _patched_aiter),
+        (QueueIterator, "__aexit__", _patched_aexit),
+        (RPC, "call", _patched_call),
+        (RPC, "execute", _patched_execute),
+    ],
+)

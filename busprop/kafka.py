@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, cast, overload
@@ -35,10 +34,11 @@ from sentry_sdk.tracing import NoOpSpan, Span, Transaction
 
 from busprop import sdk, spandata
 from busprop.carrier import extract
-from busprop.decorators import FromCall, resolve, traced_call
-from busprop.iteration import TracedIterator
+from busprop.decorators import FromCall, destination_text, resolve, traced_call
+from busprop.iteration import CurrentProcessing, TracedIterator
+from busprop.patching import Patches
 from busprop.processing import MessageProcessing, continue_trace
-from busprop.publishing import publish
+from busprop.publishing import Publishing, publish
 
 logger = logging.getLogger("busprop")
 
@@ -78,18 +78,41 @@ Headers = list[tuple[str, bytes]]
 def header_list(headers: Any) -> Headers | None:
     """A new list holding ``headers`` (``None``, a list or a tuple), for busprop to write into.
 
-    The caller's container is never changed. Anything else is not copied (``None`` is returned)
-    and the send goes out untouched, so kafka-python raises for it exactly as it would alone.
+    The caller's container is never changed. Anything else, or a list whose iteration raises, is
+    not copied (``None`` is returned, with a debug record) and the send goes out untouched, so
+    kafka-python raises for it exactly as it would alone.
     """
     if headers is None:
         return []
     if isinstance(headers, (list, tuple)):
-        return list(headers)
+        try:
+            return list(headers)
+        except Exception:
+            logger.debug("busprop: unreadable Kafka headers, sent untouched", exc_info=True)
+            return None
+    logger.debug("busprop: Kafka headers of type %s are sent untouched", type(headers).__name__)
     return None
 
 
+def _header_copy(headers: Any) -> Headers | dict[Any, Any] | None:
+    """What a decorated producer function receives instead of the caller's headers: a copy.
+
+    A list for none, a list or a tuple (as :func:`header_list`); a dict for a mapping, which the
+    function may turn into pairs itself; ``None`` (nothing copied, nothing written) otherwise.
+    """
+    if isinstance(headers, Mapping):
+        try:
+            return dict(headers)
+        except Exception:
+            logger.debug("busprop: unreadable Kafka headers, passed on untouched", exc_info=True)
+            return None
+    return header_list(headers)
+
+
 def _value_size(value: Any) -> int | None:
-    return len(value) if isinstance(value, (bytes, bytearray, memoryview, str)) else None
+    if type(value) in (bytes, bytearray, memoryview, str):
+        return len(value)
+    return None
 
 
 def traced_send(
@@ -104,6 +127,8 @@ def traced_send(
     """Call a ``KafkaProducer.send`` (bound) inside a ``queue.publish`` span, trace in the headers."""
     carrier = header_list(headers)
     if carrier is None or not isinstance(topic, str):
+        if carrier is not None:
+            logger.debug("busprop: a Kafka topic of type %s: record sent untouched", type(topic).__name__)
         return send(
             topic, value=value, key=key, headers=headers, partition=partition, timestamp_ms=timestamp_ms
         )
@@ -197,7 +222,7 @@ class TracedProducer:
         timestamp_ms: int | None = None,
     ) -> Any:
         """``KafkaProducer.send``, inside a ``queue.publish`` span, with the trace in the headers."""
-        send = _untraced_send(self.producer) if _originals else self._send
+        send = _untraced_send(self.producer) if _PATCHES.installed else self._send
         return traced_send(send, topic, value, key, headers, partition, timestamp_ms)
 
     def __getattr__(self, name: str) -> Any:
@@ -224,9 +249,8 @@ def traced_producer(producer: Any) -> TracedProducer:
 
 def _untraced_send(producer: Any) -> Callable[..., Any]:
     """The producer's own ``send``, bypassing :class:`KafkaIntegration`'s patch (no double span)."""
-    original = _originals.get("send")
-    if original is not None and isinstance(producer, KafkaProducer):
-        return cast(Callable[..., Any], original.__get__(producer))
+    if _PATCHES.installed and isinstance(producer, KafkaProducer):
+        return cast(Callable[..., Any], _PATCHES.original(KafkaProducer, "send").__get__(producer))
     return cast(Callable[..., Any], producer.send)
 
 
@@ -237,36 +261,40 @@ def producer(
 
     The function receives, in its ``headers_argument`` parameter, a new list holding the headers
     the caller passed (none, a list or a tuple) plus ``sentry-trace`` and ``baggage`` as bytes; it
-    passes that list to ``send()``. ``topic`` (and ``name``) is a value or a function of the
-    function's arguments.
+    passes that list to ``send()``. A mapping is copied into a new dict instead; headers of any
+    other type reach the function untouched, without the trace. The caller's container is never
+    changed. ``topic`` (and ``name``) is a value or a function of the function's arguments.
+    Decorating a function without that parameter raises ``TypeError`` (at import, not per call).
     """
 
     def decorate(func: F) -> F:
         argument = _HeaderArgument(func, headers_argument)
 
-        def enter(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            destination = resolve(topic, args, kwargs)
+        def enter(args: tuple[Any, ...], kwargs: dict[str, Any], carrier: Any) -> Publishing:
             return publish(
-                argument.get(args, kwargs),
+                carrier if carrier is not None else [],  # nothing to write into: a span only
                 system=SYSTEM,
-                destination=str(destination) if destination is not None else "unknown",
+                destination=destination_text(resolve(topic, args, kwargs)),
                 name=resolve(name, args, kwargs),
                 origin=ORIGIN,
                 as_bytes=True,
             )
 
-        traced = traced_call(func, enter)
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return await traced(*argument.with_list(args, kwargs), **kwargs)
+                args, carrier = argument.substitute(args, kwargs)
+                with enter(args, kwargs, carrier):
+                    return await func(*args, **kwargs)
 
             return cast(F, async_wrapper)
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return traced(*argument.with_list(args, kwargs), **kwargs)
+            args, carrier = argument.substitute(args, kwargs)
+            with enter(args, kwargs, carrier):
+                return func(*args, **kwargs)
 
         return cast(F, wrapper)
 
@@ -291,19 +319,20 @@ class _HeaderArgument:
     def _positional(self, args: tuple[Any, ...]) -> bool:
         return self.position is not None and len(args) > self.position
 
-    def get(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return args[cast(int, self.position)] if self._positional(args) else kwargs[self.name]
+    def substitute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], Any]:
+        """Put a copy in place of the caller's headers; return the arguments and the copy.
 
-    def with_list(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-        """Put a new list in place of the caller's headers (``kwargs`` is updated in place)."""
+        ``kwargs`` (the call's own dict) is updated in place. The copy is ``None`` when the
+        headers could not be copied: the function then gets the caller's object, unwritten.
+        """
         if self._positional(args):
             index = cast(int, self.position)
-            copied = header_list(args[index])
-            return args if copied is None else (*args[:index], copied, *args[index + 1 :])
-        copied = header_list(kwargs.get(self.name))
+            copied = _header_copy(args[index])
+            return (args if copied is None else (*args[:index], copied, *args[index + 1 :])), copied
+        copied = _header_copy(kwargs.get(self.name))
         if copied is not None:
             kwargs[self.name] = copied
-        return args
+        return args, copied
 
 
 # --- consumer ------------------------------------------------------------------------------------
@@ -366,9 +395,11 @@ def _group_of(consumer: Any) -> str | None:
 def traced_consumer(consumer: Any, *, group_id: str | None = None) -> TracedIterator[Any]:
     """Iterate a ``KafkaConsumer``: each loop body runs inside its record's continued trace.
 
-    A record's ``queue.process`` transaction ends when the loop asks for the next record, breaks
-    (the iterator is closed or collected) or, used as ``with traced_consumer(c) as records:``,
-    raises (then it is marked failed and the exception reported and re-raised unchanged).
+    A record's transaction ends when the loop asks for the next record, where the loop is left
+    (``break``, ``return``, an exception: before the code after the loop), on ``close()``, or, used
+    as ``with traced_consumer(c) as records:``, at the block's end when the loop body raised (then
+    it is marked failed and the exception reported and re-raised unchanged); see
+    :mod:`busprop.iteration`.
     """
     group = group_id if group_id is not None else _group_of(consumer)
     return TracedIterator(_RawRecords(consumer), lambda record: record_processing(record, group))
@@ -378,10 +409,9 @@ class _RawRecords:
     """A consumer's own iteration, bypassing :class:`KafkaIntegration`'s patch (no double scope)."""
 
     def __init__(self, consumer: Any) -> None:
-        original = _originals.get("__next__")
         self._next = (
-            functools.partial(original, consumer)
-            if original is not None and isinstance(consumer, KafkaConsumer)
+            _PATCHES.original(KafkaConsumer, "__next__").__get__(consumer)
+            if _PATCHES.installed and isinstance(consumer, KafkaConsumer)
             else iter(consumer).__next__
         )
 
@@ -450,27 +480,22 @@ def _first_record(args: tuple[Any, ...]) -> Any:
 
 
 class BatchProcessing:
-    """One transaction for a batch, a ``queue.process`` span per record; see :func:`process_batch`."""
+    """One transaction for a batch, a ``queue.process`` span per record; see :func:`process_batch`.
+
+    An empty batch (a ``poll()`` that timed out) is no work: it gets no scope and no transaction,
+    or a consumer polling an idle topic would send one empty transaction per poll.
+    """
 
     def __init__(self, records: list[Any], group_id: str | None, name: str | None) -> None:
-        topics = sorted({str(getattr(record, "topic", "unknown")) for record in records})
         self.records = records
         self._group_id = group_id
-        destination = ",".join(topics) or "unknown"
-        self._processing = continue_trace(
-            system=SYSTEM,
-            destination=destination,
-            name=name or f"batch {destination}",
-            origin=ORIGIN,
-            extra_data={BATCH_COUNT: len(records), CONSUMER_GROUP: group_id},
-            sampling_context={"messaging_batch": True},
-        )
-        self._processing.one_message = False  # each record gets its own ``queue.process`` span
+        self._processing = _batch_processing(records, group_id, name) if records else None
         self._transaction: Transaction | NoOpSpan | None = None
         self._span: Span | None = None
 
     def __enter__(self) -> BatchProcessing:
-        self._transaction = self._processing.__enter__()
+        if self._processing is not None:
+            self._transaction = self._processing.__enter__()
         return self
 
     def __iter__(self) -> Iterator[Any]:
@@ -510,7 +535,32 @@ class BatchProcessing:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._finish_span(exc)
-        self._processing.__exit__(exc_type, exc, tb)
+        if self._processing is not None:
+            self._processing.__exit__(exc_type, exc, tb)
+
+
+def _batch_processing(records: list[Any], group_id: str | None, name: str | None) -> MessageProcessing:
+    """The batch's own processing: a trace of its own, named ``name`` or after its topics."""
+    destination = ",".join(sorted({_topic_of(record) for record in records}))
+    processing = continue_trace(
+        system=SYSTEM,
+        destination=destination,
+        name=name if isinstance(name, str) and name else f"batch {destination}",
+        origin=ORIGIN,
+        extra_data={BATCH_COUNT: len(records), CONSUMER_GROUP: group_id},
+        sampling_context={"messaging_batch": True},
+    )
+    processing.one_message = False  # each record gets its own ``queue.process`` span
+    return processing
+
+
+def _topic_of(record: Any) -> str:
+    """A record's topic, ``"unknown"`` for anything that is not a record with a ``str`` topic."""
+    try:
+        topic = record.topic
+    except Exception:
+        return "unknown"
+    return str.__str__(topic) if isinstance(topic, str) else "unknown"
 
 
 def _record_span_data(record: Any, group_id: str | None) -> dict[str, Any]:
@@ -545,16 +595,21 @@ def process_batch(
     producer's trace ids as span data (``busprop.link.*``), so each record shows once on Sentry's
     Queues page. Records whose
     producer trace is unsampled still get a span when the batch is sampled; an unsampled batch
-    costs no span at all. An exception is reported and re-raised unchanged.
+    costs no span at all. An exception is reported and re-raised unchanged. An empty batch (a
+    ``poll()`` that returned nothing), or a ``batch`` that is no ``poll()`` result, creates no
+    transaction: an exception in the body then propagates unchanged and unreported.
     """
     group = group_id if group_id is not None else _group_of(consumer) if consumer is not None else None
-    return BatchProcessing(records_of(batch), group, name)
+    try:
+        records = records_of(batch)
+    except Exception:
+        logger.debug("busprop: a batch of type %s is no poll() result: no records", type(batch).__name__)
+        records = []
+    return BatchProcessing(records, group, name)
 
 
 # --- auto-instrumentation ------------------------------------------------------------------------
 
-_originals: dict[str, Any] = {}
-_patch_lock = threading.Lock()
 _CURRENT = "_busprop_processing"
 
 
@@ -563,8 +618,9 @@ class KafkaIntegration(Integration):
 
     Patches ``KafkaProducer.send`` (as :func:`traced_producer`) and ``KafkaConsumer`` iteration
     (as :func:`traced_consumer`: a record's transaction ends when the next one is asked for, the
-    iteration stops or the consumer is closed). Installing twice changes nothing;
-    :meth:`uninstall` restores the originals.
+    iteration stops or the consumer is closed), through :mod:`busprop.patching`: installing twice
+    changes nothing, :meth:`uninstall` restores the originals, and both may run from any thread
+    while other threads use kafka-python.
     """
 
     identifier = "busprop_kafka"
@@ -583,64 +639,68 @@ def _enabled() -> bool:
 
 
 def install() -> None:
-    """Patch kafka-python (idempotent); :class:`KafkaIntegration` calls it."""
-    with _patch_lock:
-        if _originals:
-            return
-        _originals["send"] = KafkaProducer.send
-        _originals["__next__"] = KafkaConsumer.__next__
-        _originals["close"] = KafkaConsumer.close
-        KafkaProducer.send = _patched_send
-        KafkaConsumer.__next__ = _patched_next
-        KafkaConsumer.close = _patched_close
+    """Patch kafka-python (idempotent, thread-safe); :class:`KafkaIntegration` calls it."""
+    _PATCHES.install()
 
 
 def uninstall() -> None:
     """Restore kafka-python's own methods, so a later ``sentry_sdk.init`` may install again."""
-    with _patch_lock:
-        if not _originals:
-            return
-        KafkaProducer.send = _originals.pop("send")
-        KafkaConsumer.__next__ = _originals.pop("__next__")
-        KafkaConsumer.close = _originals.pop("close")
-        _originals.clear()
+    if _PATCHES.uninstall():
         sdk.forget_integration(KafkaIntegration.identifier)
 
 
 def _patched_send(
-    self: Any,
-    topic: str,
-    value: Any = None,
-    key: Any = None,
-    headers: Any = None,
-    partition: int | None = None,
-    timestamp_ms: int | None = None,
+    send: Callable[..., Any], _producer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    send = _originals["send"].__get__(self)
+    """``KafkaProducer.send`` as :func:`traced_send`; ``send`` is the original, bound to the producer."""
     if not _enabled():
-        return send(topic, value, key, headers, partition, timestamp_ms)
-    return traced_send(send, topic, value, key, headers, partition, timestamp_ms)
+        return send(*args, **kwargs)
+    return traced_send(send, *args, **kwargs)
 
 
-def _patched_next(self: Any) -> Any:
+def _patched_next(
+    wrapped: Callable[..., Any], self: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     _finish_current(self)
-    record = _originals["__next__"](self)
+    record = wrapped(*args, **kwargs)
     if _enabled():
         try:
-            processing = record_processing(record, _group_of(self))
-            processing.__enter__()
-            self.__dict__[_CURRENT] = processing
+            _current_of(self).start(record_processing(record, _group_of(self)))
         except Exception:
             logger.debug("busprop: could not trace a Kafka record", exc_info=True)
     return record
 
 
-def _patched_close(self: Any, *args: Any, **kwargs: Any) -> Any:
+def _patched_close(
+    wrapped: Callable[..., Any], self: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     _finish_current(self)
-    return _originals["close"](self, *args, **kwargs)
+    return wrapped(*args, **kwargs)
+
+
+def _current_of(consumer: Any) -> CurrentProcessing:
+    """The record the consumer's loop body is processing (a consumer is its own iterator)."""
+    current = consumer.__dict__.get(_CURRENT)
+    if current is None:
+        current = consumer.__dict__[_CURRENT] = CurrentProcessing(consumer)
+    return cast(CurrentProcessing, current)
 
 
 def _finish_current(consumer: Any) -> None:
-    processing = consumer.__dict__.pop(_CURRENT, None)
-    if processing is not None:
-        processing.__exit__(None, None, None)
+    """End the last record's processing; from another thread, send it (see ``busprop.iteration``)."""
+    current = consumer.__dict__.get(_CURRENT)
+    if current is not None:
+        try:
+            current.finish()
+        except Exception:
+            logger.debug("busprop: could not end a Kafka record's processing", exc_info=True)
+
+
+_PATCHES = Patches(
+    KafkaIntegration.identifier,
+    [
+        (KafkaProducer, "send", _patched_send),
+        (KafkaConsumer, "__next__", _patched_next),
+        (KafkaConsumer, "close", _patched_close),
+    ],
+)

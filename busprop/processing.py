@@ -55,7 +55,11 @@ class MessageProcessing:
         except Exception:  # a carrier whose iteration raises
             logger.debug("busprop: unreadable trace headers, starting a new trace", exc_info=True)
         if self.trace is NO_TRACE and any(carrier is not None for carrier in carriers):
-            logger.debug("busprop: no usable trace in %s message, starting a new trace", arguments["system"])
+            system = arguments["system"]
+            logger.debug(
+                "busprop: no usable trace in %s message, starting a new trace",
+                str.__str__(system) if isinstance(system, str) else type(system).__name__,
+            )
         try:
             self._scope_manager = sentry_sdk.isolation_scope()
             scope = self._scope_manager.__enter__()

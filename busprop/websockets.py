@@ -19,7 +19,7 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Generator, Iterable
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import pydantic_core
 from websockets.asyncio.client import ClientConnection
@@ -32,7 +32,7 @@ from websockets.headers import build_host
 from websockets.uri import parse_uri
 
 from busprop.carrier import HEADER_KEYS, NO_TRACE, CarrierKeys, extract
-from busprop.iteration import CurrentProcessing
+from busprop.iteration import CurrentProcessing, async_loop_of
 from busprop.processing import continue_trace, propagation_scope
 from busprop.publishing import inject, publish
 from busprop.spandata import BODY_SIZE
@@ -218,6 +218,21 @@ def handshake_headers(uri: str, additional_headers: Any = None) -> list[tuple[st
     Existing ``sentry-trace``/``baggage`` entries, in any letter case, are replaced (third-party
     baggage kept); nothing is written for a destination outside ``propagation_targets``.
     """
+    try:
+        headers = _header_pairs(additional_headers)
+    except Exception:  # not headers: websockets raises its own error for them when connecting
+        logger.debug("busprop: unreadable handshake headers, sent as given", exc_info=True)
+        return cast(list[tuple[str, str]], additional_headers)
+    try:
+        destination = _uri_url(uri)
+    except Exception:  # websockets raises its own error for a bad URI when connecting
+        return headers
+    inject(headers, destination=destination, system=SYSTEM)
+    return headers
+
+
+def _header_pairs(additional_headers: Any) -> list[tuple[str, str]]:
+    """A new list of the caller's handshake headers, the trace headers' names in lower case."""
     if additional_headers is None:
         pairs: list[tuple[str, str]] = []
     elif hasattr(additional_headers, "raw_items"):
@@ -227,13 +242,7 @@ def handshake_headers(uri: str, additional_headers: Any = None) -> list[tuple[st
     else:
         pairs = list(additional_headers)
     names = {HEADER_KEYS.sentry_trace, HEADER_KEYS.baggage}
-    headers = [(name.lower() if name.lower() in names else name, value) for name, value in pairs]
-    try:
-        destination = _uri_url(uri)
-    except Exception:  # websockets raises its own error for a bad URI when connecting
-        return headers
-    inject(headers, destination=destination, system=SYSTEM)
-    return headers
+    return [(name.lower() if name.lower() in names else name, value) for name, value in pairs]
 
 
 # Connections --------------------------------------------------------------------------------------
@@ -247,7 +256,10 @@ class TracedConnection:
     """
 
     def __init__(self, connection: Connection, *, strip_metadata: bool = False) -> None:
-        self._current = CurrentProcessing()  # the message recv() last returned, ended by the next recv()
+        # The message recv() last returned, ended by the next recv(); sent if this wrapper is collected.
+        self._current = CurrentProcessing(self)
+        # Inside a block whose exit sees the loop body's exception (`async with`, traced_handler).
+        self._managed = False
         #: The wrapped ``websockets`` connection.
         self.connection = connection
         #: Whether ``recv()`` removes ``sentryTrace`` and ``baggage`` from the messages it returns.
@@ -265,7 +277,7 @@ class TracedConnection:
             logger.debug("busprop: could not read the WebSocket handshake", exc_info=True)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("connection", "_current"):
+        if name.startswith("__") or name in ("connection", "_current", "_managed"):
             raise AttributeError(name)
         return getattr(self.connection, name)
 
@@ -299,34 +311,48 @@ class TracedConnection:
             logger.debug("busprop: could not continue the trace of a WebSocket message", exc_info=True)
             return message
 
-    async def __aiter__(self) -> AsyncIterator[Data]:
-        """Iterate over messages as the connection does (ends on a normal close)."""
+    def __aiter__(self) -> AsyncIterator[Data]:
+        """Iterate over messages as the connection does (ends on a normal close).
+
+        Each ``async for`` gets a loop object of its own, so a message also ends where the loop is
+        left (``break``, ``return``, an exception), before the code after the loop: see
+        :mod:`busprop.iteration`. Inside ``async with`` or :func:`traced_handler` an exception's
+        message is left for their exit, which marks it failed.
+        """
+        return async_loop_of(self._next_message, self._loop_left)
+
+    async def _next_message(self) -> Data:
         try:
-            while True:
-                yield await self.recv()
+            return await self.recv()
         except ConnectionClosedOK:
-            return
+            raise StopAsyncIteration from None
+
+    def _loop_left(self, broke: bool) -> None:
+        self._current.loop_left(broke, self._managed)
 
     def finish_processing(self, error: BaseException | None = None) -> None:
-        """End the current message's processing now (marked failed with ``error``)."""
+        """End the current message's processing now (marked failed with ``error``).
+
+        From a task other than the one that received the message, its transaction is sent and
+        that task leaves the message's scope at its next ``recv()``.
+        """
         self._current.finish(error)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        """End the current message's processing and close the connection."""
+        """End the current message's processing (as :meth:`finish_processing`) and close the connection."""
         self._current.finish()
         await self.connection.close(code, reason)
 
     async def __aenter__(self) -> TracedConnection:
+        self._managed = True
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._managed = False
         self._current.finish(exc)
         await self.connection.__aexit__(exc_type, exc, tb)
-
-    def __del__(self) -> None:
-        self._current.finish()
 
     def _receive(self, message: Data) -> Data:
         """Start the processing of ``message``; returns what ``recv()`` returns."""
@@ -454,6 +480,7 @@ def traced_handler(handler: Handler, *, strip_metadata: bool = False) -> Callabl
     @functools.wraps(handler)
     async def run(connection: ServerConnection, *args: Any, **kwargs: Any) -> None:
         traced_connection = traced(connection, strip_metadata=strip_metadata)
+        traced_connection._managed = True  # the handler's exception ends the message, below
         # The span active where the server was started is not the connection's parent.
         with propagation_scope(traced_connection._handshake, keys=METADATA_KEYS):
             try:
@@ -491,6 +518,7 @@ class TracedConnect:
 
     async def __aenter__(self) -> TracedConnection:
         self._connection = self._traced(await self.connect.__aenter__())
+        self._connection._managed = True  # the block's exception ends the message, in __aexit__
         return self._connection
 
     async def __aexit__(

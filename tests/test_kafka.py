@@ -667,6 +667,27 @@ def test_unsampled_batch_costs_no_spans_and_delivers_every_record(
     assert captured.transactions() == []
 
 
+def test_an_empty_poll_creates_no_transaction(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    """A consumer polling an idle topic sent one empty ``batch unknown`` transaction per poll."""
+    captured = sentry_init(traces_sample_rate=1.0)
+    consumer = assigned_consumer(kafka_bootstrap, new_topic())
+    batch = consumer.poll(timeout_ms=200)
+    consumer.close()
+    assert batch == {}
+    for empty in (batch, []):
+        with busprop.kafka.process_batch(empty, consumer=consumer) as records:
+            assert sentry_sdk.get_current_span() is None  # no transaction, not even an unsent one
+            assert list(records) == []
+    with pytest.raises(KeyError) as raised, busprop.kafka.process_batch({}):
+        raise KeyError("the loop's own error")
+    assert raised.value.args == ("the loop's own error",)
+    assert captured.transactions() == []
+    # nothing was processed: the error is the caller's to report (kafka-python's own log lines aside)
+    assert [event for event in captured.errors() if "exception" in event] == []
+
+
 # --- KafkaIntegration ----------------------------------------------------------------------------
 
 ORIGINAL_SEND = KafkaProducer.send

@@ -1,0 +1,223 @@
+"""The one way busprop's Integrations patch a client library: install, uninstall, never twice.
+
+An Integration traces unchanged user code by wrapping methods of the client library's classes
+(``KafkaProducer.send``, ``aio_pika.Exchange.publish`` ...). When each adapter kept its own dict of
+originals and its patched methods looked the original up there on every call, a call racing
+``uninstall()`` raised ``KeyError`` into user code, and two threads installing at once could wrap
+a method twice or record a patch as the original. Here every patch is a ``wrapt.FunctionWrapper``
+(the wrapper type OpenTelemetry's instrumentations use as well), so that:
+
+- a call never looks its original up: the wrapper holds it (``__wrapped__``) and hands it to the
+  wrapper function already bound to the instance;
+- each wrapper has an on/off switch; uninstalling turns it off before putting the original back,
+  so a call that already holds the wrapper (a bound method taken earlier, a call racing the
+  uninstall) just runs the original;
+- each wrapper is marked with its patch's identity; installing looks for that mark down the
+  attribute's ``__wrapped__`` chain (another instrumentation may have wrapped busprop's wrapper)
+  and switches a found wrapper back on instead of wrapping a second time;
+- one lock per :class:`Patches` makes install and uninstall atomic with respect to each other,
+  and both are idempotent.
+
+A wrapper function has wrapt's signature ``wrapper(wrapped, instance, args, kwargs)``: ``wrapped``
+is the original (bound to ``instance`` for a method); it returns what the call returns.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import wrapt
+
+logger = logging.getLogger("busprop")
+
+__all__ = ["Patches", "Wrapper"]
+
+#: ``wrapper(wrapped, instance, args, kwargs)``, wrapt's signature.
+Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
+
+#: The attribute of a busprop ``FunctionWrapper`` holding its :class:`_Switch`. wrapt keeps
+#: ``_self_``-prefixed attributes on the proxy itself rather than on the wrapped function.
+_MARK = "_self_busprop_switch"
+#: Depth limit when following ``__wrapped__`` chains (a cycle must not hang an install).
+_MAX_DEPTH = 64
+
+
+class _Absent:
+    """The owner class did not define the attribute itself (it inherited it)."""
+
+
+_ABSENT = _Absent()
+
+
+class _Switch:
+    """What a busprop ``FunctionWrapper`` calls: the patch's wrapper while on, else the original."""
+
+    __slots__ = ("identity", "on", "patches", "wrapper")
+
+    def __init__(self, patches: str, identity: str, wrapper: Wrapper) -> None:
+        self.patches = patches
+        self.identity = identity
+        self.wrapper = wrapper
+        self.on = True
+
+    def __call__(
+        self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if self.on:
+            return self.wrapper(wrapped, instance, args, kwargs)
+        return wrapped(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class _Patch:
+    owner: type
+    attribute: str
+    wrapper: Wrapper
+
+
+@dataclass
+class _Installed:
+    """One installed patch: its switch, and what uninstalling puts back (if busprop placed it)."""
+
+    switch: _Switch
+    function_wrapper: Any
+    placed: bool
+    original: Any
+
+
+def _switch_of(candidate: Any) -> _Switch | None:
+    """The switch of a busprop wrapper, read on the proxy itself (wrapt forwards other lookups)."""
+    try:
+        switch = object.__getattribute__(candidate, _MARK)
+    except AttributeError:
+        return None
+    return switch if isinstance(switch, _Switch) else None
+
+
+def _chain(function: Any) -> Iterable[Any]:
+    """``function`` and the objects down its ``__wrapped__`` chain."""
+    for _ in range(_MAX_DEPTH):
+        if function is None:
+            return
+        yield function
+        function = getattr(function, "__wrapped__", None)
+
+
+class Patches:
+    """The patches of one Integration: ``Patches(name, [(owner class, attribute, wrapper), ...])``.
+
+    :meth:`install` wraps every attribute (idempotent, thread-safe), :meth:`uninstall` restores the
+    exact objects it replaced, and :meth:`original` gives a method without busprop's wrapper, for
+    explicit wrappers (``traced_producer`` ...) that must not be traced a second time by the patch.
+    Once :meth:`uninstall` returns no wrapper function starts any more; a call racing it runs
+    either the wrapper or the original, and never raises for it.
+    """
+
+    def __init__(self, name: str, patches: Iterable[tuple[type, str, Wrapper]]) -> None:
+        self.name = name
+        self._patches = tuple(_Patch(owner, attribute, wrapper) for owner, attribute, wrapper in patches)
+        self._lock = threading.Lock()
+        self._installed: dict[tuple[type, str], _Installed] = {}
+
+    def __repr__(self) -> str:
+        return f"Patches({self.name!r}, installed={self.installed})"
+
+    @property
+    def installed(self) -> bool:
+        return bool(self._installed)
+
+    def _identity(self, owner: type, attribute: str) -> str:
+        """The mark of this Integration's wrapper on ``owner.attribute``, stable across reloads."""
+        return f"{self.name}:{owner.__module__}.{owner.__qualname__}.{attribute}"
+
+    def install(self) -> bool:
+        """Wrap every attribute; ``False`` (and nothing changes) when it is installed already.
+
+        An attribute that cannot be wrapped (a client library version without it) is skipped and
+        logged at debug level: instrumentation never makes ``sentry_sdk.init`` raise.
+        """
+        with self._lock:
+            if self._installed:
+                return False
+            for patch in self._patches:
+                try:
+                    self._installed[(patch.owner, patch.attribute)] = self._wrap(patch)
+                except Exception:
+                    logger.debug(
+                        "busprop: could not patch %s.%s", patch.owner, patch.attribute, exc_info=True
+                    )
+            return True
+
+    def uninstall(self) -> bool:
+        """Switch every wrapper off and restore the originals; ``False`` when nothing was installed."""
+        with self._lock:
+            if not self._installed:
+                return False
+            for (owner, attribute), installed in reversed(self._installed.items()):
+                # First: from here on, a call that already holds the wrapper runs the original.
+                installed.switch.on = False
+                try:
+                    self._restore(owner, attribute, installed)
+                except Exception:
+                    logger.debug("busprop: could not restore %s.%s", owner, attribute, exc_info=True)
+            self._installed.clear()
+            return True
+
+    def original(self, owner: type, attribute: str) -> Any:
+        """``owner.attribute`` (unbound, as in the class) without this Integration's wrapper on top.
+
+        It reads the class once, so it is consistent while another thread installs or uninstalls.
+        """
+        function = inspect.getattr_static(owner, attribute)
+        for _ in range(_MAX_DEPTH):
+            switch = _switch_of(function)
+            if switch is None or switch.patches != self.name:
+                break
+            function = function.__wrapped__
+        return function
+
+    def _wrap(self, patch: _Patch) -> _Installed:
+        owner, attribute = patch.owner, patch.attribute
+        own = owner.__dict__.get(attribute, _ABSENT)
+        current = own if own is not _ABSENT else inspect.getattr_static(owner, attribute)
+        identity = self._identity(owner, attribute)
+        for function in _chain(current):
+            switch = _switch_of(function)
+            if switch is not None and switch.identity == identity:
+                return self._adopt(patch, function, switch, placed=function is own)
+        switch = _Switch(self.name, identity, patch.wrapper)
+        function_wrapper = wrapt.FunctionWrapper(current, switch)
+        setattr(function_wrapper, _MARK, switch)
+        setattr(owner, attribute, function_wrapper)
+        return _Installed(switch, function_wrapper, placed=True, original=own)
+
+    @staticmethod
+    def _adopt(patch: _Patch, function_wrapper: Any, switch: _Switch, *, placed: bool) -> _Installed:
+        """Reuse a wrapper found already in place (never wrap twice): switch it on with ``patch``'s wrapper.
+
+        One on top of the class attribute (left by an earlier copy of the module) is removed on
+        uninstall; one below another instrumentation's wrapper can only be switched off.
+        """
+        logger.debug("busprop: %s.%s is already wrapped by busprop", patch.owner, patch.attribute)
+        switch.wrapper = patch.wrapper
+        switch.on = True
+        return _Installed(switch, function_wrapper, placed=placed, original=function_wrapper.__wrapped__)
+
+    @staticmethod
+    def _restore(owner: type, attribute: str, installed: _Installed) -> None:
+        if not installed.placed:
+            return
+        if owner.__dict__.get(attribute) is not installed.function_wrapper:
+            logger.debug(
+                "busprop: %s.%s was replaced after busprop patched it; left as it is", owner, attribute
+            )
+            return
+        if installed.original is _ABSENT:
+            delattr(owner, attribute)
+        else:
+            setattr(owner, attribute, installed.original)
