@@ -29,7 +29,7 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import aio_pika
 import aiormq
@@ -43,9 +43,6 @@ from aio_pika.abc import (
 )
 from aio_pika.patterns import RPC
 from aio_pika.queue import QueueIterator
-from sentry_sdk.integrations import Integration
-from sentry_sdk.tracing import Span
-from sentry_sdk.utils import capture_internal_exceptions
 
 from busprop import sdk
 from busprop.config import get_config, should_propagate
@@ -55,6 +52,9 @@ from busprop.patching import Patches
 from busprop.processing import MessageProcessing, continue_trace, mechanism_of
 from busprop.publishing import publish
 from busprop.spandata import messaging_data
+
+if TYPE_CHECKING:
+    from sentry_sdk.tracing import Span
 
 __all__ = [
     "AioPikaIntegration",
@@ -472,6 +472,7 @@ _rpc_destination: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 def _rpc_destination_of(rpc: RPC, method_name: str) -> str:
     exchange = rpc.rpc_exchange.name if rpc.rpc_exchange is not None else ""
+    # Private: aio-pika's RPC has no public way to name a method's routing key (tests/test_seam.py).
     return destination_of(exchange, rpc._format_routing_key(method_name))
 
 
@@ -504,7 +505,7 @@ async def _rpc_call(rpc: RPC, method_name: str, call: Callable[[], Awaitable[Any
     finally:
         _rpc_destination.reset(token)
         if span is not None:
-            with capture_internal_exceptions():
+            with sdk.capture_internal_exceptions():
                 sdk.finish_span(span, error)
 
 
@@ -517,7 +518,7 @@ async def _rpc_execute(call: Callable[[], Awaitable[Any]]) -> Any:
     try:
         return await call()
     except Exception as error:
-        with capture_internal_exceptions():
+        with sdk.capture_internal_exceptions():
             if get_config().capture_exceptions:
                 sdk.capture_exception(error, mechanism=mechanism_of(ORIGIN))
             sdk.fail_current_span()
@@ -682,7 +683,7 @@ def _patched_execute(
     return _rpc_execute(functools.partial(wrapped, *args, **kwargs))
 
 
-class AioPikaIntegration(Integration):
+class AioPikaIntegration(sdk.Integration):
     """Traces existing aio-pika code without edits: ``sentry_sdk.init(integrations=[AioPikaIntegration()])``.
 
     Patches ``Exchange.publish`` (robust exchanges included), ``Queue.consume`` callbacks,
@@ -702,7 +703,7 @@ class AioPikaIntegration(Integration):
     def uninstall() -> None:
         """Restore aio-pika's originals; a later ``sentry_sdk.init`` with the integration patches again."""
         _PATCHES.uninstall()
-        with capture_internal_exceptions():
+        with sdk.capture_internal_exceptions():
             sdk.forget_integration(AioPikaIntegration.identifier)
 
 

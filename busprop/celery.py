@@ -31,10 +31,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-import sentry_sdk
 from celery import current_app, signals, states
 from celery.exceptions import Ignore, Reject, Retry
-from sentry_sdk.scope import use_isolation_scope
 
 from busprop import sdk
 from busprop.carrier import BAGGAGE, NO_TRACE, SENTRY_TRACE, extract, write
@@ -174,7 +172,7 @@ def _message_id(headers: Mapping[str, Any], body: Any) -> Any:
 
 def _in_beat_without_span() -> bool:
     """Beat runs outside any transaction: each scheduled run must start its own trace."""
-    return _beat_threads.is_current() and sentry_sdk.get_current_span() is None
+    return _beat_threads.is_current() and sdk.current_span() is None
 
 
 def _write_nested(headers: dict[str, Any], published_at: float) -> None:
@@ -213,7 +211,7 @@ def _before_publish(sender: Any, headers: Any = None, body: Any = None, **kwargs
         origin=ORIGIN,
         extra_data={DESTINATION: queue, RETRY_COUNT: headers.get("retries")},
     )
-    previous = sentry_sdk.get_current_span()
+    previous = sdk.current_span()
     publishing.__enter__()
     _step_out_of(publishing, previous)
     _sendings.set((*_sendings.get(), _Sending(_message_id(headers, body), publishing)))
@@ -227,8 +225,8 @@ def _step_out_of(publishing: Publishing, previous: Any) -> None:
     a ``queue.publish`` span left current would adopt everything the caller does next.
     """
     span = publishing.span
-    if span is not None and sentry_sdk.get_current_span() is span:
-        sentry_sdk.get_current_scope().span = previous
+    if span is not None and sdk.current_span() is span:
+        sdk.set_current_span(previous)
 
 
 def _after_publish(sender: Any, headers: Any = None, body: Any = None, **kwargs: Any) -> None:
@@ -344,7 +342,7 @@ def _prerun(sender: Any, task_id: Any = None, task: Any = None, **kwargs: Any) -
     request = task.request
     processing = _task_processing(task, task_id, request, kwargs.get("args"), kwargs.get("kwargs"))
     processing.__enter__()
-    _runs.set((*_runs.get(), _Run(task_id, processing, task, request, sentry_sdk.get_isolation_scope())))
+    _runs.set((*_runs.get(), _Run(task_id, processing, task, request, sdk.current_isolation_scope())))
 
 
 def _still_running(run: _Run) -> bool:
@@ -375,10 +373,10 @@ def _end_runs(runs: tuple[_Run, ...]) -> None:
     _runs.set(tuple(other for other in _runs.get() if all(other is not run for run in runs)))
     for run in reversed(runs):
         run.processing.set_status(run.status or "unknown")
-        if run.scope is None or sentry_sdk.get_isolation_scope() is run.scope:
+        if run.scope is None or sdk.current_isolation_scope() is run.scope:
             run.processing.__exit__(None, None, None)
         else:
-            with use_isolation_scope(run.scope):
+            with sdk.in_isolation_scope(run.scope):
                 run.processing.__exit__(None, None, None)
 
 

@@ -36,9 +36,6 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from types import FrameType, TracebackType
 from typing import Any, Generic, TypeVar
 
-import sentry_sdk
-from sentry_sdk.scope import use_isolation_scope, use_scope
-
 from busprop import sdk
 from busprop.processing import MessageProcessing, continue_trace
 
@@ -65,14 +62,13 @@ class _Entered:
     def __init__(self, processing: MessageProcessing) -> None:
         processing.__enter__()
         self.processing = processing
-        self.scope = sentry_sdk.get_current_scope()
-        self.isolation_scope = sentry_sdk.get_isolation_scope()
+        self.scope, self.isolation_scope = sdk.current_scopes()
         self.sent = False
         self.token = _ENTERED.set(self)
 
     def in_place(self) -> bool:
         """Whether the scope the processing opened is still the current one (nothing since is open)."""
-        return sentry_sdk.get_current_scope() is self.scope
+        return sdk.current_scopes()[0] is self.scope
 
     def claim(self) -> bool:
         """Whether this is the context that entered the processing; if so, it must now exit it."""
@@ -105,7 +101,7 @@ class _Entered:
         if sampled:
             processing.transaction = None
         try:
-            with use_isolation_scope(self.isolation_scope), use_scope(self.scope):
+            with sdk.in_scopes((self.scope, self.isolation_scope)):
                 if span is not None:
                     sdk.finish_span(span, error)
                 if transaction is not None and sampled:

@@ -24,13 +24,10 @@ import inspect
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
-import sentry_sdk
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
-from sentry_sdk.integrations import Integration
-from sentry_sdk.tracing import NoOpSpan, Span, Transaction
 
 from busprop import sdk, spandata
 from busprop.carrier import extract
@@ -39,6 +36,9 @@ from busprop.iteration import CurrentProcessing, TracedIterator
 from busprop.patching import Patches
 from busprop.processing import MessageProcessing, continue_trace
 from busprop.publishing import Publishing, publish
+
+if TYPE_CHECKING:
+    from sentry_sdk.tracing import NoOpSpan, Span, Transaction
 
 logger = logging.getLogger("busprop")
 
@@ -167,6 +167,7 @@ def _describe_sent_record(future: Any, span: Span) -> None:
     size = future.args[4]
     if isinstance(size, int) and size >= 0:
         span.set_data(spandata.BODY_SIZE, size)
+    # Private: kafka-python exposes a send's partition only once acknowledged (tests/test_seam.py).
     partition = future._produce_future.topic_partition.partition
     if isinstance(partition, int) and partition >= 0:
         span.set_data(PARTITION, str(partition))
@@ -184,17 +185,12 @@ def _delivered_record_describer(span: Span) -> Callable[[Any], None]:
 
 def _delivery_failure_reporter() -> Callable[[BaseException], None]:
     """An errback that captures the failure in the scopes and span of the send (on kafka's thread)."""
-    scope = sentry_sdk.get_current_scope()
-    isolation_scope = sentry_sdk.get_isolation_scope()
-    span = scope.span
+    scopes = sdk.current_scopes()
+    span = sdk.current_span()
 
     def report(error: BaseException) -> None:
         try:
-            with (
-                sentry_sdk.scope.use_isolation_scope(isolation_scope),
-                sentry_sdk.scope.use_scope(scope),
-                sentry_sdk.new_scope() as reporting_scope,
-            ):
+            with sdk.using_scopes(scopes) as reporting_scope:
                 reporting_scope.span = span
                 if span is not None and span.op == sdk.OP_PUBLISH:
                     span.set_status("internal_error")
@@ -371,7 +367,7 @@ def _record_data(record: Any, group_id: str | None) -> dict[str, Any]:
 
 def _collects_message_keys() -> bool:
     """``send_default_pii``, or sentry-sdk 2.75's ``data_collection={"queues": ...}`` that replaces it."""
-    options = sentry_sdk.get_client().options
+    options = sdk.client_options()
     collection = options.get("data_collection")
     if isinstance(collection, Mapping) and "queues" in collection:
         return bool(collection["queues"])
@@ -513,7 +509,7 @@ class BatchProcessing:
             return None
         try:
             return sdk.start_child_span(
-                cast(Span, transaction),
+                cast("Span", transaction),
                 op=sdk.OP_PROCESS,
                 name=record.topic,
                 origin=ORIGIN,
@@ -613,7 +609,7 @@ def process_batch(
 _CURRENT = "_busprop_processing"
 
 
-class KafkaIntegration(Integration):
+class KafkaIntegration(sdk.Integration):
     """``sentry_sdk.init(integrations=[KafkaIntegration()])`` traces unchanged kafka-python code.
 
     Patches ``KafkaProducer.send`` (as :func:`traced_producer`) and ``KafkaConsumer`` iteration

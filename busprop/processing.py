@@ -13,15 +13,16 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
-from typing import Any, cast
-
-import sentry_sdk
-from sentry_sdk.tracing import NoOpSpan, Span, Transaction
+from typing import TYPE_CHECKING, Any, cast
 
 from busprop import sdk
 from busprop.carrier import HEADER_KEYS, NO_TRACE, CarrierKeys, IncomingTrace, extract
 from busprop.config import get_config
 from busprop.spandata import messaging_data
+
+if TYPE_CHECKING:
+    from sentry_sdk import Scope
+    from sentry_sdk.tracing import NoOpSpan, Span, Transaction
 
 logger = logging.getLogger("busprop")
 
@@ -35,7 +36,7 @@ class MessageProcessing:
 
     def __init__(self, carriers: tuple[Any, ...], keys: CarrierKeys, arguments: dict[str, Any]) -> None:
         self._arguments = (carriers, keys, arguments)
-        self._scope_manager: AbstractContextManager[sentry_sdk.Scope] | None = None
+        self._scope_manager: AbstractContextManager[Scope] | None = None
         self._kind = sdk.NO_TRANSACTION
         #: The transaction the body runs in: ``None`` with tracing disabled; never sampled for an
         #: unsampled head, so that what sentry-sdk propagates inside it carries the head's "no".
@@ -61,7 +62,7 @@ class MessageProcessing:
                 str.__str__(system) if isinstance(system, str) else type(system).__name__,
             )
         try:
-            self._scope_manager = sentry_sdk.isolation_scope()
+            self._scope_manager = sdk.isolation_scope()
             scope = self._scope_manager.__enter__()
         except Exception:
             self._scope_manager = None
@@ -81,7 +82,7 @@ class MessageProcessing:
             logger.debug("busprop: could not continue the trace", exc_info=True)
         return self.transaction
 
-    def _start(self, scope: sentry_sdk.Scope, arguments: dict[str, Any]) -> None:
+    def _start(self, scope: Scope, arguments: dict[str, Any]) -> None:
         data, sampling_context = _describe(arguments)
         name, origin = arguments["name"] or arguments["destination"], arguments["origin"]
         self.transaction = transaction = sdk.start_process_transaction(
@@ -89,7 +90,7 @@ class MessageProcessing:
         )
         if self.one_message and transaction.sampled:
             self.span = sdk.start_child_span(
-                cast(Span, transaction),
+                cast("Span", transaction),
                 op=sdk.OP_PROCESS,
                 name=arguments["destination"],
                 origin=origin,
@@ -196,7 +197,7 @@ def propagation_scope(*carriers: Any, keys: CarrierKeys = HEADER_KEYS) -> Iterat
         trace = extract(*carriers, keys=keys)
     except Exception:
         logger.debug("busprop: unreadable trace headers, starting a new trace", exc_info=True)
-    with sentry_sdk.isolation_scope() as scope:
+    with sdk.isolation_scope() as scope:
         try:
             sdk.continue_propagation(scope, trace)
             sdk.hold_propagation(scope)

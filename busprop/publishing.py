@@ -11,15 +11,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, MutableMapping, MutableSequence
 from types import TracebackType
-from typing import Any
-
-from sentry_sdk.tracing import Span
+from typing import TYPE_CHECKING, Any
 
 from busprop import sdk
 from busprop.carrier import HEADER_KEYS, CarrierKeys, MutableCarrier, write
 from busprop.config import get_config, should_propagate
 from busprop.processing import DEFAULT_ORIGIN
 from busprop.spandata import messaging_data
+
+if TYPE_CHECKING:
+    from sentry_sdk.tracing import Span
 
 logger = logging.getLogger("busprop")
 

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import sentry_sdk
-from sentry_sdk.integrations import Integration
+from sentry_sdk.integrations import DidNotEnable as _DidNotEnable
+from sentry_sdk.integrations import Integration as _Integration
+from sentry_sdk.scope import use_isolation_scope, use_scope
 from sentry_sdk.tracing import NoOpSpan, Span, Transaction, TransactionSource
 from sentry_sdk.tracing_utils import Baggage, PropagationContext, has_tracing_enabled
+from sentry_sdk.utils import capture_internal_exceptions as _capture_internal_exceptions
 from sentry_sdk.utils import event_from_exception
 
 from busprop.carrier import BAGGAGE, SENTRY_TRACE, TRACEPARENT, IncomingTrace
@@ -162,7 +166,9 @@ def continue_propagation(scope: sentry_sdk.Scope, incoming: IncomingTrace) -> bo
     if context is None:
         scope.generate_propagation_context(incoming.as_headers())
     else:
-        scope._propagation_context = context  # what generate_propagation_context sets
+        # Private: the SDK has no public setter for a context already parsed (its
+        # generate_propagation_context would parse the headers again); tests/test_seam.py lists it.
+        scope._propagation_context = context
     # A span active where the message is processed (the server's, a batch's) is not the
     # message's parent: outgoing messages must carry the continued trace, not that span's.
     sentry_sdk.get_current_scope().span = None
@@ -325,7 +331,7 @@ def capture_exception(error: BaseException, *, mechanism: str, handled: bool = F
     sentry_sdk.capture_event(event, hint=hint)
 
 
-def integration_enabled(integration: type[Integration] | str) -> bool:
+def integration_enabled(integration: type[_Integration] | str) -> bool:
     """Whether the current client has ``integration`` (a class or its identifier) set up."""
     return sentry_sdk.get_client().get_integration(integration) is not None
 
@@ -338,5 +344,69 @@ def forget_integration(identifier: str) -> None:
     """
     from sentry_sdk import integrations
 
+    # Private: the SDK has no public way to set an integration up again after it was set up once;
+    # tests/test_seam.py lists both names.
     integrations._installed_integrations.discard(identifier)
     integrations._processed_integrations.discard(identifier)
+
+
+# --- scopes, for adapters whose work outlives one call ---------------------------------------
+
+#: The SDK's base class of integrations and its refusal, for busprop's Integrations.
+Integration = _Integration
+DidNotEnable = _DidNotEnable
+#: The SDK's guard for its own work: anything raised inside is logged (``debug=True``), not raised.
+capture_internal_exceptions = _capture_internal_exceptions
+
+#: The current scope and the isolation scope, in that order.
+Scopes = tuple[sentry_sdk.Scope, sentry_sdk.Scope]
+
+
+def isolation_scope() -> AbstractContextManager[sentry_sdk.Scope]:
+    """A new isolation scope (and current scope) for one message's work."""
+    return sentry_sdk.isolation_scope()
+
+
+def current_scopes() -> Scopes:
+    """The scopes work runs in now, to run later work in the same ones (:func:`using_scopes`)."""
+    return sentry_sdk.get_current_scope(), sentry_sdk.get_isolation_scope()
+
+
+def current_isolation_scope() -> sentry_sdk.Scope:
+    """The isolation scope work runs in now."""
+    return sentry_sdk.get_isolation_scope()
+
+
+@contextmanager
+def in_scopes(scopes: Scopes) -> Iterator[None]:
+    """Run a block in ``scopes`` (from another thread, task or callback), as they are."""
+    scope, isolation = scopes
+    with use_isolation_scope(isolation), use_scope(scope):
+        yield
+
+
+@contextmanager
+def using_scopes(scopes: Scopes) -> Iterator[sentry_sdk.Scope]:
+    """Run a block in a fork of ``scopes``; yields the fork, to write to without touching them."""
+    with in_scopes(scopes), sentry_sdk.new_scope() as forked:
+        yield forked
+
+
+def in_isolation_scope(isolation: sentry_sdk.Scope) -> AbstractContextManager[sentry_sdk.Scope]:
+    """Run a block in the isolation scope ``isolation``."""
+    return use_isolation_scope(isolation)
+
+
+def current_span() -> Span | None:
+    """The span new spans and outgoing messages are children of, if any."""
+    return sentry_sdk.get_current_span()
+
+
+def set_current_span(span: Span | None) -> None:
+    """Make ``span`` the current scope's span (``None``: none)."""
+    sentry_sdk.get_current_scope().span = span
+
+
+def client_options() -> Mapping[str, Any]:
+    """The options the current client was initialised with."""
+    return sentry_sdk.get_client().options
