@@ -452,6 +452,87 @@ def test_kafka_records_from_the_broker(sentry_init: Init, kafka_bootstrap: str, 
     check_sent(captured, expectations, kafka_topic)
 
 
+kafka_batches = st.lists(st.tuples(kafka_headers, payloads), min_size=1, max_size=4)
+
+
+def records_for(batch: list[tuple[Any, Any]], offsets: Iterator[int]) -> list[Any]:
+    return [record_of(headers, value, next(offsets)) for headers, value in batch]
+
+
+def check_record(record: Any, headers: Any, value: Any, expectations: list[tuple[Expected, Seen]]) -> None:
+    """One record's processing, seen from inside it: payload untouched, the trace README's rules give."""
+    seen = seen_now(record.value)
+    assert seen.payload is value and record.headers is headers
+    expected = expected_trace(headers)
+    check_trace(seen, expected, headers)
+    expectations.append((expected, seen))
+
+
+def test_kafka_traced_records_on_generated_poll_batches(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    expectations: list[tuple[Expected, Seen]] = []
+    offsets = itertools.count()
+
+    @SETTINGS
+    @given(kafka_batches)
+    def check(batch: list[tuple[Any, Any]]) -> None:
+        polled = {TopicPartition("bad-input", 0): records_for(batch, offsets)}
+        with busprop.kafka.traced_records(polled, group_id="g") as records:
+            for record, (headers, value) in zip(records, batch, strict=True):
+                check_record(record, headers, value, expectations)
+
+    check()
+    check_sent(captured, expectations, "bad-input")
+
+
+def test_kafka_consumer_decorator_on_generated_records(sentry_init: Init) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    expectations: list[tuple[Expected, Seen]] = []
+    offsets = itertools.count()
+
+    @busprop.kafka.consumer(group_id="g")
+    def handle(record: Any, headers: Any, value: Any) -> Any:
+        check_record(record, headers, value, expectations)
+        return value
+
+    @SETTINGS
+    @given(kafka_headers, payloads)
+    def check(headers: Any, value: Any) -> None:
+        assert handle(record_of(headers, value, next(offsets)), headers, value) is value
+
+    check()
+    check_sent(captured, expectations, "bad-input")
+
+
+def test_kafka_process_batch_on_generated_poll_batches(sentry_init: Init) -> None:
+    """Batch mode: one transaction per batch, each record's span linking the trace README's rules give."""
+    captured = sentry_init(traces_sample_rate=1.0)
+    batches: list[list[Expected]] = []
+    offsets = itertools.count()
+
+    @SETTINGS
+    @given(kafka_batches)
+    def check(batch: list[tuple[Any, Any]]) -> None:
+        polled = {TopicPartition("bad-input", 0): records_for(batch, offsets)}
+        with busprop.kafka.process_batch(polled, group_id="g") as records:
+            for record, (headers, value) in zip(records, batch, strict=True):
+                assert record.value is value and record.headers is headers
+        batches.append([expected_trace(headers) for headers, _ in batch])
+
+    check()
+    events = [e for e in captured.transactions() if e["transaction"] == "batch bad-input"]
+    assert len(events) == len(batches) and captured.errors() == []
+    for event, expected in zip(events, batches, strict=True):
+        spans = [span for span in event["spans"] if span["op"] == sdk.OP_PROCESS]
+        links = [
+            (s["data"].get(busprop.kafka.LINK_TRACE_ID), s["data"].get(busprop.kafka.LINK_SPAN_ID))
+            for s in spans
+        ]
+        assert links == [(e.trace_id, e.parent_span_id) for e in expected], event["spans"]
+    messages = sum(len(expected) for expected in batches)
+    print(f"{messages} messages: {sum(e.trace_id is not None for b in batches for e in b)} continued")
+
+
 # --- AMQP (aio-pika on RabbitMQ) -------------------------------------------------------------------
 
 amqp_scalars = st.one_of(
@@ -580,6 +661,36 @@ def test_amqp_callback_consumer_on_generated_batches(sentry_init: Init, rabbit: 
             await asyncio.wait_for(done.wait(), timeout=20)
         finally:
             await rabbit.queue.cancel(tag)
+
+    @BROKER_SETTINGS
+    @given(st.lists(st.tuples(amqp_headers, st.binary(max_size=300)), min_size=BATCH // 2, max_size=BATCH))
+    def check(batch: list[tuple[dict[str, Any], bytes]]) -> None:
+        rabbit.run(consume(batch))
+
+    check()
+    assert len(expectations) >= BROKER_BATCHES
+    check_sent(captured, expectations, busprop.amqp.destination_of("", rabbit.queue.name))
+
+
+def test_amqp_traced_iterator_on_generated_batches(sentry_init: Init, rabbit: Rabbit) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    expectations: list[tuple[Expected, Seen]] = []
+
+    async def consume(batch: list[tuple[dict[str, Any], bytes]]) -> None:
+        pending = {await rabbit.publish(headers, body): (headers, body) for headers, body in batch}
+        async with busprop.amqp.traced_iterator(rabbit.queue.iterator(timeout=20)) as messages:
+            async for message in messages:
+                async with message.process():
+                    if message.message_id not in pending:
+                        continue  # left over from an example hypothesis stopped early
+                    headers, body = pending.pop(message.message_id)
+                    seen = seen_now(message.body)
+                    assert seen.payload == body
+                    expected = expected_trace(headers)
+                    check_trace(seen, expected, headers)
+                    expectations.append((expected, seen))
+                if not pending:
+                    break
 
     @BROKER_SETTINGS
     @given(st.lists(st.tuples(amqp_headers, st.binary(max_size=300)), min_size=BATCH // 2, max_size=BATCH))
@@ -796,6 +907,56 @@ def test_websocket_frames_over_a_real_connection(sentry_init: Init) -> None:
     try:
         check()
     finally:
+        loop.run_until_complete(client.close())
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+        loop.close()
+    check_sent(captured, expectations, url)
+
+
+def test_websocket_frames_received_by_a_traced_client(sentry_init: Init) -> None:
+    """The client side: a plain server sends the frames, ``traced(connection).recv()`` returns them."""
+    captured = sentry_init(traces_sample_rate=1.0)
+    loop = asyncio.new_event_loop()
+    outgoing: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+
+    async def handler(ws: Any) -> None:
+        while (frame := await outgoing.get()) is not None:
+            await ws.send(frame)
+
+    async def open_client() -> tuple[Any, Any, str]:
+        server = await serve(handler, "127.0.0.1", 0, max_size=2**21)
+        url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/feed"
+        return server, traced_ws.traced(await bare_connect(url, max_size=2**21)), url
+
+    server, client, url = loop.run_until_complete(open_client())
+    expectations: list[tuple[Expected, Seen]] = []
+    received: asyncio.Queue[Seen] = asyncio.Queue()
+
+    async def read() -> None:  # one receiving task, as an application has
+        while True:
+            received.put_nowait(seen_now(await client.recv()))
+
+    reader = loop.create_task(read())
+
+    async def receive(frame: str | bytes) -> Seen:
+        outgoing.put_nowait(frame)
+        return await asyncio.wait_for(received.get(), timeout=10)
+
+    @SETTINGS
+    @given(frames)
+    def check(frame: str | bytes) -> None:
+        seen = loop.run_until_complete(receive(frame))
+        assert type(seen.payload) is type(frame) and seen.payload == frame
+        expected = frame_expected(frame)
+        check_trace(seen, expected, frame)
+        expectations.append((expected, seen))
+
+    try:
+        check()
+    finally:
+        reader.cancel()
+        outgoing.put_nowait(None)
         loop.run_until_complete(client.close())
         server.close()
         loop.run_until_complete(server.wait_closed())
