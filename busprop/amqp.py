@@ -697,6 +697,7 @@ class AioPikaIntegration(sdk.Integration):
 
     @staticmethod
     def setup_once() -> None:
+        sdk.require_supported_sdk()
         _PATCHES.install()
 
     @staticmethod

@@ -623,6 +623,7 @@ class KafkaIntegration(sdk.Integration):
 
     @staticmethod
     def setup_once() -> None:
+        sdk.require_supported_sdk()
         install()
 
     @staticmethod

@@ -50,6 +50,7 @@ class MessageProcessing:
         self.one_message = True
 
     def __enter__(self) -> Transaction | NoOpSpan | None:
+        sdk.warn_if_unsupported_sdk()
         carriers, keys, arguments = self._arguments
         try:
             self.trace = extract(*carriers, keys=keys)

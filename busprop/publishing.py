@@ -43,6 +43,7 @@ def inject(
     and no stale one (see :func:`busprop.carrier.write`). ``as_bytes`` writes UTF-8 bytes (Kafka
     header values).
     """
+    sdk.warn_if_unsupported_sdk()
     if not should_propagate(destination):
         if isinstance(destination, str):
             bus = str.__str__(system) if isinstance(system, str) else "a"

@@ -410,3 +410,72 @@ def set_current_span(span: Span | None) -> None:
 def client_options() -> Mapping[str, Any]:
     """The options the current client was initialised with."""
     return sentry_sdk.get_client().options
+
+
+# --- the sentry-sdk versions busprop is proven with --------------------------------------------
+
+#: The oldest sentry-sdk busprop is tested with (pyproject.toml declares it; ``nox -s matrix`` runs
+#: the core and a real-broker flow per bus on it). Older ones do not keep a continued trace's
+#: frozen baggage: up to 2.73 the SDK overwrites its ``sample_rate`` with the local rate, so a
+#: consumer forwards a rate the head never used; up to 2.46 the trace is not continued at all.
+MIN_SDK_VERSION = (2, 74, 0)
+#: The first major version busprop is not written for (3.0 streams spans).
+UNSUPPORTED_SDK_MAJOR = 3
+
+_sdk_warning_pending = True
+
+
+def unsupported_sdk() -> str | None:
+    """Why the installed sentry-sdk is outside the range busprop is tested with, or ``None``.
+
+    Reads ``sentry_sdk.VERSION`` on every call; :func:`warn_if_unsupported_sdk` calls it once.
+    """
+    installed = str(sentry_sdk.VERSION)
+    parsed = _version_tuple(installed)
+    if parsed is not None and MIN_SDK_VERSION <= parsed < (UNSUPPORTED_SDK_MAJOR,):
+        return None
+    required = ".".join(map(str, MIN_SDK_VERSION))
+    return (
+        f"busprop needs sentry-sdk>={required},<{UNSUPPORTED_SDK_MAJOR} and sentry-sdk {installed} "
+        f'is installed; traces would not be continued correctly (pip install "sentry-sdk>={required},'
+        f'<{UNSUPPORTED_SDK_MAJOR}")'
+    )
+
+
+def _version_tuple(version: str) -> tuple[int, ...] | None:
+    """``"2.74.0"`` as ``(2, 74, 0)``, padded to three numbers; ``None`` when unparsable."""
+    numbers: list[int] = []
+    for part in version.split(".")[:3]:
+        digits = part[: len(part) - len(part.lstrip("0123456789"))]
+        if not digits:
+            return None
+        numbers.append(int(digits))
+        if digits != part:  # a pre-release such as "3.0.0a1": its numbers are enough
+            break
+    return tuple(numbers + [0] * (3 - len(numbers)))
+
+
+def require_supported_sdk() -> None:
+    """Refuse to set an Integration up on an SDK outside the range: ``sentry_sdk.init`` raises.
+
+    The SDK re-raises :class:`DidNotEnable` for an integration the user passed, so the mismatch
+    is an error at start-up, naming both versions, rather than traces silently left broken.
+    """
+    problem = unsupported_sdk()
+    if problem is not None:
+        raise DidNotEnable(problem)
+
+
+def warn_if_unsupported_sdk() -> None:
+    """Log one warning per process when the SDK is outside the range (the first call checks).
+
+    For ``continue_trace`` and ``inject``, used without an Integration: their failures are logged
+    at debug level only, so on an SDK that is too old nothing else would say why traces break.
+    After the first call this is one global read.
+    """
+    global _sdk_warning_pending
+    if _sdk_warning_pending:
+        _sdk_warning_pending = False
+        problem = unsupported_sdk()
+        if problem is not None:
+            logger.warning("%s", problem)

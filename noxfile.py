@@ -1,0 +1,89 @@
+"""The versions pyproject.toml declares, tested: ``nox`` (or ``./dev.sh matrix``).
+
+The dev venv has the latest of everything, so it proves nothing about a declared minimum. Each
+session here builds its own venv with the pins it names and runs the core tests (no broker) and one
+real-broker flow per bus:
+
+* ``matrix(sentry_sdk='floor')`` and ``matrix(sentry_sdk='latest')``: sentry-sdk at the floor
+  pyproject.toml declares and at the newest release below the ceiling;
+* ``clients(versions='minimum')`` and ``clients(versions='latest')``: kafka-python, crc32c,
+  aio-pika, celery and websockets at their declared minimums and at their newest releases.
+
+The pins are read from pyproject.toml, so raising a floor there is what the matrix then tests.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["matrix", "clients"]
+nox.options.error_on_missing_interpreters = True
+
+PYPROJECT = (Path(__file__).parent / "pyproject.toml").read_text()
+#: The client libraries of the bus extras (and the Kafka extra's codec), each with a declared minimum.
+CLIENTS = ("kafka-python", "crc32c", "aio-pika", "celery", "websockets")
+
+#: The core: what every bus relies on, with no broker.
+CORE_TESTS = [
+    "tests/test_processing.py",
+    "tests/test_publishing.py",
+    "tests/test_carrier.py",
+    "tests/test_baggage.py",
+    "tests/test_decorators.py",
+    "tests/test_seam.py",
+    "tests/test_versions.py",
+    "tests/test_http_hops.py",
+]
+#: test_http_hops.py has the SDK's own HTTP hops; only those through the core run here.
+CORE_SELECTION = "not test_http_hops or core or continue_trace"
+#: One real-broker flow per bus: a message published and consumed in its trace.
+BUS_FLOWS = [
+    "tests/test_kafka.py::test_loop_body_runs_inside_the_records_trace",
+    "tests/test_kafka.py::test_integration_traces_unchanged_kafka_python_code",
+    "tests/test_amqp.py::test_integration_traces_plain_aio_pika_code",
+    "tests/test_celery.py::test_single_task",
+    "tests/test_websockets.py::test_client_to_server_message_continues_the_senders_trace",
+]
+
+
+def declared(package: str) -> tuple[str, str]:
+    """``(minimum, ceiling)`` of ``package`` in pyproject.toml (the ceiling is ``""`` if none)."""
+    found = re.search(rf'"{re.escape(package)}>=([^,"]+)(?:,<([^"]+))?"', PYPROJECT)
+    if found is None:
+        raise ValueError(f"pyproject.toml declares no minimum for {package}")
+    return found.group(1), found.group(2) or ""
+
+
+def install(session: nox.Session, *pins: str) -> None:
+    """busprop with its dev extras and ``pins``, resolved together: a conflict fails the session."""
+    session.install("-e", ".[dev]", *pins)
+    session.run("python", "-m", "pip", "list", "--format=freeze", silent=False)
+
+
+def run_tests(session: nox.Session) -> None:
+    common = ["python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *session.posargs]
+    session.run(*common, "-k", CORE_SELECTION, *CORE_TESTS)
+    session.run(*common, *BUS_FLOWS)
+
+
+@nox.session
+@nox.parametrize("sentry_sdk", ["floor", "latest"])
+def matrix(session: nox.Session, sentry_sdk: str) -> None:
+    """The core and a flow per bus at sentry-sdk's declared floor, and at its latest 2.x."""
+    floor, ceiling = declared("sentry-sdk")
+    install(session, f"sentry-sdk=={floor}" if sentry_sdk == "floor" else f"sentry-sdk>={floor},<{ceiling}")
+    run_tests(session)
+
+
+@nox.session
+@nox.parametrize("versions", ["minimum", "latest"])
+def clients(session: nox.Session, versions: str) -> None:
+    """The core and a flow per bus with every client library at its declared minimum, or latest."""
+    if versions == "minimum":
+        install(session, *(f"{client}=={declared(client)[0]}" for client in CLIENTS))
+    else:
+        install(session, "--upgrade", *CLIENTS)
+    run_tests(session)
