@@ -4,6 +4,9 @@
 #   ./dev.sh demo [--spotlight]   run `busprop demo`
 #   ./dev.sh test [pytest args]   start RabbitMQ/Redis if down, then ruff, mypy and the test suite
 #   ./dev.sh bench                run the benchmarks in bench/
+#   ./dev.sh matrix [pytest args] the declared version range (noxfile.py); `test` runs it too under CI=true
+#   ./dev.sh proof [--quick]      bad input, load and memory at README's claimed sizes (hours), one table
+#   ./dev.sh mutate [mutant ...]  mutation-test the core modules against the fast tests, print the score
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -55,6 +58,25 @@ ensure_test_peers() {
   fi
 }
 
+# The supported versions (noxfile.py): sentry-sdk at its floor and latest, the client libraries at
+# their minimums and latest, each in its own venv under .nox/; arguments go to pytest.
+run_matrix() {
+  "$VENV/bin/nox" -- "$@"
+}
+
+# mutmut's verdict on every mutant it knows: its tally by status, then the score.
+mutation_score() {
+  "$VENV/bin/mutmut" results --all true | awk -F': ' '
+    NF == 2 { status[$2]++ }
+    END {
+      for (s in status) { printf "  %-12s %d\n", s, status[s]; total += status[s] }
+      run = total - status["not checked"]; killed = status["killed"] + status["timeout"]
+      printf "dev.sh: mutation score %d / %d killed (%.1f%%)", killed, run, run ? 100 * killed / run : 0
+      if (status["not checked"]) printf ", %d not run", status["not checked"]
+      printf "\n"
+    }'
+}
+
 command=${1:-}
 [ $# -gt 0 ] && shift
 case "$command" in
@@ -69,15 +91,38 @@ case "$command" in
     "$VENV/bin/ruff" check .
     "$VENV/bin/ruff" format --check .
     "$VENV/bin/mypy"
-    exec "$VENV/bin/python" -m pytest "$@"
+    "$VENV/bin/python" -m pytest "$@"  # set -e: a failure ends the script with pytest's status
+    case "${CI:-}" in 1 | true | yes) run_matrix ;; esac
+    ;;
+  matrix)
+    setup
+    ensure_services
+    run_matrix "$@"
     ;;
   bench)
     setup
     ensure_services
     for script in bench/bench_*.py; do "$VENV/bin/python" "$script" "$@"; done
     ;;
+  proof)
+    setup
+    ensure_services
+    exec "$VENV/bin/python" bench/proof.py "$@"
+    ;;
+  mutate)
+    # Modules, tests and options are in pyproject.toml's [tool.mutmut]; about 20 minutes on two cores,
+    # so not part of CI. A full run starts from a fresh copy: mutmut copies the files it does not
+    # mutate only once, so an old mutants/ would test old code. Naming mutants re-runs just those
+    # (after adding a test that should kill them) in the existing copy.
+    setup
+    [ $# -eq 0 ] && rm -rf mutants
+    BUSPROP_HYPOTHESIS_EXAMPLES=${BUSPROP_HYPOTHESIS_EXAMPLES:-20} \
+      "$VENV/bin/mutmut" run --max-children "${MUTMUT_CHILDREN:-2}" "$@"
+    "$VENV/bin/mutmut" results
+    mutation_score
+    ;;
   *)
-    echo "usage: ./dev.sh demo|test|bench [args]" >&2
+    echo "usage: ./dev.sh demo|test|bench|proof|matrix|mutate [args]" >&2
     exit 2
     ;;
 esac
