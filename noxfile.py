@@ -7,7 +7,8 @@ real-broker flow per bus:
 * ``matrix(sentry_sdk='floor')`` and ``matrix(sentry_sdk='latest')``: sentry-sdk at the floor
   pyproject.toml declares and at the newest release below the ceiling;
 * ``clients(versions='minimum')`` and ``clients(versions='latest')``: kafka-python, crc32c,
-  aio-pika, celery and websockets at their declared minimums and at their newest releases.
+  confluent-kafka, aiokafka, aio-pika, pika, celery and websockets at their declared minimums and at
+  their newest releases.
 
 The pins are read from pyproject.toml, so raising a floor there is what the matrix then tests.
 """
@@ -24,7 +25,16 @@ nox.options.error_on_missing_interpreters = True
 
 PYPROJECT = (Path(__file__).parent / "pyproject.toml").read_text()
 #: The client libraries of the bus extras (and the Kafka extra's codec), each with a declared minimum.
-CLIENTS = ("kafka-python", "crc32c", "aio-pika", "celery", "websockets")
+CLIENTS = (
+    "kafka-python",
+    "crc32c",
+    "confluent-kafka",
+    "aiokafka",
+    "aio-pika",
+    "pika",
+    "celery",
+    "websockets",
+)
 
 #: The core: what every bus relies on, with no broker.
 CORE_TESTS = [
@@ -36,16 +46,25 @@ CORE_TESTS = [
     "tests/test_seam.py",
     "tests/test_versions.py",
     "tests/test_http_hops.py",
+    "tests/test_streaming.py",
 ]
 #: test_http_hops.py has the SDK's own HTTP hops; only those through the core run here.
-CORE_SELECTION = "not test_http_hops or core or continue_trace"
+#: test_streaming.py's bus flows run with the other flows.
+CORE_SELECTION = (
+    "(not test_http_hops or core or continue_trace) and not celery_task_continues and not websocket_message"
+)
 #: One real-broker flow per bus: a message published and consumed in its trace.
 BUS_FLOWS = [
     "tests/test_kafka.py::test_loop_body_runs_inside_the_records_trace",
     "tests/test_kafka.py::test_integration_traces_unchanged_kafka_python_code",
     "tests/test_amqp.py::test_integration_traces_plain_aio_pika_code",
+    "tests/test_amqp_pika.py::test_callback_consumer_continues_each_messages_trace",
+    "tests/test_amqp_pika.py::test_integration_one_publish_span_per_blocking_publish_covering_the_confirm",
     "tests/test_celery.py::test_single_task",
     "tests/test_websockets.py::test_client_to_server_message_continues_the_senders_trace",
+    # The same for Celery and WebSockets in both of sentry-sdk's modes (classic and span streaming).
+    "tests/test_streaming.py::test_celery_task_continues_the_publish_span",
+    "tests/test_streaming.py::test_websocket_message_continues_the_senders_publish_span",
 ]
 
 

@@ -253,13 +253,8 @@ def _close_sendings(sendings: tuple[_Sending, ...], *, failed: bool) -> None:
     _sendings.set(remaining)
     for sending in reversed(sendings):
         span, sending.publishing.span = sending.publishing.span, None
-        if span is None:
-            continue
-        if failed:
-            span.set_status("internal_error")
-        elif span.status is None:
-            span.set_status("ok")
-        span.finish()
+        if span is not None:
+            sdk.finish_span_elsewhere(span, failed=failed)
 
 
 # ---------------------------------------------------------------- worker side

@@ -20,6 +20,11 @@ a method twice or record a patch as the original. Here every patch is a ``wrapt.
 
 A wrapper function has wrapt's signature ``wrapper(wrapped, instance, args, kwargs)``: ``wrapped``
 is the original (bound to ``instance`` for a method); it returns what the call returns.
+
+A class implemented in C (confluent-kafka's ``Producer``) refuses new attributes, so its methods
+cannot be wrapped in place. :func:`patchable_subclass` gives a Python subclass that takes the
+patches instead, and :class:`Patches` (``names=``) puts it in place of the class under the names
+the library exports while installed: objects created from those names afterwards are traced.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import wrapt
 
 logger = logging.getLogger("busprop")
 
-__all__ = ["Patches", "Wrapper"]
+__all__ = ["Patches", "Wrapper", "patchable_subclass"]
 
 #: ``wrapper(wrapped, instance, args, kwargs)``, wrapt's signature.
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
@@ -71,6 +76,33 @@ class _Switch:
         if self.on:
             return self.wrapper(wrapped, instance, args, kwargs)
         return wrapped(*args, **kwargs)
+
+
+class _KeepsInstanceChecks(type):
+    """The metaclass of :func:`patchable_subclass` classes: ``isinstance`` against them still
+    holds for every instance of the class they stand in for (created before, or by its other
+    subclasses), so code checking ``isinstance(p, confluent_kafka.Producer)`` sees no change."""
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        return isinstance(instance, cls.__mro__[1])
+
+    def __subclasscheck__(cls, subclass: type) -> bool:
+        return issubclass(subclass, cls.__mro__[1])
+
+
+def patchable_subclass(cls: type) -> type:
+    """A subclass of ``cls`` (a C type that takes no patches) with its name, to be patched instead."""
+    namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__doc__": cls.__doc__}
+    return _KeepsInstanceChecks(cls.__name__, (cls,), namespace)
+
+
+@dataclass(frozen=True)
+class _Swap:
+    """A module attribute holding a class, replaced by a patchable subclass while installed."""
+
+    module: Any
+    name: str
+    replacement: type
 
 
 @dataclass(frozen=True)
@@ -118,18 +150,27 @@ class Patches:
     either the wrapper or the original, and never raises for it.
     """
 
-    def __init__(self, name: str, patches: Iterable[tuple[type, str, Wrapper]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        patches: Iterable[tuple[type, str, Wrapper]],
+        *,
+        names: Iterable[tuple[Any, str, type]] = (),
+    ) -> None:
         self.name = name
         self._patches = tuple(_Patch(owner, attribute, wrapper) for owner, attribute, wrapper in patches)
+        #: ``(module, attribute, replacement)``: set while installed, the original put back after.
+        self._swaps = tuple(_Swap(module, attribute, replacement) for module, attribute, replacement in names)
         self._lock = threading.Lock()
         self._installed: dict[tuple[type, str], _Installed] = {}
+        self._swapped: dict[_Swap, Any] = {}
 
     def __repr__(self) -> str:
         return f"Patches({self.name!r}, installed={self.installed})"
 
     @property
     def installed(self) -> bool:
-        return bool(self._installed)
+        return bool(self._installed or self._swapped)
 
     def _identity(self, owner: type, attribute: str) -> str:
         """The mark of this Integration's wrapper on ``owner.attribute``, stable across reloads."""
@@ -142,7 +183,7 @@ class Patches:
         logged at debug level: instrumentation never makes ``sentry_sdk.init`` raise.
         """
         with self._lock:
-            if self._installed:
+            if self.installed:
                 return False
             for patch in self._patches:
                 try:
@@ -151,13 +192,22 @@ class Patches:
                     logger.debug(
                         "busprop: could not patch %s.%s", patch.owner, patch.attribute, exc_info=True
                     )
+            for swap in self._swaps:
+                current = swap.module.__dict__.get(swap.name)
+                # Already in place (an earlier copy's install): put back the class it stands in for.
+                self._swapped[swap] = swap.replacement.__mro__[1] if current is swap.replacement else current
+                setattr(swap.module, swap.name, swap.replacement)
             return True
 
     def uninstall(self) -> bool:
         """Switch every wrapper off and restore the originals; ``False`` when nothing was installed."""
         with self._lock:
-            if not self._installed:
+            if not self.installed:
                 return False
+            for swap, original in self._swapped.items():
+                if swap.module.__dict__.get(swap.name) is swap.replacement:  # else replaced since: left
+                    setattr(swap.module, swap.name, original)
+            self._swapped.clear()
             for (owner, attribute), installed in reversed(self._installed.items()):
                 # First: from here on, a call that already holds the wrapper runs the original.
                 installed.switch.on = False

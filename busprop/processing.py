@@ -22,7 +22,6 @@ from busprop.spandata import messaging_data
 
 if TYPE_CHECKING:
     from sentry_sdk import Scope
-    from sentry_sdk.tracing import NoOpSpan, Span, Transaction
 
 logger = logging.getLogger("busprop")
 
@@ -38,18 +37,19 @@ class MessageProcessing:
         self._arguments = (carriers, keys, arguments)
         self._scope_manager: AbstractContextManager[Scope] | None = None
         self._kind = sdk.NO_TRANSACTION
-        #: The transaction the body runs in: ``None`` with tracing disabled; never sampled for an
-        #: unsampled head, so that what sentry-sdk propagates inside it carries the head's "no".
-        self.transaction: Transaction | NoOpSpan | None = None
+        #: The transaction the body runs in (in span streaming mode: its segment span): ``None``
+        #: with tracing disabled; never sampled for an unsampled head, so that what sentry-sdk
+        #: propagates inside it carries the head's "no".
+        self.transaction: sdk.ProcessingSpan | None = None
         #: The message's ``queue.process`` span, inside a sampled transaction (else ``None``).
-        self.span: Span | None = None
+        self.span: sdk.AnySpan | None = None
         #: The validated trace the message carried (:data:`~busprop.carrier.NO_TRACE` if none).
         self.trace: IncomingTrace = NO_TRACE
         #: Whether the body processes one message, which then gets its ``queue.process`` span.
         #: A batch's processing sets it to ``False`` and gives each of its messages a span.
         self.one_message = True
 
-    def __enter__(self) -> Transaction | NoOpSpan | None:
+    def __enter__(self) -> sdk.ProcessingSpan | None:
         sdk.warn_if_unsupported_sdk()
         carriers, keys, arguments = self._arguments
         try:
@@ -91,7 +91,7 @@ class MessageProcessing:
         )
         if self.one_message and transaction.sampled:
             self.span = sdk.start_child_span(
-                cast("Span", transaction),
+                cast("sdk.AnySpan", transaction),
                 op=sdk.OP_PROCESS,
                 name=arguments["destination"],
                 origin=origin,
@@ -99,10 +99,13 @@ class MessageProcessing:
             )
 
     def set_status(self, status: str) -> None:
-        """Set Sentry's ``status`` on the message's span and transaction (before the end)."""
+        """Set Sentry's ``status`` on the message's span and transaction (before the end).
+
+        In span streaming mode a status other than ``ok`` is ``error``, the only other one there.
+        """
         for span in (self.span, self.transaction):
             if span is not None:
-                span.set_status(status)
+                sdk.set_span_status(span, status)
 
     def __exit__(
         self,
@@ -125,7 +128,7 @@ class MessageProcessing:
             logger.debug("busprop: could not finish the queue.process span", exc_info=True)
         try:
             if kind == sdk.UNSAMPLED_TRANSACTION:
-                sdk.drop_unsampled_transaction()  # the scope's end takes it away
+                sdk.drop_unsampled_transaction(transaction)  # the scope's end takes it away
             elif transaction is not None:
                 sdk.finish_span(transaction, exc)
         except Exception:
@@ -138,7 +141,7 @@ class MessageProcessing:
                 except Exception:
                     logger.debug("busprop: could not close the isolation scope", exc_info=True)
 
-    async def __aenter__(self) -> Transaction | NoOpSpan | None:
+    async def __aenter__(self) -> sdk.ProcessingSpan | None:
         return self.__enter__()
 
     async def __aexit__(
@@ -233,6 +236,11 @@ def continue_trace(
     ``system``, ``destination`` and ``operation``. For an unsampled head the transaction is built
     unsampled, so that what sentry-sdk propagates in the body (its HTTP integrations,
     ``get_traceparent()``) carries the head's ``-0``; with tracing disabled there is none.
+
+    In sentry-sdk's span streaming mode (``trace_lifecycle="stream"``) the transaction is a segment
+    span in the message's trace and its span data are attributes; ``async with``/``with ... as``
+    gives that segment, and a failure's status is ``error``. An outer trace continued on the
+    current scope (``sentry_sdk.traces.continue_trace``) never shadows the message's.
 
     ``details`` is for facts that cost something to read (an id to format, a size, a time, more
     span data): it is called only when a transaction is started, never on the unsampled path, and

@@ -11,16 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, MutableMapping, MutableSequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from busprop import sdk
 from busprop.carrier import HEADER_KEYS, CarrierKeys, MutableCarrier, write
 from busprop.config import get_config, should_propagate
 from busprop.processing import DEFAULT_ORIGIN
 from busprop.spandata import messaging_data
-
-if TYPE_CHECKING:
-    from sentry_sdk.tracing import Span
 
 logger = logging.getLogger("busprop")
 
@@ -86,10 +83,10 @@ class Publishing:
 
     def __init__(self, carrier: MutableCarrier, arguments: dict[str, Any]) -> None:
         self._arguments = (carrier, arguments)
-        #: The ``queue.publish`` span, or ``None`` outside a sampled transaction.
-        self.span: Span | None = None
+        #: The ``queue.publish`` span, or ``None`` outside a sampled transaction (or segment).
+        self.span: sdk.AnySpan | None = None
 
-    def __enter__(self) -> Span | None:
+    def __enter__(self) -> sdk.AnySpan | None:
         carrier, arguments = self._arguments
         try:
             parent = sdk.sampled_parent()
@@ -120,7 +117,7 @@ class Publishing:
             except Exception:
                 logger.debug("busprop: could not finish the publish span", exc_info=True)
 
-    async def __aenter__(self) -> Span | None:
+    async def __aenter__(self) -> sdk.AnySpan | None:
         return self.__enter__()
 
     async def __aexit__(
@@ -132,7 +129,7 @@ class Publishing:
         self.__exit__(exc_type, exc, traceback)
 
 
-def _start_span(parent: Span, arguments: dict[str, Any]) -> Span | None:
+def _start_span(parent: sdk.AnySpan, arguments: dict[str, Any]) -> sdk.AnySpan | None:
     try:
         data = messaging_data(
             system=arguments["system"],
@@ -172,7 +169,8 @@ def publish(
     The span is a child of the current sampled span (none outside a transaction, where the send
     still carries the trace ids); the headers are written inside it, so the consumer's
     transaction is the span's child. The span ends with status ``ok``; an exception in the body
-    marks it failed and propagates unchanged.
+    marks it failed (``internal_error``; ``error`` in span streaming mode, where the span is a
+    streamed span with the same data as attributes) and propagates unchanged.
     """
     arguments = {
         "system": system,

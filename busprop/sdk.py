@@ -1,31 +1,109 @@
 """Everything busprop asks of sentry-sdk, in one module.
 
 busprop never re-implements what the SDK does: trace parsing, sampling, the frozen dynamic
-sampling context and scopes are the SDK's. This module is the seam, so that sentry-sdk 3.0's span
-streaming is one change here and nowhere else.
+sampling context and scopes are the SDK's. This module is the seam, so that the SDK's two ways of
+recording spans are told apart here and nowhere else:
+
+- classic (sentry-sdk 2.x by default): a message's processing is a transaction, its
+  ``queue.process`` and ``queue.publish`` spans are children recorded in it and sent with it;
+- span streaming (``sentry_sdk.init(trace_lifecycle="stream")`` from 2.66,
+  ``_experiments={"trace_lifecycle": "stream"}`` before): the processing is a segment span, every
+  span is sent on its own when it ends, span data are attributes and the statuses are ``ok`` and
+  ``error``. The SDK's transaction API then returns no-op spans, so each function below asks which
+  mode the client is in and uses that mode's API.
+
+Callers get a span of either kind back and hand it to the functions here (:func:`set_span_data`,
+:func:`set_span_status`, :func:`finish_span`), never to the span's own methods.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import sentry_sdk
+from sentry_sdk import tracing_utils
 from sentry_sdk.integrations import DidNotEnable as _DidNotEnable
 from sentry_sdk.integrations import Integration as _Integration
 from sentry_sdk.scope import use_isolation_scope, use_scope
-from sentry_sdk.tracing import NoOpSpan, Span, Transaction, TransactionSource
 from sentry_sdk.tracing_utils import Baggage, PropagationContext, has_tracing_enabled
 from sentry_sdk.utils import capture_internal_exceptions as _capture_internal_exceptions
 from sentry_sdk.utils import event_from_exception
+
+if TYPE_CHECKING:
+    from sentry_sdk.traces import StreamedSpan
+    from sentry_sdk.tracing import NoOpSpan, Span, Transaction
 
 from busprop.carrier import BAGGAGE, SENTRY_TRACE, TRACEPARENT, IncomingTrace
 from busprop.client_cache import ClientCache, cache_of
 
 logger = logging.getLogger("busprop")
+
+
+def _optional_module(name: str) -> ModuleType | None:
+    """A module of the SDK that only some of its versions have, or ``None``."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+#: The transaction API: gone in sentry-sdk 3, which knows only span streaming.
+_tracing: Any = _optional_module("sentry_sdk.tracing")
+#: The span streaming API (2.59 and later).
+_traces: Any = _optional_module("sentry_sdk.traces")
+#: The streaming span classes: ``StreamedSpan`` and ``NoOpStreamedSpan`` in 2.x, ``Span`` and
+#: ``NoOpSpan`` of ``sentry_sdk.traces`` in 3.x.
+_STREAMED_SPAN: Any = getattr(_traces, "StreamedSpan", None) or getattr(_traces, "Span", None)
+_NOOP_STREAMED_SPAN: Any = getattr(_traces, "NoOpStreamedSpan", None) or getattr(_traces, "NoOpSpan", None)
+_has_span_streaming_enabled: Any = getattr(tracing_utils, "has_span_streaming_enabled", None)
+
+#: A span busprop started or found current: a transaction or span (classic), a streamed span.
+AnySpan: TypeAlias = "Span | StreamedSpan"
+#: What a message's processing runs in: a transaction (maybe a no-op one) or a segment span.
+ProcessingSpan: TypeAlias = "Transaction | NoOpSpan | StreamedSpan"
+
+#: The only statuses a streamed span has; classic statuses other than ``ok`` become ``error``.
+STATUS_OK, STATUS_ERROR_STREAMED, STATUS_ERROR_CLASSIC = "ok", "error", "internal_error"
+
+
+def streaming(options: Mapping[str, Any] | None = None) -> bool:
+    """Whether the SDK streams spans (``options``: the current client's when not given).
+
+    sentry-sdk 3 knows no other mode; 2.x streams when initialised with
+    ``trace_lifecycle="stream"`` (or, before 2.66, ``_experiments={"trace_lifecycle": "stream"}``).
+    """
+    if _tracing is None:
+        return _traces is not None
+    if _has_span_streaming_enabled is None:
+        return False
+    if options is None:
+        options = sentry_sdk.get_client().options
+    return bool(_has_span_streaming_enabled(options))
+
+
+def _span_of(scope: sentry_sdk.Scope, streams: bool) -> Any:
+    """The span current on ``scope`` in the client's mode (2.x keeps streamed spans apart)."""
+    if streams and _tracing is not None:
+        return scope.streamed_span
+    return scope.span
+
+
+def _set_span_of(scope: sentry_sdk.Scope, span: Any, streams: bool) -> None:
+    if streams and _tracing is not None:
+        scope.streamed_span = span
+    else:
+        scope.span = span
+
+
+def _is_noop_streamed(span: Any) -> bool:
+    return _NOOP_STREAMED_SPAN is not None and isinstance(span, _NOOP_STREAMED_SPAN)
+
 
 #: Sentry's name for message-processing and publishing spans (``sentry_sdk.consts.OP``).
 OP_PROCESS = "queue.process"
@@ -48,10 +126,12 @@ def outgoing_values(with_traceparent: bool = False) -> Mapping[str, str] | None:
     and its transaction's baggage is frozen on first use, so the values of the last span asked
     about are reused while it stays the current span (with tracing enabled: otherwise the values
     are the propagation context's, which code inside the span may replace). The span is known
-    by its ids and decision, so the cache keeps no span alive.
+    by its ids and decision, so the cache keeps no span alive. In streaming mode the span is the
+    current streamed span, whose segment holds the decision and the frozen baggage.
     """
     scope = sentry_sdk.get_current_scope()
-    span, client = scope.span, scope.get_client()
+    client = scope.get_client()
+    span = _span_of(scope, streaming(client.options))
     cache = cache_of(client)
     key = None if span is None else (span.trace_id, span.span_id, span.sampled, with_traceparent)
     last_key, last_values = cache.last_outgoing
@@ -161,22 +241,31 @@ def continue_propagation(scope: sentry_sdk.Scope, incoming: IncomingTrace) -> bo
 
     The SDK decides whether the trace is continued at all (``strict_trace_continuation``, a
     foreign ``org_id``), so the decision is read back from the context it built.
+
+    An outer ``sentry_sdk.traces.continue_trace`` (what the SDK's streaming Celery, rq and arq
+    integrations call) also gives the current scope a context of its own, which would shadow the
+    isolation scope's: the message's context then replaces it there as well, as the SDK's
+    ``continue_trace`` of streaming mode does.
     """
     context = _incoming_context(incoming)
+    current = sentry_sdk.get_current_scope()
     if context is None:
         scope.generate_propagation_context(incoming.as_headers())
+        context = scope.get_active_propagation_context()
     else:
         # Private: the SDK has no public setter for a context already parsed (its
         # generate_propagation_context would parse the headers again); tests/test_seam.py lists it.
         scope._propagation_context = context
+    if current is not scope and current._propagation_context is not None:
+        current._propagation_context = context
     # A span active where the message is processed (the server's, a batch's) is not the
     # message's parent: outgoing messages must carry the continued trace, not that span's.
-    sentry_sdk.get_current_scope().span = None
-    return scope.get_active_propagation_context().parent_sampled
+    _set_span_of(current, None, streaming())
+    return context.parent_sampled
 
 
 #: What processing a message needs: nothing but the propagation context, an unsampled transaction
-#: that only carries the head's "no" onward, or a transaction the SDK samples.
+#: (segment) that only carries the head's "no" onward, or a transaction (segment) the SDK samples.
 NO_TRANSACTION, UNSAMPLED_TRANSACTION, SAMPLED_TRANSACTION = 0, 1, 2
 
 
@@ -187,7 +276,8 @@ def transaction_kind(parent_sampled: bool | None) -> int:
     propagation context, which :func:`continue_propagation` set. An unsampled head (and no
     ``traces_sampler`` that could overrule it): a transaction that is never sampled, because with
     tracing enabled the SDK's HTTP integrations take their headers from the current span and send
-    nothing without one; building it directly costs a fraction of ``start_transaction``.
+    nothing without one; building it directly costs a fraction of ``start_transaction``. In
+    streaming mode it is the SDK's own no-op segment, which says ``-0`` the same way.
     Otherwise the SDK decides, as for any transaction.
     """
     options = sentry_sdk.get_client().options
@@ -201,16 +291,16 @@ def transaction_kind(parent_sampled: bool | None) -> int:
 def _transaction_from_context(
     scope: sentry_sdk.Scope, *, name: str, origin: str, sampled: bool | None = None
 ) -> Transaction:
-    """A transaction in the trace :func:`continue_propagation` set on ``scope``.
+    """A transaction in the trace :func:`continue_propagation` set on ``scope`` (classic mode).
 
     Built as ``continue_trace`` builds it, from the propagation context already there:
     ``continue_trace`` would parse the headers a second time.
     """
     context = scope.get_active_propagation_context()
-    return Transaction(
+    transaction: Transaction = _tracing.Transaction(
         op=OP_TASK,
         name=name,
-        source=TransactionSource.TASK,
+        source=getattr(getattr(_tracing, "TransactionSource", None), "TASK", "task"),
         origin=origin,
         trace_id=context.trace_id,
         parent_span_id=context.parent_span_id,
@@ -219,25 +309,45 @@ def _transaction_from_context(
         baggage=context.baggage,
         same_process_as_parent=False,
     )
+    return transaction
 
 
-def start_unsampled_transaction(scope: sentry_sdk.Scope, *, name: str, origin: str) -> Transaction:
+def _start_segment(name: str, origin: str, data: Mapping[str, Any]) -> StreamedSpan:
+    """Start a segment (streaming mode's transaction) in the trace continued on the current scope.
+
+    ``parent_span=None``: whatever span is current around the message is not its parent. The SDK
+    samples it; an unsampled segment is a no-op span that still propagates the decision.
+    """
+    attributes = {"sentry.op": OP_TASK, "sentry.origin": origin, "sentry.segment.name.source": "task"}
+    attributes.update(data)
+    segment: StreamedSpan = _traces.start_span(name=name, attributes=attributes, parent_span=None)
+    return segment
+
+
+def start_unsampled_transaction(scope: sentry_sdk.Scope, *, name: str, origin: str) -> ProcessingSpan:
     """Make a never-sampled transaction current: what the SDK propagates inside it says ``-0``.
 
     It is set on the current scope of the message's isolation scope, which takes it away when
-    the processing ends; :func:`drop_unsampled_transaction` then accounts for it.
+    the processing ends; :func:`drop_unsampled_transaction` then accounts for it. In streaming
+    mode the SDK's segment for an unsampled parent is that span already.
     """
+    if streaming():
+        return _start_segment(name, origin, {})
     transaction = _transaction_from_context(scope, name=name, origin=origin, sampled=False)
     sentry_sdk.get_current_scope().span = transaction
     return transaction
 
 
-def drop_unsampled_transaction() -> None:
+def drop_unsampled_transaction(transaction: ProcessingSpan | None = None) -> None:
     """Count an unsampled transaction in the SDK's client reports, as its ``finish()`` does.
 
     ``finish()`` itself also writes a debug log record per call, a third of the unsampled path's
-    cost; the reports Sentry receives are the same.
+    cost; the reports Sentry receives are the same. A streamed no-op segment is ended instead:
+    that reports it and takes it off the scope.
     """
+    if transaction is not None and _is_streamed(transaction):
+        cast("StreamedSpan", transaction).end()
+        return
     client = sentry_sdk.get_client()
     transport = client.transport
     if transport is not None and client.is_active():
@@ -253,8 +363,15 @@ def start_process_transaction(
     origin: str,
     data: Mapping[str, Any],
     sampling_context: dict[str, Any],
-) -> Transaction | NoOpSpan:
-    """Start (enter) the transaction of a message's processing; the SDK samples it."""
+) -> ProcessingSpan:
+    """Start (enter) the transaction of a message's processing; the SDK samples it.
+
+    In streaming mode it is a segment span with ``data`` as attributes, and ``sampling_context``
+    reaches ``traces_sampler`` through the scope (the SDK's ``set_custom_sampling_context``).
+    """
+    if streaming():
+        sentry_sdk.Scope.set_custom_sampling_context(sampling_context)
+        return _start_segment(name, origin, data)
     transaction = _transaction_from_context(scope, name=name, origin=origin)
     for key, value in data.items():
         transaction.set_data(key, value)
@@ -266,44 +383,115 @@ def start_process_transaction(
 def hold_propagation(scope: sentry_sdk.Scope) -> None:
     """Make the trace continued on ``scope`` what the SDK propagates, for work that is no message.
 
-    With tracing enabled the SDK's HTTP integrations send nothing without a current span, so a
-    span stands for the trace and its decision. It is never started with ``start_transaction``,
-    so nothing under it is recorded or sent, and never finished: it lives on the current scope
-    of the isolation scope that holds the work, and goes with it.
+    With tracing enabled the SDK's HTTP integrations send no decision without a current span, so
+    a span stands for the trace and its decision. It is never started with ``start_transaction``
+    (in streaming mode it is the SDK's no-op span), so nothing under it is recorded or sent, and
+    never finished: it lives on the current scope of the isolation scope that holds the work, and
+    goes with it.
     """
-    if has_tracing_enabled(sentry_sdk.get_client().options):
-        sampled = scope.get_active_propagation_context().parent_sampled
-        span = _transaction_from_context(scope, name="propagation", origin="manual", sampled=sampled)
-        sentry_sdk.get_current_scope().span = span
+    if not has_tracing_enabled(sentry_sdk.get_client().options):
+        return
+    context = scope.get_active_propagation_context()
+    sampled = context.parent_sampled
+    current = sentry_sdk.get_current_scope()
+    if streaming():
+        # Starting it sets it current on ``current``; it is never ended.
+        _NOOP_STREAMED_SPAN(
+            name="propagation",
+            scope=current,
+            trace_id=context.trace_id,
+            parent_span_id=context.parent_span_id,
+            parent_sampled=sampled,
+            baggage=context.baggage,
+            sampled=sampled,
+        )
+        return
+    current.span = _transaction_from_context(scope, name="propagation", origin="manual", sampled=sampled)
 
 
-def sampled_parent() -> Span | None:
-    """The current span when it is sampled: the parent a ``queue.publish`` span needs."""
-    parent = sentry_sdk.get_current_span()
-    return parent if parent is not None and parent.sampled else None
+def sampled_parent() -> AnySpan | None:
+    """The current span when it is sampled (and recorded): the parent a ``queue.publish`` span needs."""
+    parent = _span_of(sentry_sdk.get_current_scope(), streaming())
+    if parent is None or _is_noop_streamed(parent) or not parent.sampled:
+        return None
+    return cast("AnySpan", parent)
 
 
-def start_child_span(parent: Span, *, op: str, name: str, origin: str, data: Mapping[str, Any]) -> Span:
-    """Start (enter) a span under ``parent``: a message's ``queue.process`` or ``queue.publish``."""
-    span = parent.start_child(op=op, name=name, origin=origin)
+def start_child_span(parent: AnySpan, *, op: str, name: str, origin: str, data: Mapping[str, Any]) -> AnySpan:
+    """Start (enter) a span under ``parent``: a message's ``queue.process`` or ``queue.publish``.
+
+    It becomes the current span (what is published inside it is its child) until it is finished.
+    """
+    if _is_streamed(parent):
+        attributes = {"sentry.op": op, "sentry.origin": origin}
+        attributes.update(data)
+        streamed: StreamedSpan = _traces.start_span(name=name, attributes=attributes, parent_span=parent)
+        return streamed
+    span = cast("Span", parent).start_child(op=op, name=name, origin=origin)
     for key, value in data.items():
         span.set_data(key, value)
     span.__enter__()
     return span
 
 
-def finish_span(span: Span | NoOpSpan, error: BaseException | None = None) -> None:
-    """Exit ``span`` with Sentry's status: ``ok``, or ``internal_error`` for an error.
+def _is_streamed(span: object) -> bool:
+    return _STREAMED_SPAN is not None and isinstance(span, _STREAMED_SPAN)
 
-    A span without a status is stored as ``unknown``, which Sentry's Queues page counts as a
-    failure; a status set before (by the user, by a Celery task's state) is kept.
+
+def set_span_data(span: AnySpan | NoOpSpan, key: str, value: Any) -> None:
+    """Set one item of span data (an attribute of a streamed span)."""
+    if _is_streamed(span):
+        cast("StreamedSpan", span).set_attribute(key, value)
+    else:
+        cast("Span", span).set_data(key, value)
+
+
+def set_span_status(span: AnySpan | NoOpSpan, status: str) -> None:
+    """Set Sentry's ``status`` on ``span``; a streamed span knows ``ok`` and ``error`` only."""
+    if _is_streamed(span):
+        cast("StreamedSpan", span).status = STATUS_OK if status == STATUS_OK else STATUS_ERROR_STREAMED
+    else:
+        cast("Span", span).set_status(status)
+
+
+def span_op(span: AnySpan | NoOpSpan) -> str | None:
+    """The op of ``span`` (a streamed span's ``sentry.op`` attribute)."""
+    if _is_streamed(span):
+        op = cast("StreamedSpan", span).get_attributes().get("sentry.op")
+        return op if isinstance(op, str) else None
+    return cast("Span", span).op
+
+
+def finish_span(span: AnySpan | NoOpSpan, error: BaseException | None = None) -> None:
+    """Exit ``span`` with Sentry's status: ``ok``, or ``internal_error`` (streaming: ``error``).
+
+    A transaction without a status is stored as ``unknown``, which Sentry's Queues page counts as
+    a failure; a status set before (by the user, by a Celery task's state) is kept. The span that
+    was current when ``span`` started is current again.
     """
     if error is None:
         if span.status is None:
-            span.set_status("ok")
+            span.set_status(STATUS_OK)
         span.__exit__(None, None, None)
     else:
         span.__exit__(type(error), error, error.__traceback__)
+
+
+def finish_span_elsewhere(span: AnySpan | NoOpSpan, *, failed: bool) -> None:
+    """Finish a span that is no longer current (``ok`` unless a status was set, or failed).
+
+    A classic span is finished without touching the current span. A streamed span puts back, on
+    the scope it started on, the span that was current when it started (the SDK offers no other
+    end): callers make that span current again before.
+    """
+    if failed:
+        set_span_status(span, STATUS_ERROR_CLASSIC)
+    elif span.status is None:
+        set_span_status(span, STATUS_OK)
+    if _is_streamed(span):
+        cast("StreamedSpan", span).end()
+    else:
+        cast("Span", span).finish()
 
 
 def fail_current_span() -> None:
@@ -312,12 +500,14 @@ def fail_current_span() -> None:
     aio-pika's RPC server turns the function's exception into an error reply, so the processing
     around it ends without one.
     """
-    span = sentry_sdk.get_current_span()
-    if span is not None:
-        span.set_status("internal_error")
-        transaction = span.containing_transaction
-        if transaction is not None:
-            transaction.set_status("internal_error")
+    span = _span_of(sentry_sdk.get_current_scope(), streaming())
+    if span is None:
+        return
+    set_span_status(span, STATUS_ERROR_CLASSIC)
+    # Private: a streamed span has no public accessor for its segment; tests/test_seam.py lists it.
+    segment = span._segment if _is_streamed(span) else span.containing_transaction
+    if segment is not None:
+        set_span_status(segment, STATUS_ERROR_CLASSIC)
 
 
 def capture_exception(error: BaseException, *, mechanism: str, handled: bool = False) -> None:
@@ -325,9 +515,11 @@ def capture_exception(error: BaseException, *, mechanism: str, handled: bool = F
     client = sentry_sdk.get_client()
     if not client.is_active():
         return
-    event, hint = event_from_exception(
-        error, client_options=client.options, mechanism={"type": mechanism, "handled": handled}
-    )
+    described = {"type": mechanism, "handled": handled}
+    if _tracing is None:  # sentry-sdk 3 reads the client's options itself
+        event, hint = event_from_exception(error, mechanism=described)
+    else:
+        event, hint = event_from_exception(error, client_options=client.options, mechanism=described)
     sentry_sdk.capture_event(event, hint=hint)
 
 
@@ -397,14 +589,15 @@ def in_isolation_scope(isolation: sentry_sdk.Scope) -> AbstractContextManager[se
     return use_isolation_scope(isolation)
 
 
-def current_span() -> Span | None:
-    """The span new spans and outgoing messages are children of, if any."""
-    return sentry_sdk.get_current_span()
+def current_span() -> AnySpan | None:
+    """The span new spans and outgoing messages are children of, if any (in the client's mode)."""
+    span: AnySpan | None = _span_of(sentry_sdk.get_current_scope(), streaming())
+    return span
 
 
-def set_current_span(span: Span | None) -> None:
+def set_current_span(span: AnySpan | None) -> None:
     """Make ``span`` the current scope's span (``None``: none)."""
-    sentry_sdk.get_current_scope().span = span
+    _set_span_of(sentry_sdk.get_current_scope(), span, streaming())
 
 
 def client_options() -> Mapping[str, Any]:

@@ -38,7 +38,13 @@ class CapturingTransport(Transport):
 
     @classmethod
     def transactions(cls) -> list[dict[str, Any]]:
-        """The transaction events captured so far, each with ``_dsc`` set to its envelope's DSC."""
+        """The transaction events captured so far, each with ``_dsc`` set to its envelope's DSC.
+
+        In span streaming mode (``trace_lifecycle="stream"``) spans are sent one by one; each
+        segment that was sent is given here in a transaction's shape, with the spans sent in it
+        (its ``sentry.op``, ``sentry.origin`` and other attributes as ``op``, ``origin`` and
+        ``data``; ``"_streamed": True``), so that one assertion fits both modes.
+        """
         found = []
         with cls._lock:
             for envelope in cls.envelopes:
@@ -47,6 +53,19 @@ class CapturingTransport(Transport):
                         event = dict(item.payload.json)
                         event["_dsc"] = (envelope.headers or {}).get("trace", {})
                         found.append(event)
+        return found + _segments_as_transactions(cls.streamed_spans())
+
+    @classmethod
+    def streamed_spans(cls) -> list[dict[str, Any]]:
+        """The spans streamed so far, in the shape of a transaction's spans, with ``_dsc`` each."""
+        found = []
+        with cls._lock:
+            for envelope in cls.envelopes:
+                for item in envelope.items:
+                    payload = item.payload.json
+                    if item.type == "span" and payload is not None:
+                        dsc = (envelope.headers or {}).get("trace", {})
+                        found += [_span_shape(span, dsc) for span in payload.get("items", ())]
         return found
 
     @classmethod
@@ -59,6 +78,57 @@ class CapturingTransport(Transport):
                     if item.type == "event" and item.payload.json is not None:
                         found.append(dict(item.payload.json))
         return found
+
+
+def _span_shape(span: dict[str, Any], dsc: dict[str, Any]) -> dict[str, Any]:
+    """A streamed span's JSON as a classic span: attribute values unwrapped into ``data``."""
+    data = {
+        key: value["value"] if isinstance(value, dict) and "value" in value else value
+        for key, value in (span.get("attributes") or {}).items()
+    }
+    return {
+        "trace_id": span.get("trace_id"),
+        "span_id": span.get("span_id"),
+        "parent_span_id": span.get("parent_span_id"),
+        "op": data.get("sentry.op"),
+        "origin": data.get("sentry.origin"),
+        "description": span.get("name"),
+        "status": span.get("status"),
+        "start_timestamp": span.get("start_timestamp"),
+        "timestamp": span.get("end_timestamp"),
+        "data": data,
+        "is_segment": span.get("is_segment"),
+        "_dsc": dsc,
+    }
+
+
+def _segments_as_transactions(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each streamed segment as a transaction event holding the other spans of its segment."""
+    events = []
+    for segment in spans:
+        if not segment["is_segment"]:
+            continue
+        trace = {key: segment[key] for key in ("trace_id", "span_id", "op", "origin", "status", "data")}
+        if segment["parent_span_id"] is not None:
+            trace["parent_span_id"] = segment["parent_span_id"]
+        children = [
+            span
+            for span in spans
+            if not span["is_segment"] and span["data"].get("sentry.segment.id") == segment["span_id"]
+        ]
+        events.append(
+            {
+                "type": "transaction",
+                "transaction": segment["description"],
+                "contexts": {"trace": trace},
+                "spans": children,
+                "start_timestamp": segment["start_timestamp"],
+                "timestamp": segment["timestamp"],
+                "_dsc": segment["_dsc"],
+                "_streamed": True,
+            }
+        )
+    return events
 
 
 def init_capturing(**options: Any) -> None:

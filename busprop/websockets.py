@@ -31,6 +31,7 @@ from websockets.exceptions import ConnectionClosedOK
 from websockets.headers import build_host
 from websockets.uri import parse_uri
 
+from busprop import sdk
 from busprop.carrier import HEADER_KEYS, NO_TRACE, CarrierKeys, extract
 from busprop.iteration import CurrentProcessing, async_loop_of
 from busprop.processing import continue_trace, propagation_scope
@@ -406,7 +407,7 @@ def _publishing(
             message = _render(outgoing)
         size = _body_size(message)
         if span is not None and size is not None:
-            span.set_data(BODY_SIZE, size)
+            sdk.set_span_data(span, BODY_SIZE, size)
         yield message
 
 

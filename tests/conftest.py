@@ -79,7 +79,8 @@ class ScopeState:
     def now(cls) -> ScopeState:
         current, isolation = sentry_sdk.get_current_scope(), sentry_sdk.get_isolation_scope()
         contexts = (current._propagation_context, isolation._propagation_context)
-        return cls(current, isolation, current.span, contexts, dict(isolation._tags))
+        span = current._span  # a classic span or a streamed one (``current.span`` hides the latter)
+        return cls(current, isolation, span, contexts, dict(isolation._tags))
 
     def leaks(self, after: ScopeState) -> list[str]:
         """How ``after`` differs from this state in a way the next test would inherit."""
@@ -87,8 +88,8 @@ class ScopeState:
         if after.current is not self.current or after.isolation is not self.isolation:
             found.append("entered a sentry-sdk scope it never left")
         if after.span is not None and after.span is not self.span:
-            name = getattr(after.span, "name", None) or after.span.description
-            found.append(f"left the span {after.span.op!r} {name!r} current")
+            name = getattr(after.span, "name", None) or getattr(after.span, "description", None)
+            found.append(f"left the span {getattr(after.span, 'op', None)!r} {name!r} current")
         for where, before, context in zip(
             ("current", "isolation"), self.contexts, after.contexts, strict=True
         ):

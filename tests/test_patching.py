@@ -27,6 +27,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 import busprop.amqp
 import busprop.kafka
+import busprop.kafka._integration
 from busprop.amqp import AioPikaIntegration
 from busprop.kafka import KafkaIntegration
 from busprop.patching import Patches
@@ -278,7 +279,7 @@ def race(
 def test_a_second_copy_of_the_kafka_module_does_not_wrap_kafka_python_twice() -> None:
     """A module imported twice (a reload, a vendored copy) finds the first copy's wrappers in place."""
     originals = attributes(KAFKA_PATCHED)
-    spec = importlib.util.spec_from_file_location("busprop_kafka_copy", busprop.kafka.__file__)
+    spec = importlib.util.spec_from_file_location("busprop_kafka_copy", busprop.kafka._integration.__file__)
     assert spec is not None and spec.loader is not None
     copy = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(copy)

@@ -31,13 +31,21 @@ ALLOWED_PRIVATE = {
         "_propagation_context": ("sdk.py", "no public setter for a propagation context already built"),
         "_installed_integrations": ("sdk.py", "no public way to let an uninstalled integration set up again"),
         "_processed_integrations": ("sdk.py", "the same, for the SDK's second record"),
+        "_segment": ("sdk.py", "a streamed span has no public accessor for its segment"),
     },
     "kafka": {
-        "_produce_future": ("kafka.py", "the partition a send was given, before it is acknowledged"),
+        "_produce_future": (
+            "kafka/_kafka_python.py",
+            "the partition a send was given, before it is acknowledged",
+        ),
     },
     "aio_pika": {
-        "_format_routing_key": ("amqp.py", "the routing key RPC derives from a method name"),
+        "_format_routing_key": ("amqp/_aio_pika.py", "the routing key RPC derives from a method name"),
     },
+    "aiokafka": {
+        "_group_id": ("kafka/_aiokafka.py", "a consumer's group id has no public accessor"),
+    },
+    "pika": {},
 }
 
 

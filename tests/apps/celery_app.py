@@ -20,14 +20,15 @@ TRACE_KEYS = ("sentry-trace", "baggage", "sentry-task-enqueued-time")
 
 
 class JsonLinesTransport(Transport):
-    """Appends each captured transaction and error to ``$BUSPROP_CAPTURE_DIR/<pid>.jsonl`` at once,
-    so prefork children and long-lived workers can be read while they run."""
+    """Appends each captured transaction, error and batch of streamed spans to
+    ``$BUSPROP_CAPTURE_DIR/<pid>.jsonl`` at once, so prefork children and long-lived workers can be
+    read while they run."""
 
     def capture_envelope(self, envelope: Envelope) -> None:
         directory = os.environ["BUSPROP_CAPTURE_DIR"]
         lines = []
         for item in envelope.items:
-            if item.type in ("transaction", "event") and item.payload.json is not None:
+            if item.type in ("transaction", "event", "span") and item.payload.json is not None:
                 dsc = (envelope.headers or {}).get("trace", {})
                 lines.append(
                     json.dumps({"type": item.type, "event": item.payload.json, "dsc": dsc}, default=str)

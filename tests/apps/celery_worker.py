@@ -1,8 +1,8 @@
 """A real Celery worker process for busprop's tests: ``celery worker`` on the given broker and pool.
 
 Usage: ``celery_worker.py BROKER BACKEND QUEUE POOL CONCURRENCY MODE [--beat SCHEDULE_FILE]``; MODE is
-``busprop`` (busprop's hook, sentry-sdk's CeleryIntegration disabled) or ``sentry`` (only
-sentry-sdk's integration). What the worker captures goes to ``$BUSPROP_CAPTURE_DIR``.
+``busprop`` (busprop's hook, sentry-sdk's CeleryIntegration disabled), ``busprop-stream`` (the same
+with span streaming) or ``sentry`` (only sentry-sdk's integration). What the worker captures goes to ``$BUSPROP_CAPTURE_DIR``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from tests.apps.celery_app import JsonLinesTransport, create_app
 def main() -> None:
     broker, backend, queue, pool, concurrency, mode, *rest = sys.argv[1:]
     options: dict = {"dsn": LOCAL_DSN, "transport": JsonLinesTransport, "traces_sample_rate": 1.0}
+    if mode == "busprop-stream":
+        options["trace_lifecycle"] = "stream"
+        mode = "busprop"
     if mode == "busprop":
         options["disabled_integrations"] = [CeleryIntegration]
     sentry_sdk.init(**options)

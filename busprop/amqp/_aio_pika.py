@@ -1,11 +1,9 @@
-"""AMQP (RabbitMQ) through aio-pika: traced publishing, callback and iterator consumers, RPC.
+"""aio-pika: where it keeps an AMQP message's headers, destination and ids, and its patch points.
 
-sentry-python has no AMQP integration and OpenTelemetry's aio-pika instrumentation loses the trace
-in ``queue.iterator()`` loops and on bytes header values (REFERENCE section 5). This adapter only
-knows aio-pika: headers live in the message's AMQP table, the destination is
-``exchange/routing_key`` (the default exchange has the empty name, so ``/orders``), a message is
-processed by a ``queue.consume`` callback or an ``async for`` loop body. Everything else (parsing,
-sampling, scopes, span data) is the core's.
+aio-pika hands a consumer an :class:`~aio_pika.abc.AbstractIncomingMessage` through a
+``queue.consume`` callback or an ``async for`` over ``queue.iterator()``, and publishes through
+``exchange.publish``. Everything that is AMQP rather than aio-pika (destination, retries, publish
+time, the processing and the publish span) is :mod:`busprop.amqp._core`'s.
 
 Publishing never changes the user's :class:`aio_pika.Message`: an :class:`OutgoingMessage` stands
 in for it, with the same body and properties but its own headers table carrying the trace, so a
@@ -22,14 +20,13 @@ import copy
 import functools
 import inspect
 import logging
-import math
 import random
-import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
+from typing import Any, TypeVar, cast
 
 import aio_pika
 import aiormq
@@ -45,129 +42,67 @@ from aio_pika.patterns import RPC
 from aio_pika.queue import QueueIterator
 
 from busprop import sdk
-from busprop.config import get_config, should_propagate
-from busprop.decorators import traced_call
+from busprop.amqp import _core
+from busprop.amqp._core import (
+    INTEGRATION,
+    SYSTEM,
+    Delivery,
+    already_publishing,
+    destination_of,
+    integration_enabled,
+    outgoing_headers,
+    processing_once,
+    propagates_to,
+    publish_span,
+    published_at_now,
+    published_at_of,
+    publishing,
+    retry_count_of,
+)
+from busprop.config import get_config
 from busprop.iteration import TracedAsyncIterator
 from busprop.patching import Patches
-from busprop.processing import MessageProcessing, continue_trace, mechanism_of
-from busprop.publishing import publish
+from busprop.processing import MessageProcessing, mechanism_of
 from busprop.spandata import messaging_data
-
-if TYPE_CHECKING:
-    from sentry_sdk.tracing import Span
-
-__all__ = [
-    "AioPikaIntegration",
-    "OutgoingMessage",
-    "TracedExchange",
-    "TracedQueueIterator",
-    "TracedRPC",
-    "consumer",
-    "destination_of",
-    "message_processing",
-    "publisher",
-    "retry_count",
-    "traced_exchange",
-    "traced_iterator",
-]
 
 logger = logging.getLogger("busprop")
 
-SYSTEM = "rabbitmq"
 ORIGIN = "auto.queue.busprop.aio_pika"
-#: Publish time in epoch seconds (a decimal string): the AMQP ``timestamp`` property has whole
-#: seconds only, too coarse for a receive latency in milliseconds.
-PUBLISHED_AT_HEADER = "busprop-published-at"
-ROUTING_KEY = "messaging.rabbitmq.destination.routing_key"
-DELIVERY_TAG = "messaging.rabbitmq.message.delivery_tag"
 RPC_OP = "rpc.client"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: The message whose processing the current context already runs (one transaction per message,
-#: even when a decorated callback is also wrapped by :class:`AioPikaIntegration`).
-_processing_message: contextvars.ContextVar[object | None] = contextvars.ContextVar(
-    "busprop_amqp_processing", default=None
-)
-#: Set while a traced publish runs, so an inner (patched) publish does not trace it twice.
-_publishing: contextvars.ContextVar[bool] = contextvars.ContextVar("busprop_amqp_publishing", default=False)
 
-
-# --- what aio-pika messages say -------------------------------------------------------------
-
-
-def destination_of(exchange: str | None, routing_key: str | None) -> str:
-    """The destination string for ``propagation_targets``: ``exchange/routing_key``.
-
-    A part that is not a string (never what aio-pika hands over) counts as empty: the string is
-    built from values that cannot run code of their own.
-    """
-    return f"{_name(exchange)}/{_name(routing_key)}"
-
-
-def _name(value: Any) -> str:
-    return str.__str__(value) if isinstance(value, str) else ""
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+# --- what aio-pika messages say ---------------------------------------------------------------
 
 
 def retry_count(message: AbstractIncomingMessage) -> int:
-    """How many times the message was delivered before: dead-letterings plus redeliveries.
-
-    ``x-death`` (one entry per queue and reason, each with a ``count``) counts the times a
-    dead-letter exchange brought it back; ``x-delivery-count`` (quorum queues) counts the
-    redeliveries, and the ``redelivered`` flag says there was at least one.
-    """
-    headers = message.headers or {}
-    deaths = headers.get("x-death")
-    dead_letterings = (
-        sum(_count(entry.get("count")) for entry in deaths if isinstance(entry, Mapping))
-        if isinstance(deaths, list)
-        else 0
-    )
-    redeliveries = max(_count(headers.get("x-delivery-count")), 1 if message.redelivered else 0)
-    return dead_letterings + redeliveries
-
-
-def _published_at(message: AbstractMessage) -> float | None:
-    """The publish time in epoch seconds: busprop's precise header, else the ``timestamp`` property."""
-    value = (message.headers or {}).get(PUBLISHED_AT_HEADER)
-    if isinstance(value, str) and len(value) < 32:
-        try:
-            seconds = float(value)
-        except ValueError:
-            seconds = math.nan
-        if math.isfinite(seconds) and seconds > 0:
-            return seconds
-    timestamp = message.timestamp
-    try:
-        return timestamp.timestamp() if timestamp is not None else None
-    except (AttributeError, OverflowError, ValueError, OSError):
-        return None
+    """How many times the message was delivered before (see :func:`busprop.amqp._core.retry_count_of`)."""
+    return retry_count_of(message.headers, message.redelivered)
 
 
 def message_processing(message: AbstractIncomingMessage, name: str | None = None) -> MessageProcessing:
     """The core's processing of one received message (``with``/``async with``)."""
-    return continue_trace(
+    return _core.message_processing(
         message.headers,
-        system=SYSTEM,
-        destination=destination_of(message.exchange, message.routing_key),
-        name=name,
+        message.exchange,
+        message.routing_key,
         origin=ORIGIN,
-        details=lambda: _message_details(message),
+        name=name,
+        delivery=lambda: _delivery(message),
     )
 
 
-def _message_details(message: AbstractIncomingMessage) -> dict[str, Any]:
-    return {
-        "message_id": message.message_id,
-        "body_size": len(message.body),
-        "retry_count": retry_count(message),
-        "published_at": _published_at(message),
-        "extra_data": {ROUTING_KEY: message.routing_key, DELIVERY_TAG: message.delivery_tag},
-    }
+def _delivery(message: AbstractIncomingMessage) -> Delivery:
+    return Delivery(
+        message_id=message.message_id,
+        body=message.body,
+        routing_key=message.routing_key,
+        delivery_tag=message.delivery_tag,
+        retry_count=retry_count(message),
+        published_at=published_at_of(message.headers, message.timestamp),
+        correlation_id=message.correlation_id,
+    )
 
 
 # --- publishing -------------------------------------------------------------------------------
@@ -183,10 +118,10 @@ class OutgoingMessage(AbstractMessage):
 
     def __init__(self, original: AbstractMessage, published_at: float | None) -> None:
         self.original = original
-        self.headers = dict(original.headers or {})
+        # published_at None: the trace is unsampled, no consumer will measure latency
+        self.headers = outgoing_headers(original.headers, published_at)
         self.timestamp = original.timestamp
-        if published_at is not None:  # None: the trace is unsampled, no consumer will measure latency
-            self.headers[PUBLISHED_AT_HEADER] = f"{published_at:.6f}"
+        if published_at is not None:
             self.timestamp = self.timestamp or datetime.fromtimestamp(published_at, tz=timezone.utc)
         # aiormq would generate the same (a random UUID's hex) when publishing; here the span can name it
         self.message_id = original.message_id or uuid.UUID(int=random.getrandbits(128), version=4).hex
@@ -241,31 +176,29 @@ async def _publish_message(
     standing in for ``message``; for a destination outside ``propagation_targets`` the message is
     published as given.
     """
-    if _publishing.get():
+    if already_publishing():
         return await send(message, routing_key, **options)
     try:
-        destination = destination_of(exchange.name, routing_key)
-        published_at = None if sdk.outgoing_sampled() is False else time.time()
-        outgoing = OutgoingMessage(message, published_at) if should_propagate(destination) else None
+        outgoing = (
+            OutgoingMessage(message, published_at_now())
+            if propagates_to(exchange.name, routing_key)
+            else None
+        )
         sent = outgoing if outgoing is not None else message
-        publishing = publish(
-            outgoing.headers if outgoing is not None else {},
-            system=SYSTEM,
-            destination=destination,
+        span = publish_span(
+            outgoing.headers if outgoing is not None else None,
+            exchange.name,
+            routing_key,
             message_id=sent.message_id,
-            body_size=len(sent.body),
+            body=sent.body,
+            correlation_id=sent.correlation_id,
             origin=ORIGIN,
-            extra_data={ROUTING_KEY: routing_key},
         )
     except Exception:  # a message busprop cannot read is published as it is, untraced
         logger.debug("busprop: could not prepare the AMQP message for tracing", exc_info=True)
         return await send(message, routing_key, **options)
-    token = _publishing.set(True)
-    try:
-        with publishing:
-            return await send(sent, routing_key, **options)
-    finally:
-        _publishing.reset(token)
+    with publishing(span):
+        return await send(sent, routing_key, **options)
 
 
 class TracedExchange(AbstractExchange):
@@ -343,22 +276,15 @@ def _find_message(args: tuple[Any, ...]) -> AbstractIncomingMessage | None:
     return None
 
 
-@contextlib.contextmanager
-def _processing_once(message: AbstractIncomingMessage | None, name: str | None = None) -> Iterator[None]:
+def _processing_once(
+    message: AbstractIncomingMessage | None, name: str | None = None
+) -> AbstractContextManager[None]:
     """Process ``message`` inside its trace, unless this context already does (then a no-op).
 
-    A callback decorated with :func:`consumer` and also wrapped by :class:`AioPikaIntegration`, or
-    ``TracedRPC`` under the integration, is one transaction per message, not two.
+    A callback decorated with :func:`consumer` and also wrapped by the Integration, or
+    ``TracedRPC`` under the Integration, is one transaction per message, not two.
     """
-    if message is None or _processing_message.get() is message:
-        yield
-        return
-    token = _processing_message.set(message)
-    try:
-        with _processing_or_fresh_trace(message, name):
-            yield
-    finally:
-        _processing_message.reset(token)
+    return processing_once(message, lambda: message_processing(message, name), ORIGIN)  # type: ignore[arg-type]
 
 
 async def _process_message(
@@ -370,36 +296,12 @@ async def _process_message(
         return await result if inspect.isawaitable(result) else result
 
 
-def _processing_or_fresh_trace(message: AbstractIncomingMessage, name: str | None) -> MessageProcessing:
-    """:func:`message_processing`, or a fresh trace when the message's details cannot be read."""
-    try:
-        return message_processing(message, name)
-    except Exception:
-        logger.debug("busprop: could not read the AMQP message's details", exc_info=True)
-        return continue_trace(system=SYSTEM, destination="unknown", name=name, origin=ORIGIN)
-
-
-@overload
-def consumer(func: F, *, name: str | None = None) -> F: ...
-
-
-@overload
-def consumer(func: None = None, *, name: str | None = None) -> Callable[[F], F]: ...
-
-
-def consumer(func: F | None = None, *, name: str | None = None) -> F | Callable[[F], F]:
-    """Decorate a ``queue.consume`` callback: it runs inside the trace its message carries.
-
-    Use as ``@busprop.amqp.consumer`` or ``@busprop.amqp.consumer(name="orders")`` (the
-    transaction name; default ``exchange/routing_key``). The message is the callback's last
-    :class:`~aio_pika.abc.AbstractIncomingMessage` argument, so methods work too; a sync function
-    stays sync. busprop never acks, nacks or rejects: an exception propagates unchanged to aio-pika.
-    """
-
-    def decorate(callback: F) -> F:
-        return traced_call(callback, lambda args, kwargs: _processing_once(_find_message(args), name))
-
-    return decorate(func) if func is not None else decorate
+def processing_for_call(
+    args: tuple[Any, ...], kwargs: dict[str, Any], name: str | None
+) -> AbstractContextManager[None] | None:
+    """The processing for a consumer callback's call: its last incoming-message argument's."""
+    message = _find_message(args)
+    return _processing_once(message, name) if message is not None else None
 
 
 class _AsIs(AsyncIterable[AbstractIncomingMessage]):
@@ -476,7 +378,7 @@ def _rpc_destination_of(rpc: RPC, method_name: str) -> str:
     return destination_of(exchange, rpc._format_routing_key(method_name))
 
 
-def _round_trip_span(method_name: str, destination: str) -> Span | None:
+def _round_trip_span(method_name: str, destination: str) -> Any:
     """A span for the whole call, under the current sampled span (none outside one)."""
     parent = sdk.sampled_parent()
     if parent is None:
@@ -574,10 +476,6 @@ class TracedRPC(RPC):
 # --- auto-instrumentation ---------------------------------------------------------------------
 
 
-def _enabled() -> bool:
-    return sdk.integration_enabled(AioPikaIntegration)
-
-
 def _is_internal_callback(callback: Any) -> bool:
     """aio-pika's own consumers: a queue iterator's buffer and RPC's reply handler."""
     owner = getattr(callback, "__self__", None)
@@ -604,7 +502,7 @@ def _traced_callback(callback: Callable[..., Any]) -> Callable[..., Any]:
 def _patched_publish(
     wrapped: Callable[..., Any], self: AbstractExchange, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if not _enabled():
+    if not integration_enabled():
         return wrapped(*args, **kwargs)
     return _traced_publish(self, wrapped, *args, **kwargs)
 
@@ -626,7 +524,7 @@ def _patched_consume(
 
 
 def _consume(wrapped: Callable[..., Any], callback: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    if _enabled():
+    if integration_enabled():
         callback = _traced_callback(callback)
     return wrapped(callback, *args, **kwargs)
 
@@ -638,7 +536,7 @@ def _patched_aiter(
     kwargs: dict[str, Any],
 ) -> Any:
     iterator = wrapped(*args, **kwargs)
-    if not _enabled():
+    if not integration_enabled():
         return iterator
     traced = TracedQueueIterator(iterator)
     # A queue iterator already consuming was entered by `async with queue.iterator() as q` (or looped
@@ -666,7 +564,7 @@ async def _patched_aexit(
 def _patched_call(
     wrapped: Callable[..., Any], self: RPC, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if not _enabled():
+    if not integration_enabled():
         return wrapped(*args, **kwargs)
     return _rpc_call(self, _method_name(*args, **kwargs), functools.partial(wrapped, *args, **kwargs))
 
@@ -678,38 +576,16 @@ def _method_name(method_name: str, *_args: Any, **_kwargs: Any) -> str:
 def _patched_execute(
     wrapped: Callable[..., Any], _self: RPC, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if not _enabled():
+    if not integration_enabled():
         return wrapped(*args, **kwargs)
     return _rpc_execute(functools.partial(wrapped, *args, **kwargs))
 
 
-class AioPikaIntegration(sdk.Integration):
-    """Traces existing aio-pika code without edits: ``sentry_sdk.init(integrations=[AioPikaIntegration()])``.
-
-    Patches ``Exchange.publish`` (robust exchanges included), ``Queue.consume`` callbacks,
-    ``async for`` over queues and queue iterators, and ``RPC.call``/``RPC.execute``, through
-    :mod:`busprop.patching`: installing twice changes nothing, :meth:`uninstall` puts the originals
-    back, and both may run from any thread while other threads use aio-pika. The patches do
-    nothing while the active client was initialised without this integration.
-    """
-
-    identifier = "busprop_aio_pika"
-
-    @staticmethod
-    def setup_once() -> None:
-        sdk.require_supported_sdk()
-        _PATCHES.install()
-
-    @staticmethod
-    def uninstall() -> None:
-        """Restore aio-pika's originals; a later ``sentry_sdk.init`` with the integration patches again."""
-        _PATCHES.uninstall()
-        with sdk.capture_internal_exceptions():
-            sdk.forget_integration(AioPikaIntegration.identifier)
-
-
-_PATCHES = Patches(
-    AioPikaIntegration.identifier,
+#: What :class:`busprop.amqp.AMQPIntegration` patches in aio-pika: ``Exchange.publish`` (robust
+#: exchanges included), ``Queue.consume`` callbacks, ``async for`` over queues and queue
+#: iterators, and ``RPC.call``/``RPC.execute``.
+PATCHES = Patches(
+    f"{INTEGRATION}.aio_pika",
     [
         (aio_pika.Exchange, "publish", _patched_publish),
         (aio_pika.Queue, "consume", _patched_consume),

@@ -1,0 +1,180 @@
+"""confluent-kafka: where it keeps what busprop's Kafka core reads and writes.
+
+A consumed ``Message`` answers through methods: ``topic()``, ``partition()``, ``offset()``,
+``key()``, ``headers()`` (a list of ``(str, bytes | None)``, or ``None``), ``len()`` and
+``timestamp()`` (``(type, ms)``); ``error()`` is set on the error and event messages ``poll()``
+and ``consume()`` also return. ``Producer.produce(topic, value, key, partition, callback,
+on_delivery, timestamp, headers)`` takes headers as a list or a dict and reports delivery to
+``callback`` (``on_delivery`` is its alias; ``callback`` wins when both are given) from
+``poll()``/``flush()``. The pure-Python ``SerializingProducer.produce`` orders its parameters
+``topic, key, value, ...`` and has no ``callback``: it is described as a client of its own.
+
+``Producer``, ``Consumer`` and ``Message`` are C types that take no patches: KafkaIntegration
+patches ``produce``, ``poll``, ``consume`` and ``close`` on subclasses it puts in place of
+``confluent_kafka.Producer`` and ``confluent_kafka.Consumer``, and ``SerializingProducer.produce``
+and ``DeserializingConsumer.poll``/``consume``/``close`` in place (they call the C methods of the
+original classes, so a record is traced once). confluent-kafka is imported only when needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Any
+
+from busprop.kafka._client import (
+    CLOSE,
+    POLL,
+    PRODUCE,
+    Delivery,
+    KafkaClient,
+    PatchPoint,
+    ProduceArguments,
+    import_library,
+)
+
+__all__ = ["CLIENT", "SERIALIZING"]
+
+#: The oldest confluent-kafka KafkaIntegration patches (headers on consumed messages, dict headers).
+MINIMUM_VERSION = (2, 0)
+#: How long one ``poll()`` of :func:`_records` waits: between polls signals (Ctrl+C) are delivered.
+POLL_SECONDS = 1.0
+
+
+def _record_types() -> tuple[type, ...]:
+    from confluent_kafka import cimpl
+
+    return (cimpl.Message,)
+
+
+def _producer_types() -> tuple[type, ...]:
+    from confluent_kafka import cimpl
+
+    return (cimpl.Producer,)
+
+
+def _consumer_types() -> tuple[type, ...]:
+    from confluent_kafka import cimpl
+
+    return (cimpl.Consumer,)
+
+
+def _serializing_producer_types() -> tuple[type, ...]:
+    from confluent_kafka import SerializingProducer
+
+    return (SerializingProducer,)
+
+
+def _deserializing_consumer_types() -> tuple[type, ...]:
+    from confluent_kafka import DeserializingConsumer
+
+    return (DeserializingConsumer,)
+
+
+def _watch_callback(arguments: ProduceArguments, delivery: Delivery) -> None:
+    """Wrap the delivery callback the call gives, under the name it gave it (the winning one)."""
+    for name in ("callback", "on_delivery"):
+        callback = arguments.get(name)
+        if callback is not None:
+            arguments.set(name, _reporting(callback, delivery))
+            return
+
+
+def _reporting(callback: Callable[[Any, Any], Any], delivery: Delivery) -> Callable[[Any, Any], Any]:
+    """``callback`` (called as before, its exception propagating to ``poll()``), after reporting."""
+
+    def on_delivery(error: Any, message: Any) -> Any:
+        if error is None:
+            delivery.sent(partition=message.partition())
+            delivery.delivered(message.topic(), message.partition(), message.offset())
+        else:
+            from confluent_kafka import KafkaException
+
+            delivery.failed(KafkaException(error))
+        return callback(error, message)
+
+    return on_delivery
+
+
+def _records(consumer: Any) -> Iterator[Any]:
+    """``poll()`` results for ``traced_consumer``: messages and error events, never ``None``."""
+    while True:
+        message = consumer.poll(POLL_SECONDS)
+        if message is not None:
+            yield message
+
+
+def _library() -> ModuleType:
+    return import_library("confluent_kafka", MINIMUM_VERSION)
+
+
+def _patch_points() -> list[PatchPoint]:
+    cimpl = _library().cimpl
+    return [
+        (cimpl.Producer, "produce", PRODUCE),
+        (cimpl.Consumer, "poll", POLL),
+        (cimpl.Consumer, "consume", CLOSE),  # a list is the caller's to trace: the last poll() ends
+        (cimpl.Consumer, "close", CLOSE),
+    ]
+
+
+def _serializing_patch_points() -> list[PatchPoint]:
+    library = _library()
+    producer, consumer = library.SerializingProducer, library.DeserializingConsumer
+    return [
+        (producer, "produce", PRODUCE),
+        (consumer, "poll", POLL),
+        (consumer, "consume", CLOSE),
+        (consumer, "close", CLOSE),
+    ]
+
+
+def _replaced_classes() -> list[tuple[ModuleType, str]]:
+    library = _library()
+    return [(library, "Producer"), (library, "Consumer")]
+
+
+CLIENT = KafkaClient(
+    name="confluent-kafka",
+    library="confluent_kafka",
+    record_types=_record_types,
+    producer_types=_producer_types,
+    consumer_types=_consumer_types,
+    topic=lambda message: message.topic(),
+    partition=lambda message: message.partition(),
+    offset=lambda message: message.offset(),
+    key=lambda message: message.key(),
+    headers=lambda message: message.headers(),
+    value_size=len,  # the value's size
+    timestamp_ms=lambda message: message.timestamp()[1],
+    # A Consumer does not tell its group id: pass ``group_id=`` to the wrappers to record it.
+    group_id=lambda consumer: None,
+    produce_method="produce",
+    produce_parameters=(
+        "topic",
+        "value",
+        "key",
+        "partition",
+        "callback",
+        "on_delivery",
+        "timestamp",
+        "headers",
+    ),
+    mapping_headers=True,
+    watch_arguments=_watch_callback,
+    records=_records,
+    is_error=lambda message: message.error() is not None,
+    patch_points=_patch_points,
+    replaced_classes=_replaced_classes,
+)
+
+SERIALIZING = dataclasses.replace(
+    CLIENT,
+    name="confluent-kafka serializing",
+    producer_types=_serializing_producer_types,
+    consumer_types=_deserializing_consumer_types,
+    produce_parameters=("topic", "key", "value", "partition", "on_delivery", "timestamp", "headers"),
+    patch_points=_serializing_patch_points,
+    replaced_classes=lambda: [],
+)

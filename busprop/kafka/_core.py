@@ -1,0 +1,793 @@
+"""The Kafka core: what is the same for every Kafka client library busprop supports.
+
+Record headers are ``(str, bytes)`` pairs, the destination is the topic, a record's id is
+``topic/partition/offset`` (the id its producer's span gets once the broker acknowledges it), its
+timestamp (ms) gives the receive latency, and a record's processing starts when the consumer
+returns it and ends when the loop asks for the next one (or the consumer closes). All of that,
+the header copies, the ``queue.publish`` wrapper, delivery reporting, per-record and batch
+processing, lives here once; a client module only says *where* its client keeps each thing.
+
+Adding a client (say ``busprop/kafka/_confluent.py``):
+
+1. Write the module with one ``CLIENT = KafkaClient(...)`` (:mod:`busprop.kafka._client` documents
+   every field). Import the client library only inside the functions that need it
+   (``record_types``, ``producer_types``, ``consumer_types``, ``patch_points``): it is optional.
+   The record readers are one-liners (``lambda message: message.topic()``); a client whose produce
+   call takes a delivery callback wraps it in ``watch_arguments`` (``arguments.get("on_delivery")``,
+   ``arguments.set(...)``, calling ``delivery.delivered(topic, partition, offset)`` or
+   ``delivery.failed(error)``); one that returns a future reports it in ``watch_result``.
+2. Add its ``CLIENT`` to :data:`CLIENTS` (top of this module). From then on ``traced_producer``,
+   ``traced_consumer``, ``traced_records``, ``record_processing``, ``process_batch`` and
+   ``@consumer`` accept its producers, consumers and records (dispatch on their type), and
+   KafkaIntegration patches its ``patch_points`` when the library is importable (skipped with a
+   debug log otherwise). Keep kafka-python first: it also reads records of no known type.
+3. A patch point whose kind the integration does not know yet (an ``async`` next, ``poll()``
+   returning one record or ``None``) gets its generic wrapper in :mod:`busprop.kafka._integration`,
+   written once for every client, not in the client module.
+
+If two client modules share lines, those lines belong here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Protocol, TypeVar, cast, overload
+
+from busprop import sdk, spandata
+from busprop.carrier import extract
+from busprop.decorators import FromCall, destination_text, resolve, traced_call
+from busprop.iteration import TracedAsyncIterator, TracedIterator, _processing_for
+from busprop.kafka import _aiokafka, _confluent, _kafka_python
+from busprop.kafka._client import KafkaClient
+from busprop.processing import MessageProcessing, continue_trace
+from busprop.publishing import Publishing, publish
+
+logger = logging.getLogger("busprop")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Every supported client, the first also reading records of no known type (by attribute). A
+#: client whose classes subclass another's comes before it (confluent-kafka's serializing ones).
+CLIENTS: tuple[KafkaClient, ...] = (
+    _kafka_python.CLIENT,
+    _aiokafka.CLIENT,
+    _confluent.SERIALIZING,
+    _confluent.CLIENT,
+)
+
+SYSTEM = "kafka"
+ORIGIN = "auto.queue.busprop.kafka"
+PARTITION = "messaging.destination.partition.id"
+OFFSET = "messaging.kafka.offset"
+KEY = "messaging.kafka.message.key"
+CONSUMER_GROUP = "messaging.consumer.group.name"
+BATCH_COUNT = "messaging.batch.message_count"
+#: Span data naming a record's producer trace on its span in batch mode (sentry-sdk 2.x has no span links).
+LINK_TRACE_ID = "busprop.link.trace_id"
+LINK_SPAN_ID = "busprop.link.span_id"
+LINK_SAMPLED = "busprop.link.sampled"
+
+Headers = list[tuple[str, bytes]]
+
+
+# --- which client ---------------------------------------------------------------------------------
+
+_TYPES: dict[tuple[str, str], tuple[type, ...]] = {}
+
+
+def _types_of(client: KafkaClient, kind: str) -> tuple[type, ...]:
+    """The client's classes of ``kind`` (``()`` when its library is not installed), looked up once."""
+    types = _TYPES.get((client.name, kind))
+    if types is None:
+        try:
+            types = cast("tuple[type, ...]", getattr(client, f"{kind}_types")())
+        except ImportError:
+            types = ()
+        _TYPES[(client.name, kind)] = types
+    return types
+
+
+def _client_of(instance: Any, kind: str) -> KafkaClient | None:
+    for client in CLIENTS:
+        if isinstance(instance, _types_of(client, kind)):
+            return client
+    return None
+
+
+def client_of_record(record: Any) -> KafkaClient:
+    """The client whose record this is; a record of no known type is read as the first client's."""
+    return _client_of(record, "record") or CLIENTS[0]
+
+
+def is_record(candidate: Any) -> bool:
+    return _client_of(candidate, "record") is not None
+
+
+# --- untraced calls -------------------------------------------------------------------------------
+
+#: Set while busprop calls a client method it traces itself, so KafkaIntegration's patch of that
+#: method (if installed) passes the call through instead of tracing it a second time.
+_UNTRACED: contextvars.ContextVar[bool] = contextvars.ContextVar("busprop_kafka_untraced", default=False)
+
+
+def untraced() -> bool:
+    """Whether the current call comes from busprop's own wrapper (the patch must not trace it)."""
+    return _UNTRACED.get()
+
+
+def call_untraced(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    token = _UNTRACED.set(True)
+    try:
+        return function(*args, **kwargs)
+    finally:
+        _UNTRACED.reset(token)
+
+
+async def await_untraced(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    token = _UNTRACED.set(True)
+    try:
+        return await function(*args, **kwargs)
+    finally:
+        _UNTRACED.reset(token)
+
+
+# --- headers --------------------------------------------------------------------------------------
+
+
+def header_list(headers: Any) -> Headers | None:
+    """A new list holding ``headers`` (``None``, a list or a tuple), for busprop to write into.
+
+    The caller's container is never changed. Anything else, or a list whose iteration raises, is
+    not copied (``None`` is returned, with a debug record) and the send goes out untouched, so
+    the client raises for it exactly as it would alone.
+    """
+    if headers is None:
+        return []
+    if isinstance(headers, (list, tuple)):
+        try:
+            return list(headers)
+        except Exception:
+            logger.debug("busprop: unreadable Kafka headers, sent untouched", exc_info=True)
+            return None
+    logger.debug("busprop: Kafka headers of type %s are sent untouched", type(headers).__name__)
+    return None
+
+
+def header_copy(headers: Any) -> Headers | dict[Any, Any] | None:
+    """A copy to write the trace into: a list as :func:`header_list`, a new dict for a mapping."""
+    if isinstance(headers, Mapping):
+        try:
+            return dict(headers)
+        except Exception:
+            logger.debug("busprop: unreadable Kafka headers, passed on untouched", exc_info=True)
+            return None
+    return header_list(headers)
+
+
+def _value_size(value: Any) -> int | None:
+    if type(value) in (bytes, bytearray, memoryview, str):
+        return len(value)
+    return None
+
+
+# --- producer -------------------------------------------------------------------------------------
+
+
+class _Arguments:
+    """A produce call's arguments by name; called with the topic positional and the rest by keyword."""
+
+    def __init__(self, parameters: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if len(args) > len(parameters) or any(name in kwargs for name in parameters[: len(args)]):
+            raise TypeError("arguments the produce method does not take")
+        self._first = parameters[0]
+        self.changed = False
+        self.named = {**dict(zip(parameters, args, strict=False)), **kwargs}
+
+    def get(self, name: str) -> Any:
+        return self.named.get(name)
+
+    def set(self, name: str, value: Any) -> None:
+        self.named[name] = value
+        self.changed = True
+
+    def split(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        named = dict(self.named)
+        return ((named.pop(self._first),) if self._first in named else ()), named
+
+
+class _Delivery:
+    """What a send learns from the broker, reported on its span and, for a failure, to Sentry.
+
+    Created inside the send's ``queue.publish`` span: a failure arrives later (on the client's
+    thread or loop) and is captured in the scopes and span of the send.
+    """
+
+    def __init__(self, span: sdk.AnySpan | None) -> None:
+        self.span = span
+        self.scopes: sdk.Scopes | None = None
+        self.current_span: sdk.AnySpan | None = None
+
+    def keep_scopes(self) -> None:
+        """Remember the send's scopes for a later failure (skipped when nothing watches the send)."""
+        self.scopes = sdk.current_scopes()
+        self.current_span = sdk.current_span()
+
+    def sent(self, *, body_size: Any = None, partition: Any = None) -> None:
+        try:
+            if self.span is None:
+                return
+            if isinstance(body_size, int) and body_size >= 0:
+                sdk.set_span_data(self.span, spandata.BODY_SIZE, body_size)
+            if isinstance(partition, int) and partition >= 0:
+                sdk.set_span_data(self.span, PARTITION, str(partition))
+        except Exception:
+            logger.debug("busprop: could not describe a sent Kafka record", exc_info=True)
+
+    def delivered(self, topic: Any, partition: Any, offset: Any) -> None:
+        try:
+            if self.span is not None:
+                sdk.set_span_data(self.span, spandata.MESSAGE_ID, f"{topic}/{partition}/{offset}")
+        except Exception:
+            logger.debug("busprop: could not describe a delivered Kafka record", exc_info=True)
+
+    def failed(self, error: BaseException) -> None:
+        span = self.current_span
+        if self.scopes is None:
+            return
+        try:
+            with sdk.using_scopes(self.scopes):
+                sdk.set_current_span(span)
+                if span is not None and sdk.span_op(span) == sdk.OP_PUBLISH:
+                    sdk.set_span_status(span, "internal_error")
+                sdk.capture_exception(error, mechanism="busprop.kafka.delivery", handled=True)
+        except Exception:
+            logger.debug("busprop: could not report a Kafka delivery failure", exc_info=True)
+
+
+def _watch(watch: Callable[[Any, _Delivery], None], subject: Any, delivery: _Delivery) -> None:
+    try:
+        watch(subject, delivery)
+    except Exception:
+        logger.debug("busprop: could not watch the delivery of a Kafka record", exc_info=True)
+
+
+class _Send:
+    """One produce call as busprop makes it: its arguments and, when traced, its delivery."""
+
+    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.args, self.kwargs = args, kwargs
+        self.delivery: _Delivery | None = None
+
+    def watch(self, client: KafkaClient, result: Any) -> Any:
+        if self.delivery is not None:
+            _watch(client.watch_result, result, self.delivery)
+        return result
+
+
+@contextlib.contextmanager
+def _sending(client: KafkaClient, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[_Send]:
+    """The produce call with a header copy carrying the trace, inside a ``queue.publish`` span.
+
+    Headers busprop cannot copy, or a topic that is no ``str``, leave the call untouched (no
+    span), and so do arguments the produce method does not take: the client raises for them
+    exactly as it would alone. The topic is passed positionally, the other arguments by name.
+    """
+    send = _Send(args, kwargs)
+    try:
+        arguments = _Arguments(client.produce_parameters, args, kwargs)
+    except TypeError:
+        yield send
+        return
+    send.args, send.kwargs = arguments.split()
+    headers, topic = arguments.get("headers"), arguments.get("topic")
+    carrier = header_copy(headers) if client.mapping_headers else header_list(headers)
+    if carrier is not None and not isinstance(topic, str):
+        logger.debug("busprop: a Kafka topic of type %s: record sent untouched", type(topic).__name__)
+        carrier = None
+    if carrier is None:
+        yield send
+        return
+    with publish(
+        carrier,
+        system=SYSTEM,
+        destination=topic,
+        body_size=_value_size(arguments.get("value")),
+        origin=ORIGIN,
+        as_bytes=True,
+    ) as span:
+        arguments.set("headers", carrier)
+        send.delivery = _Delivery(span)
+        arguments.changed = False
+        _watch(client.watch_arguments, arguments, send.delivery)
+        if arguments.changed or client.watch_result is not KafkaClient.watch_result:
+            send.delivery.keep_scopes()  # a callback or a future will report the outcome
+        send.args, send.kwargs = arguments.split()
+        yield send
+
+
+def traced_produce(
+    client: KafkaClient, produce: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Call ``produce`` (a bound produce method) in a ``queue.publish`` span, trace in the headers."""
+    with _sending(client, args, kwargs) as send:
+        return send.watch(client, call_untraced(produce, *send.args, **send.kwargs))
+
+
+async def traced_produce_async(
+    client: KafkaClient, produce: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """:func:`traced_produce` for a produce coroutine function: awaited inside the span."""
+    with _sending(client, args, kwargs) as send:
+        return send.watch(client, await await_untraced(produce, *send.args, **send.kwargs))
+
+
+def traced_send(send: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a ``KafkaProducer.send`` (bound) inside a ``queue.publish`` span, trace in the headers."""
+    return traced_produce(_kafka_python.CLIENT, send, args, kwargs)
+
+
+class TracedProducer:
+    """A producer whose produce method carries the current trace; see :func:`traced_producer`."""
+
+    def __init__(self, producer: Any, client: KafkaClient | None = None) -> None:
+        self.producer = producer
+        self._client = client or _client_of(producer, "producer") or CLIENTS[0]
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.producer, name)
+        client = self._client
+        if name in client.produce_callers:  # its ``self.<produce_method>(...)`` is then this wrapper's
+            return functools.partial(getattr(type(self.producer), name), self)
+        if name != client.produce_method:
+            return attribute
+        if client.produce_is_async:
+
+            async def produce_async(*args: Any, **kwargs: Any) -> Any:
+                return await traced_produce_async(client, attribute, args, kwargs)
+
+            return produce_async
+
+        def produce(*args: Any, **kwargs: Any) -> Any:
+            return traced_produce(client, attribute, args, kwargs)
+
+        return produce
+
+    def __enter__(self) -> TracedProducer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.producer.close()
+
+
+def traced_producer(producer: Any) -> TracedProducer:
+    """Wrap a producer: each send (``KafkaProducer.send``) writes ``sentry-trace`` and ``baggage`` headers.
+
+    The headers you pass (a list or tuple of ``(str, bytes)``) are copied, the trace headers
+    replace any earlier copy, and every other header keeps its place. Other attributes (``flush``,
+    ``close``, ``metrics`` ...) are the producer's own, except the client's methods that produce
+    through its send (aiokafka's ``send_and_wait``): they send through the traced one, once.
+    """
+    return TracedProducer(producer)
+
+
+def producer(
+    *, topic: FromCall, headers_argument: str = "headers", name: FromCall = None
+) -> Callable[[F], F]:
+    """Decorate a function that produces a record (sync or async): a ``queue.publish`` span around it.
+
+    The function receives, in its ``headers_argument`` parameter, a new list holding the headers
+    the caller passed (none, a list or a tuple) plus ``sentry-trace`` and ``baggage`` as bytes; it
+    passes that list to ``send()``. A mapping is copied into a new dict instead; headers of any
+    other type reach the function untouched, without the trace. The caller's container is never
+    changed. ``topic`` (and ``name``) is a value or a function of the function's arguments.
+    Decorating a function without that parameter raises ``TypeError`` (at import, not per call).
+    """
+
+    def decorate(func: F) -> F:
+        argument = _HeaderArgument(func, headers_argument)
+
+        def enter(args: tuple[Any, ...], kwargs: dict[str, Any], carrier: Any) -> Publishing:
+            return publish(
+                carrier if carrier is not None else [],  # nothing to write into: a span only
+                system=SYSTEM,
+                destination=destination_text(resolve(topic, args, kwargs)),
+                name=resolve(name, args, kwargs),
+                origin=ORIGIN,
+                as_bytes=True,
+            )
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                args, carrier = argument.substitute(args, kwargs)
+                with enter(args, kwargs, carrier):
+                    return await func(*args, **kwargs)
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            args, carrier = argument.substitute(args, kwargs)
+            with enter(args, kwargs, carrier):
+                return func(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+    return decorate
+
+
+class _HeaderArgument:
+    """The parameter of a decorated producer function that receives the headers list."""
+
+    def __init__(self, func: Callable[..., Any], name: str) -> None:
+        self.name = name
+        self.position: int | None = None
+        parameters = list(inspect.signature(func).parameters.values())
+        for index, parameter in enumerate(parameters):
+            if parameter.name == name:
+                if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+                    self.position = index
+                return
+        if not any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+            raise TypeError(f"busprop.kafka.producer: {func.__qualname__} has no {name!r} parameter")
+
+    def _positional(self, args: tuple[Any, ...]) -> bool:
+        return self.position is not None and len(args) > self.position
+
+    def substitute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], Any]:
+        """Put a copy in place of the caller's headers; return the arguments and the copy.
+
+        ``kwargs`` (the call's own dict) is updated in place. The copy is ``None`` when the
+        headers could not be copied: the function then gets the caller's object, unwritten.
+        """
+        if self._positional(args):
+            index = cast(int, self.position)
+            copied = header_copy(args[index])
+            return (args if copied is None else (*args[:index], copied, *args[index + 1 :])), copied
+        copied = header_copy(kwargs.get(self.name))
+        if copied is not None:
+            kwargs[self.name] = copied
+        return args, copied
+
+
+# --- consumer -------------------------------------------------------------------------------------
+
+
+def record_processing(record: Any, group_id: str | None = None) -> MessageProcessing:
+    """The core's processing of one record: its trace, its ``queue.process`` transaction and data."""
+    client = client_of_record(record)
+    return continue_trace(
+        client.headers(record),
+        system=SYSTEM,
+        destination=client.topic(record),
+        origin=ORIGIN,
+        details=lambda: _record_details(client, record, group_id),
+    )
+
+
+def processing_of(record: Any, group_id: str | None = None) -> MessageProcessing | None:
+    """:func:`record_processing`, or ``None`` for what is no record (``None``, an error event)."""
+    if record is None or client_of_record(record).is_error(record):
+        return None
+    return record_processing(record, group_id)
+
+
+def _record_details(client: KafkaClient, record: Any, group_id: str | None) -> dict[str, Any]:
+    """A record's message id (``topic/partition/offset``), value size, timestamp and span data."""
+    topic, partition, offset = client.topic(record), client.partition(record), client.offset(record)
+    size, timestamp = client.value_size(record), client.timestamp_ms(record)
+    data: dict[str, Any] = {PARTITION: str(partition), OFFSET: offset}
+    if group_id is not None:
+        data[CONSUMER_GROUP] = group_id
+    key = client.key(record)
+    if key is not None and _collects_message_keys():
+        data[KEY] = _key_text(key)
+    return {
+        "message_id": f"{topic}/{partition}/{offset}",
+        "body_size": size if isinstance(size, int) and size >= 0 else None,
+        "published_at": timestamp / 1000.0 if isinstance(timestamp, int) and timestamp > 0 else None,
+        "extra_data": data,
+    }
+
+
+def _collects_message_keys() -> bool:
+    """``send_default_pii``, or sentry-sdk 2.75's ``data_collection={"queues": ...}`` that replaces it."""
+    options = sdk.client_options()
+    collection = options.get("data_collection")
+    if isinstance(collection, Mapping) and "queues" in collection:
+        return bool(collection["queues"])
+    return bool(options.get("send_default_pii"))
+
+
+def _key_text(key: Any) -> str:
+    if isinstance(key, (bytes, bytearray)):
+        return bytes(key).decode("utf-8", errors="backslashreplace")
+    return str(key)
+
+
+def group_of(consumer: Any) -> str | None:
+    """The consumer's group id, if its client tells it."""
+    try:
+        group = (_client_of(consumer, "consumer") or CLIENTS[0]).group_id(consumer)
+    except Exception:
+        return None
+    return group if isinstance(group, str) else None
+
+
+class AsyncConsumer(Protocol):
+    """A consumer of an asyncio client (aiokafka's ``AIOKafkaConsumer``), iterated with ``async for``."""
+
+    def __aiter__(self) -> Any: ...
+
+    async def getone(self, *partitions: Any) -> Any: ...
+
+
+@overload
+def traced_consumer(consumer: AsyncConsumer, *, group_id: str | None = None) -> TracedAsyncIterator[Any]: ...
+
+
+@overload
+def traced_consumer(consumer: Any, *, group_id: str | None = None) -> TracedIterator[Any]: ...
+
+
+def traced_consumer(
+    consumer: Any, *, group_id: str | None = None
+) -> TracedIterator[Any] | TracedAsyncIterator[Any]:
+    """Iterate a consumer: each loop body runs inside its record's continued trace.
+
+    ``for record in traced_consumer(kafka_consumer)`` for a sync client; for an asyncio client
+    (aiokafka) the result is an async iterator: ``async for record in traced_consumer(consumer)``
+    (and ``async with ... as records``, ``aclose()``), each record's processing belonging to the
+    task running the loop.
+
+    A record's transaction ends when the loop asks for the next record, where the loop is left
+    (``break``, ``return``, an exception: before the code after the loop), on ``close()``, or, used
+    as ``with traced_consumer(c) as records:``, at the block's end when the loop body raised (then
+    it is marked failed and the exception reported and re-raised unchanged); see
+    :mod:`busprop.iteration`.
+    """
+    group = group_id if group_id is not None else group_of(consumer)
+    client = _client_of(consumer, "consumer") or CLIENTS[0]
+    if client.async_records is not None:
+        return TracedAsyncIterator(
+            _RawAsyncRecords(client.async_records(consumer)), lambda record: record_processing(record, group)
+        )
+    return _TracedRecords(
+        _RawRecords(client.records(consumer)), lambda record: record_processing(record, group)
+    )
+
+
+class _TracedRecords(TracedIterator[Any]):
+    """A :class:`TracedIterator` over records among which an error event (``is_error``) starts nothing."""
+
+    def __next__(self) -> Any:
+        self._current.finish()
+        record = next(self._iterator)
+        if not client_of_record(record).is_error(record):
+            self._current.start(_processing_for(self._start, record))
+        return record
+
+
+class _RawRecords:
+    """A consumer's own iteration, bypassing :class:`KafkaIntegration`'s patch (no double scope)."""
+
+    def __init__(self, records: Iterator[Any]) -> None:
+        self._records = records
+
+    def __iter__(self) -> _RawRecords:
+        return self
+
+    def __next__(self) -> Any:
+        return call_untraced(next, self._records)
+
+
+class _RawAsyncRecords:
+    """:class:`_RawRecords` for an async iterator (``AIOKafkaConsumer``): its patch passes it through."""
+
+    def __init__(self, records: AsyncIterator[Any]) -> None:
+        self._records = records
+
+    def __aiter__(self) -> _RawAsyncRecords:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await await_untraced(self._records.__anext__)
+
+
+def records_of(batch: Any) -> list[Any]:
+    """The records of a ``poll()`` result (``{TopicPartition: [records]}``) or of any iterable."""
+    if isinstance(batch, Mapping):
+        return [record for records in batch.values() for record in records]
+    return list(batch)
+
+
+def traced_records(batch: Any, *, consumer: Any = None, group_id: str | None = None) -> TracedIterator[Any]:
+    """Iterate a ``poll()`` batch with one scope and transaction per record, as :func:`traced_consumer`."""
+    group = group_id if group_id is not None else group_of(consumer) if consumer is not None else None
+    return _TracedRecords(records_of(batch), lambda record: record_processing(record, group))
+
+
+@overload
+def consumer(func: F, /) -> F: ...
+
+
+@overload
+def consumer(
+    *, group_id: str | None = None, record: Callable[..., Any] | None = None
+) -> Callable[[F], F]: ...
+
+
+def consumer(
+    func: F | None = None, /, *, group_id: str | None = None, record: Callable[..., Any] | None = None
+) -> F | Callable[[F], F]:
+    """Decorate a handler that takes a consumed record (sync or async), with or without options.
+
+    ``record`` picks the record from the handler's arguments (default: the first argument that is
+    a record of a supported client, else the first argument). The handler runs inside the record's
+    trace; its exception is reported, marks the transaction failed and propagates unchanged.
+    """
+
+    def decorate(handler: F) -> F:
+        def enter(args: tuple[Any, ...], kwargs: dict[str, Any]) -> MessageProcessing:
+            found = resolve(record, args, kwargs) if record is not None else _first_record(args)
+            try:
+                return record_processing(found, group_id)
+            except Exception:
+                logger.debug("busprop: %r is not a Kafka record, starting a new trace", type(found))
+                return continue_trace(system=SYSTEM, destination="unknown", origin=ORIGIN)
+
+        return traced_call(handler, enter)
+
+    return decorate(func) if func is not None else decorate
+
+
+def _first_record(args: tuple[Any, ...]) -> Any:
+    for argument in args:
+        if is_record(argument):
+            return argument
+    return args[0] if args else None
+
+
+# --- batch mode -----------------------------------------------------------------------------------
+
+
+class BatchProcessing:
+    """One transaction for a batch, a ``queue.process`` span per record; see :func:`process_batch`.
+
+    An empty batch (a ``poll()`` that timed out) is no work: it gets no scope and no transaction,
+    or a consumer polling an idle topic would send one empty transaction per poll.
+    """
+
+    def __init__(self, records: list[Any], group_id: str | None, name: str | None) -> None:
+        self.records = records
+        self._group = group_id
+        messages = [record for record in records if not client_of_record(record).is_error(record)]
+        self._processing = _batch_processing(messages, group_id, name) if messages else None
+        self._transaction: sdk.ProcessingSpan | None = None
+        self._span: sdk.AnySpan | None = None
+
+    def __enter__(self) -> BatchProcessing:
+        if self._processing is not None:
+            self._transaction = self._processing.__enter__()
+        return self
+
+    def __iter__(self) -> Iterator[Any]:
+        # No ``finally``: a loop body that raises or breaks closes this generator before the
+        # ``with`` block's ``__exit__`` runs, and that ``__exit__`` finishes the span with the error.
+        for record in self.records:
+            self._finish_span()
+            self._span = self._start_span(record)
+            yield record
+        self._finish_span()
+
+    def _start_span(self, record: Any) -> sdk.AnySpan | None:
+        transaction = self._transaction
+        if transaction is None or not transaction.sampled:
+            return None
+        try:
+            client = client_of_record(record)
+            if client.is_error(record):
+                return None
+            return sdk.start_child_span(
+                cast("sdk.AnySpan", transaction),
+                op=sdk.OP_PROCESS,
+                name=client.topic(record),
+                origin=ORIGIN,
+                data=_record_span_data(client, record, self._group),
+            )
+        except Exception:
+            logger.debug("busprop: could not start a span for a Kafka record", exc_info=True)
+            return None
+
+    def _finish_span(self, exc: BaseException | None = None) -> None:
+        span, self._span = self._span, None
+        if span is not None:
+            try:
+                sdk.finish_span(span, exc)
+            except Exception:
+                logger.debug("busprop: could not finish a Kafka record's span", exc_info=True)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._finish_span(exc)
+        if self._processing is not None:
+            self._processing.__exit__(exc_type, exc, tb)
+
+
+def _batch_processing(records: list[Any], group_id: str | None, name: str | None) -> MessageProcessing:
+    """The batch's own processing: a trace of its own, named ``name`` or after its topics."""
+    destination = ",".join(sorted({_topic_of(record) for record in records}))
+    processing = continue_trace(
+        system=SYSTEM,
+        destination=destination,
+        name=name if isinstance(name, str) and name else f"batch {destination}",
+        origin=ORIGIN,
+        extra_data={BATCH_COUNT: len(records), CONSUMER_GROUP: group_id},
+        sampling_context={"messaging_batch": True},
+    )
+    processing.one_message = False  # each record gets its own ``queue.process`` span
+    return processing
+
+
+def _topic_of(record: Any) -> str:
+    """A record's topic, ``"unknown"`` for anything that is not a record with a ``str`` topic."""
+    try:
+        topic = client_of_record(record).topic(record)
+    except Exception:
+        return "unknown"
+    return str.__str__(topic) if isinstance(topic, str) else "unknown"
+
+
+def _record_span_data(client: KafkaClient, record: Any, group_id: str | None) -> dict[str, Any]:
+    details = _record_details(client, record, group_id)
+    data = spandata.messaging_data(
+        system=SYSTEM,
+        destination=client.topic(record),
+        operation="process",
+        message_id=details["message_id"],
+        body_size=details["body_size"],
+        published_at=details["published_at"],
+        extra=details["extra_data"],
+    )
+    producer_trace = extract(client.headers(record)).sentry_trace
+    if producer_trace is not None:
+        trace_id, span_id, *sampled = producer_trace.split("-")
+        data[LINK_TRACE_ID] = trace_id
+        data[LINK_SPAN_ID] = span_id
+        if sampled:
+            data[LINK_SAMPLED] = sampled == ["1"]
+    return data
+
+
+def process_batch(
+    batch: Any, *, consumer: Any = None, group_id: str | None = None, name: str | None = None
+) -> BatchProcessing:
+    """Batch mode: ``with process_batch(consumer.poll(), consumer=consumer) as records:``.
+
+    One transaction (a trace of its own, sampled by the SDK as a head; named ``name``, default
+    ``batch <topics>``) covers the batch; iterating ``records`` runs each loop body inside a
+    ``queue.process`` span named after the record's topic, with the record's Queues data and its
+    producer's trace ids as span data (``busprop.link.*``), so each record shows once on Sentry's
+    Queues page. Records whose
+    producer trace is unsampled still get a span when the batch is sampled; an unsampled batch
+    costs no span at all. An exception is reported and re-raised unchanged. An empty batch (a
+    ``poll()`` that returned nothing), or a ``batch`` that is no ``poll()`` result, creates no
+    transaction: an exception in the body then propagates unchanged and unreported.
+    """
+    group = group_id if group_id is not None else group_of(consumer) if consumer is not None else None
+    try:
+        records = records_of(batch)
+    except Exception:
+        logger.debug("busprop: a batch of type %s is no poll() result: no records", type(batch).__name__)
+        records = []
+    return BatchProcessing(records, group, name)

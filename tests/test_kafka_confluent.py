@@ -1,0 +1,737 @@
+"""busprop.kafka with confluent-kafka against the real Kafka-protocol broker (Tansu, or ``KAFKA_BOOTSTRAP_SERVERS``).
+
+Consumers read with ``assign()`` (no group join, which takes about half of ``session.timeout.ms``
+with librdkafka on Tansu) except in the separate-process test, which is about a consumer group.
+Every test uses its own topics, created with one partition so records come back in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import confluent_kafka
+import pytest
+import sentry_sdk
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    DeserializingConsumer,
+    SerializingProducer,
+    TopicPartition,
+    cimpl,
+)
+from confluent_kafka.serialization import StringDeserializer, StringSerializer
+from hypothesis import given
+from hypothesis import strategies as st
+
+import busprop.kafka
+from busprop.kafka import _confluent, _integration
+from tests import test_http_hops, test_kafka
+from tests.conftest import Captured
+from tests.processes import read_captured, run_app, start_app
+from tests.test_bad_input import (
+    BATCH,
+    BROKER_BATCHES,
+    BROKER_SETTINGS,
+    Expected,
+    Seen,
+    check_sent,
+    check_trace,
+    expected_trace,
+    pair_lists,
+    seen_now,
+    trace_pair,
+    valid_pair,
+    wire_values,
+)
+from tests.test_http_hops import UNSAMPLED, assert_hop, hop, make_head
+from tests.test_kafka import (
+    JUNK_HEADERS,
+    in_body,
+    is_processed,
+    only,
+    process_span,
+    processed_records,
+    publish_spans,
+    run_node,
+)
+
+pytestmark = pytest.mark.broker
+
+SentryInit = Callable[..., Captured]
+
+# The fixtures kafka-python's and the HTTP hop tests use: a fresh topic, a recording HTTP server.
+new_topic = test_kafka.new_topic
+hop_server = test_http_hops.hop_server
+
+
+@pytest.fixture
+def integration() -> Iterator[type[busprop.kafka.KafkaIntegration]]:
+    yield busprop.kafka.KafkaIntegration
+    busprop.kafka.KafkaIntegration.uninstall()
+
+
+def producer_of(bootstrap: str, kind: Callable[..., Any] = cimpl.Producer, **config: Any) -> Any:
+    return kind({"bootstrap.servers": bootstrap, "linger.ms": 0, **config})
+
+
+@contextlib.contextmanager
+def assigned(bootstrap: str, topic: str, kind: Callable[..., Any] = cimpl.Consumer, **config: Any) -> Any:
+    """A consumer reading ``topic`` (one partition) from the beginning, without joining a group."""
+    consumer = kind({"bootstrap.servers": bootstrap, "group.id": f"g-{uuid.uuid4().hex[:6]}", **config})
+    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    try:
+        yield consumer
+    finally:
+        consumer.close()
+
+
+def poll_messages(consumer: Any, count: int) -> list[Any]:
+    """``count`` messages (not events), polled with a deadline."""
+    messages: list[Any] = []
+    for _ in range(200):
+        message = consumer.poll(0.1)
+        if message is not None and message.error() is None:
+            messages.append(message)
+            if len(messages) == count:
+                return messages
+    raise AssertionError(f"only {len(messages)} of {count} messages arrived")
+
+
+def read_raw(bootstrap: str, topic: str, count: int) -> list[Any]:
+    """The records as stored, read by a plain C consumer (never patched)."""
+    with assigned(bootstrap, topic) as consumer:
+        return poll_messages(consumer, count)
+
+
+def values_of(message: Any, key: str) -> list[Any]:
+    return [value for name, value in message.headers() or [] if name == key]
+
+
+def trace_of(message: Any) -> tuple[str, str]:
+    trace_id, span_id, *_ = only(values_of(message, "sentry-trace")).decode().split("-")
+    return trace_id, span_id
+
+
+# --- producer ------------------------------------------------------------------------------------
+
+STALE = ("sentry-trace", b"0123456789abcdef0123456789abcdef-0123456789abcdef-1")
+
+#: Each form a caller writes: (name, positional arguments after the topic, keywords, user headers).
+#: The delivery callback is given as ``CALLBACK``: replaced per call by a recording function.
+CALLBACK = object()
+FORMS: list[tuple[str, tuple[Any, ...], dict[str, Any], Any]] = [
+    ("keywords", (), {"value": b"v", "key": b"k", "on_delivery": CALLBACK, "headers": []}, []),
+    (
+        "all positional",
+        (b"v", b"k", 0, CALLBACK, None, 0, [("a", b"1"), STALE, ("n", None), ("a", b"2")]),
+        {},
+        [("a", b"1"), STALE, ("n", None), ("a", b"2")],
+    ),
+    (
+        "callback alias, dict headers",
+        (b"v",),
+        {"callback": CALLBACK, "headers": {"a": b"1", "n": None}},
+        None,
+    ),
+    ("tuple headers", (b"v", None), {"headers": (("a", b"1"), STALE), "on_delivery": CALLBACK}, None),
+]
+
+
+@pytest.mark.parametrize("route", ["traced_producer", "integration"])
+@pytest.mark.parametrize(("form", "args", "kwargs", "_headers"), FORMS, ids=[form[0] for form in FORMS])
+def test_every_produce_form_writes_the_trace_once_and_keeps_the_users_headers(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    integration: type[busprop.kafka.KafkaIntegration],
+    route: str,
+    form: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    _headers: Any,
+) -> None:
+    if route == "integration":
+        captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+        producer = producer_of(kafka_bootstrap, confluent_kafka.Producer)
+        assert type(producer) is not cimpl.Producer  # the integration's subclass
+    else:
+        captured = sentry_init(traces_sample_rate=1.0)
+        producer = busprop.kafka.traced_producer(producer_of(kafka_bootstrap))
+    topic = new_topic()
+    delivered: list[tuple[Any, Any]] = []
+
+    def callback(error: Any, message: Any) -> None:
+        delivered.append((error, message))
+
+    args = tuple(callback if value is CALLBACK else value for value in args)
+    kwargs = {name: callback if value is CALLBACK else value for name, value in kwargs.items()}
+    given_headers = args[-1] if len(args) == 7 else kwargs.get("headers")
+    before = repr(given_headers)
+    with sentry_sdk.start_transaction(name="head") as head:
+        producer.produce(topic, *args, **kwargs)
+        assert producer.flush(10) == 0
+    assert repr(given_headers) == before  # the caller's container is untouched
+
+    error, reported = only(delivered)  # the user's callback, once, with the client's arguments
+    assert error is None and reported.topic() == topic and reported.offset() == 0
+    span = only(publish_spans(only(captured.transactions())))
+    assert span["data"]["messaging.message.id"] == f"{topic}/0/0"
+    assert span["data"]["messaging.destination.partition.id"] == "0"
+    assert span["data"]["messaging.message.body.size"] == 1
+    assert (span["op"], span["status"], span["origin"]) == ("queue.publish", "ok", "auto.queue.busprop.kafka")
+
+    message = only(read_raw(kafka_bootstrap, topic, 1))
+    assert message.value() == b"v"
+    assert trace_of(message) == (head.trace_id, span["span_id"])
+    assert f"sentry-trace_id={head.trace_id}".encode() in only(values_of(message, "baggage"))
+    user = [(name, value) for name, value in message.headers() if name not in ("sentry-trace", "baggage")]
+    expected_user = (
+        list(given_headers.items()) if isinstance(given_headers, dict) else list(given_headers or [])
+    )
+    assert user == [pair for pair in expected_user if pair[0] != "sentry-trace"]
+
+
+def test_callback_wins_over_on_delivery_as_in_the_client(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    """confluent-kafka calls ``callback`` when both are given (``on_delivery`` is its alias)."""
+    captured = sentry_init(traces_sample_rate=1.0)
+    producer = busprop.kafka.traced_producer(producer_of(kafka_bootstrap))
+    topic = new_topic()
+    called: list[str] = []
+    with sentry_sdk.start_transaction(name="head"):
+        producer.produce(
+            topic,
+            b"v",
+            callback=lambda *_: called.append("callback"),
+            on_delivery=lambda *_: called.append("on_delivery"),
+        )
+        producer.produce(
+            topic, b"v", None, -1, lambda *_: called.append("fifth"), lambda *_: called.append("sixth")
+        )
+        producer.flush(10)
+    assert called == ["callback", "fifth"]
+    spans = publish_spans(only(captured.transactions()))  # busprop watched the callback that ran
+    assert [span["data"]["messaging.message.id"] for span in spans] == [f"{topic}/0/0", f"{topic}/0/1"]
+
+
+def test_serializing_producer_traces_each_record_once_in_its_own_argument_order(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    """``SerializingProducer`` subclasses the C Producer and orders ``key`` before ``value``."""
+    plain = SerializingProducer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "key.serializer": StringSerializer(),
+            "value.serializer": StringSerializer(),
+        }
+    )
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    topic = new_topic()
+    patched = SerializingProducer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "key.serializer": StringSerializer(),
+            "value.serializer": StringSerializer(),
+        }
+    )
+    with sentry_sdk.start_transaction(name="head") as head:
+        patched.produce(topic, "key-1", "value-1", headers={"a": b"1"})
+        busprop.kafka.traced_producer(plain).produce(topic, "key-2", "value-2")
+        patched.flush(10)
+        plain.flush(10)
+    spans = publish_spans(only(captured.transactions()))
+    assert len(spans) == 2  # one each: the C produce underneath is not traced again
+    messages = read_raw(kafka_bootstrap, topic, 2)
+    assert [(m.key(), m.value()) for m in messages] == [(b"key-1", b"value-1"), (b"key-2", b"value-2")]
+    assert [trace_of(m) for m in messages] == [(head.trace_id, span["span_id"]) for span in spans]
+    assert messages[0].headers()[0] == ("a", b"1")
+
+
+def test_delivery_failure_is_reported_in_the_sends_trace(sentry_init: SentryInit) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    unreachable = busprop.kafka.traced_producer(
+        producer_of("127.0.0.1:9", **{"message.timeout.ms": 300, "log_level": 0})
+    )
+    reported: list[Any] = []
+    with sentry_sdk.start_transaction(name="head") as head:
+        unreachable.produce("doomed", b"lost", on_delivery=lambda error, message: reported.append(error))
+        unreachable.flush(10)
+    error = only(reported)  # the user's callback still runs, once, with the client's error
+    assert error is not None and error.code() == confluent_kafka.KafkaError._MSG_TIMED_OUT
+    event = only([event for event in captured.errors() if "exception" in event])
+    value = event["exception"]["values"][-1]
+    assert value["type"] == "KafkaException"
+    assert value["mechanism"] == {"type": "busprop.kafka.delivery", "handled": True}
+    assert event["contexts"]["trace"]["trace_id"] == head.trace_id
+    span = only(publish_spans(only(captured.transactions())))
+    assert span["status"] == "internal_error"
+    assert event["contexts"]["trace"]["span_id"] == span["span_id"]
+
+
+# --- consumer: poll() under the integration, the wrappers on existing consumers --------------------
+
+
+def produce_traced(bootstrap: str, topic: str, values: list[bytes]) -> tuple[str, list[str]]:
+    """Send ``values`` inside one sampled transaction; its trace id and the publish span ids."""
+    producer = busprop.kafka.traced_producer(producer_of(bootstrap))
+    with sentry_sdk.start_transaction(name="head") as head:
+        for value in values:
+            producer.produce(topic, value, key=b"k")
+        producer.flush(10)
+    return head.trace_id, [trace_of(message)[1] for message in read_raw(bootstrap, topic, len(values))]
+
+
+def test_poll_continues_each_records_trace_until_the_next_poll(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    topic = new_topic()
+    trace_id, publish_span_ids = produce_traced(kafka_bootstrap, topic, [b"one", b"two"])
+    seen = []
+    with assigned(
+        kafka_bootstrap, topic, confluent_kafka.Consumer, **{"enable.partition.eof": True}
+    ) as consumer:
+        while len(seen) < 2:
+            message = consumer.poll(0.2)
+            if message is None:  # a timeout: nothing continued
+                assert sentry_sdk.get_current_span() is None
+                continue
+            seen.append((message.value(), *in_body()))
+        assert len(processed_records(captured)) == 1  # the second one's ends at the next poll
+        while (message := consumer.poll(0.2)) is None:
+            pass
+        assert message.error() is not None  # the end-of-partition event: nothing continued for it
+        assert sentry_sdk.get_current_span() is None
+        assert len(processed_records(captured)) == 2
+    processed = processed_records(captured)
+    assert [event["contexts"]["trace"]["parent_span_id"] for event in processed] == publish_span_ids
+    assert seen == [
+        (b"one", trace_id, publish_span_ids[0], process_span(processed[0])["span_id"]),
+        (b"two", trace_id, publish_span_ids[1], process_span(processed[1])["span_id"]),
+    ]
+    data = processed[0]["contexts"]["trace"]["data"]
+    assert data["messaging.message.id"] == f"{topic}/0/0"
+    assert (data["messaging.kafka.offset"], data["messaging.message.body.size"]) == (0, 3)
+    assert 0 <= data["messaging.message.receive.latency"] < 60_000
+    assert sentry_sdk.get_current_span() is None  # close() left nothing open
+
+
+def test_traced_consumer_on_a_consumer_created_before_init(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic()
+    with assigned(kafka_bootstrap, topic, **{"enable.partition.eof": True}) as consumer:
+        captured = sentry_init(traces_sample_rate=1.0)
+        trace_id, publish_span_ids = produce_traced(kafka_bootstrap, topic, [b"one", b"two"])
+        seen = []
+        with busprop.kafka.traced_consumer(consumer, group_id="billing") as messages:
+            for message in messages:
+                if message.error() is not None:  # the end-of-partition event: yielded, not traced
+                    assert sentry_sdk.get_current_span() is None
+                    break
+                seen.append(in_body())
+    processed = processed_records(captured)
+    assert seen == [
+        (trace_id, span_id, process_span(event)["span_id"])
+        for span_id, event in zip(publish_span_ids, processed, strict=True)
+    ]
+    assert processed[0]["contexts"]["trace"]["data"]["messaging.consumer.group.name"] == "billing"
+
+
+def test_consume_lists_through_traced_records_and_process_batch(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    topic = new_topic()
+    trace_id, publish_span_ids = produce_traced(kafka_bootstrap, topic, [b"1", b"2", b"3"])
+    with assigned(
+        kafka_bootstrap, topic, confluent_kafka.Consumer, **{"enable.partition.eof": True}
+    ) as consumer:
+        first = poll_messages(consumer, 1)  # traced by the integration until the next call
+        batch: list[Any] = []
+        while not any(message.error() is not None for message in batch):
+            batch += consumer.consume(10, timeout=1)
+        assert len(processed_records(captured)) == 1  # consume() ended the poll()'s record, began none
+        assert sentry_sdk.get_current_span() is None
+        seen = []
+        for message in busprop.kafka.traced_records(batch, consumer=consumer):
+            if message.error() is None:
+                seen.append(in_body()[:2])
+            else:
+                assert sentry_sdk.get_current_span() is None
+        with busprop.kafka.process_batch(batch, name="settle") as records:
+            assert len(list(records)) == len(batch)
+    assert first[0].value() == b"1"
+    assert seen == [(trace_id, span_id) for span_id in publish_span_ids[1:]]
+    batch_event = only([event for event in captured.transactions() if event["transaction"] == "settle"])
+    assert batch_event["contexts"]["trace"]["data"]["messaging.batch.message_count"] == 2  # not the event
+    spans = [span for span in batch_event["spans"] if span["op"] == "queue.process"]
+    assert [span["data"]["busprop.link.span_id"] for span in spans] == publish_span_ids[1:]
+
+
+def test_deserializing_consumer_poll_is_traced_once(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    topic = new_topic()
+    trace_id, publish_span_ids = produce_traced(kafka_bootstrap, topic, [b"text"])
+    with assigned(
+        kafka_bootstrap, topic, DeserializingConsumer, **{"value.deserializer": StringDeserializer()}
+    ) as consumer:
+        message = None
+        while message is None:
+            message = consumer.poll(0.2)
+        assert message.value() == "text"
+        assert in_body()[:2] == (trace_id, publish_span_ids[0])
+    assert len(processed_records(captured)) == 1
+
+
+# --- what arrives: junk, duplicated and generated trace headers, unsampled heads ------------------
+
+
+def test_junk_and_duplicated_trace_headers(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    topic = new_topic()
+    first = "4f1c3a2b9d8e7f6a5b4c3d2e1f0a9b8c-1a2b3c4d5e6f7a8b-1"
+    duplicated = [
+        ("sentry-trace", None),
+        ("sentry-trace", b"junk"),
+        ("sentry-trace", first.encode()),
+        ("sentry-trace", b"0" * 32),
+    ]
+    cases = {**JUNK_HEADERS, "duplicated": duplicated}
+    raw = producer_of(kafka_bootstrap)
+    for name, headers in cases.items():
+        raw.produce(topic, name.encode(), headers=headers)
+    raw.flush(10)
+    delivered = []
+    with assigned(kafka_bootstrap, topic) as consumer:
+        for message in busprop.kafka.traced_consumer(consumer):
+            delivered.append(message.value().decode())
+            if len(delivered) == len(cases):
+                break
+    assert delivered == list(cases)
+    *junk, last = processed_records(captured)
+    assert len({event["contexts"]["trace"]["trace_id"] for event in junk}) == len(JUNK_HEADERS)
+    assert all(event["contexts"]["trace"].get("parent_span_id") is None for event in junk)
+    trace = last["contexts"]["trace"]
+    assert (trace["trace_id"], trace["parent_span_id"]) == tuple(first.split("-")[:2])
+
+
+def test_generated_trace_headers_from_the_broker(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    """Hypothesis: records with generated (malformed, duplicated) trace headers, through confluent-kafka."""
+    captured = sentry_init(traces_sample_rate=1.0)
+    topic = new_topic()
+    producer = producer_of(kafka_bootstrap, **{"linger.ms": 5})
+    expectations: list[tuple[Expected, Seen]] = []
+    message = st.tuples(pair_lists(trace_pair(wire_values), valid_pair(str.encode)), st.binary(max_size=300))
+    keys = itertools.count()
+
+    with assigned(kafka_bootstrap, topic) as consumer:
+
+        @BROKER_SETTINGS
+        @given(st.lists(message, min_size=BATCH // 2, max_size=BATCH))
+        def check(batch: list[tuple[list[tuple[str, Any]], bytes]]) -> None:
+            pending = {str(next(keys)).encode(): sent for sent in batch}
+            for key, (headers, value) in pending.items():
+                producer.produce(topic, value, key=key, headers=headers)
+            producer.flush(10)
+            deadline = time.monotonic() + 20
+            for record in busprop.kafka.traced_consumer(consumer):
+                assert time.monotonic() < deadline, f"{len(pending)} records never arrived"
+                if record.error() is not None or record.key() not in pending:
+                    continue  # left over from an example hypothesis stopped early
+                headers, value = pending.pop(record.key())
+                headers = [(key.split("\x00")[0], data) for key, data in headers]  # C strings
+                seen = seen_now(record.value())
+                assert seen.payload == value and (record.headers() or []) == headers
+                expected = expected_trace(headers)
+                check_trace(seen, expected, headers)
+                expectations.append((expected, seen))
+                if not pending:
+                    break
+
+        check()
+    assert len(expectations) >= BROKER_BATCHES
+    check_sent(captured, expectations, topic)
+
+
+def test_unsampled_head_no_transaction_minus_zero_forwarded_and_http_carries_the_decision(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    hop_server: Any,
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    head = make_head(UNSAMPLED)
+    first, second = new_topic(), new_topic()
+    raw = producer_of(kafka_bootstrap)  # before init: the head's headers as given
+    raw.produce(first, b"order", headers=head.kafka_headers)
+    raw.flush(10)
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    producer = producer_of(kafka_bootstrap, confluent_kafka.Producer)
+    with assigned(kafka_bootstrap, first, confluent_kafka.Consumer) as consumer:
+        message = poll_messages(consumer, 1)[0]
+        span = sentry_sdk.get_current_span()  # a never-sampled transaction carries the head's "no"
+        assert span is not None and span.sampled is False and span.trace_id == head.trace_id
+        seen = hop(hop_server.url("confluent"))
+        producer.produce(second, message.value())
+        producer.flush(10)
+    forwarded = only(values_of(only(read_raw(kafka_bootstrap, second, 1)), "sentry-trace")).decode()
+    assert forwarded.startswith(f"{head.trace_id}-") and forwarded.endswith("-0")
+    assert_hop(hop_server, "confluent", seen, head, captured.transactions())
+    assert captured.transactions() == []
+
+
+# --- the integration: which objects, isinstance, uninstall, a client missing ------------------------
+
+
+def test_integration_swaps_the_classes_keeps_isinstance_and_uninstall_restores(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    from confluent_kafka import Producer as imported_before  # the caveat: not reached
+
+    before = producer_of(kafka_bootstrap, confluent_kafka.Producer)
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    assert confluent_kafka.Producer is not cimpl.Producer and confluent_kafka.Consumer is not cimpl.Consumer
+    after = producer_of(kafka_bootstrap, confluent_kafka.Producer)
+    old_name = producer_of(kafka_bootstrap, imported_before)
+    for producer in (before, after, old_name, SerializingProducer({"bootstrap.servers": kafka_bootstrap})):
+        assert isinstance(producer, confluent_kafka.Producer) and isinstance(producer, cimpl.Producer)
+    assert issubclass(SerializingProducer, confluent_kafka.Producer)
+
+    topic = new_topic()
+    with sentry_sdk.start_transaction(name="head"):
+        for producer in (before, old_name, after, busprop.kafka.traced_producer(before)):
+            producer.produce(topic, b"v")
+            producer.flush(10)
+    traced = [bool(values_of(message, "sentry-trace")) for message in read_raw(kafka_bootstrap, topic, 4)]
+    assert traced == [False, False, True, True]  # objects from the swapped name, and the wrapper
+    assert len(publish_spans(only(captured.transactions()))) == 2
+
+    integration.uninstall()
+    assert confluent_kafka.Producer is cimpl.Producer and confluent_kafka.Consumer is cimpl.Consumer
+    assert SerializingProducer.__dict__["produce"] is ORIGINAL_SERIALIZING_PRODUCE
+    assert DeserializingConsumer.__dict__["poll"] is ORIGINAL_DESERIALIZING_POLL
+    captured = sentry_init(traces_sample_rate=1.0)
+    with sentry_sdk.start_transaction(name="head"):
+        after.produce(topic, b"plain")  # made while installed: its patch is switched off
+        after.flush(10)
+    assert values_of(read_raw(kafka_bootstrap, topic, 5)[-1], "sentry-trace") == []
+    sentry_init(traces_sample_rate=1.0, integrations=[integration()])  # can be installed again
+    assert confluent_kafka.Producer is not cimpl.Producer
+
+
+ORIGINAL_SERIALIZING_PRODUCE = SerializingProducer.__dict__["produce"]
+ORIGINAL_DESERIALIZING_POLL = DeserializingConsumer.__dict__["poll"]
+
+
+def test_a_client_too_old_is_skipped_with_a_debug_log(
+    sentry_init: SentryInit,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    monkeypatch.setattr(_confluent, "MINIMUM_VERSION", (99, 0))
+    for name in ("confluent-kafka", "confluent-kafka serializing"):
+        monkeypatch.delitem(_integration._PATCHES, name, raising=False)
+    with caplog.at_level(logging.DEBUG, logger="busprop"):
+        sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    assert confluent_kafka.Producer is cimpl.Producer
+    assert SerializingProducer.__dict__["produce"] is ORIGINAL_SERIALIZING_PRODUCE
+    assert "confluent-kafka not patched: confluent_kafka 2.16" in caplog.text
+    integration.uninstall()
+    for name in ("confluent-kafka", "confluent-kafka serializing"):
+        _integration._PATCHES.pop(name, None)  # built again, at today's minimum, by the next install
+
+
+# --- threads, separate processes, Sentry's Node SDK ----------------------------------------------
+
+
+def test_threads_sharing_a_producer_and_each_polling_never_mix_traces(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    producer = producer_of(kafka_bootstrap, confluent_kafka.Producer, **{"linger.ms": 5})
+    threads, per_thread = 4, 10
+    topics = [new_topic() for _ in range(threads)]
+    heads: dict[int, str] = {}
+    seen: dict[int, list[tuple[str, str | None]]] = {}
+    errors: list[BaseException] = []
+
+    def produce(index: int) -> None:
+        with sentry_sdk.start_transaction(name=f"head-{index}") as head:
+            heads[index] = head.trace_id
+            for number in range(per_thread):
+                producer.produce(topics[index], f"{index}:{number}".encode())
+
+    def consume(index: int) -> None:
+        try:
+            with assigned(kafka_bootstrap, topics[index], confluent_kafka.Consumer) as consumer:
+                seen[index] = []
+                while len(seen[index]) < per_thread:
+                    message = consumer.poll(0.2)
+                    if message is not None and message.error() is None:
+                        assert message.value().decode().startswith(f"{index}:")
+                        seen[index].append(in_body()[:2])
+        except BaseException as error:
+            errors.append(error)
+
+    for target in (produce, consume):
+        workers = [threading.Thread(target=target, args=(index,)) for index in range(threads)]
+        for worker in workers:
+            worker.start()
+        if target is produce:
+            for worker in workers:
+                worker.join()
+            producer.flush(10)
+        else:
+            for worker in workers:
+                worker.join(60)
+    assert errors == []
+    spans_of = {
+        event["contexts"]["trace"]["trace_id"]: {span["span_id"] for span in publish_spans(event)}
+        for event in captured.transactions()
+        if event["transaction"].startswith("head-")
+    }
+    for index in range(threads):
+        assert len(seen[index]) == per_thread
+        assert {trace_id for trace_id, _ in seen[index]} == {heads[index]}
+        assert {parent for _, parent in seen[index]} == spans_of[heads[index]]
+
+
+def test_many_traces_across_processes_in_a_consumer_group(
+    kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    traces, per_trace = 20, 10
+    topic, group = new_topic(), f"group-{uuid.uuid4().hex[:8]}"
+    consumer_capture, producer_capture = tmp_path / "consumer.json", tmp_path / "producer.json"
+    consumer = start_app(
+        "confluent_consumer", kafka_bootstrap, topic, group, str(traces * per_trace), str(consumer_capture)
+    )
+    try:
+        run_app(
+            "confluent_producer", kafka_bootstrap, topic, str(traces), str(per_trace), str(producer_capture)
+        )
+        stdout, stderr = consumer.communicate(timeout=90)
+    finally:
+        consumer.kill()
+    assert consumer.returncode == 0, stderr
+
+    trace_of_span, trace_of_head = {}, {}
+    for head in read_captured(producer_capture)["transactions"]:
+        spans = publish_spans(head)
+        assert len(spans) == per_trace
+        assert all(span["data"]["messaging.message.id"].startswith(f"{topic}/0/") for span in spans)
+        trace_of_head[head["transaction"]] = head["contexts"]["trace"]["trace_id"]
+        trace_of_span.update({span["span_id"]: span["trace_id"] for span in spans})
+    assert len(trace_of_head) == traces
+
+    processed = read_captured(consumer_capture)["transactions"]
+    assert len(processed) == traces * per_trace
+    parent_of_process_span = {}
+    for event in processed:
+        trace = event["contexts"]["trace"]
+        assert is_processed(event)
+        assert trace["trace_id"] == trace_of_span[trace["parent_span_id"]]
+        assert event["_dsc"]["trace_id"] == trace["trace_id"]  # the head's frozen baggage
+        parent_of_process_span[process_span(event)["span_id"]] = trace["parent_span_id"]
+    assert sorted(parent_of_process_span.values()) == sorted(trace_of_span)  # each record once
+
+    seen = json.loads(stdout)
+    assert len(seen) == traces * per_trace
+    for value, trace_id, span_id in seen:  # the loop body ran inside the record's queue.process span
+        assert trace_id == trace_of_head[f"order-{value.split(':')[0]}"]
+        assert trace_of_span[parent_of_process_span[span_id]] == trace_id
+
+
+def test_records_from_sentrys_node_sdk_are_continued(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    tmp_path: Path,
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    topic = new_topic()
+    run_node("kafka_producer.mjs", kafka_bootstrap, topic, str(tmp_path / "node.json"))
+    node_spans = read_captured(tmp_path / "node.json")["spans"]
+    node_publish = only([span for span in node_spans if span["op"] == "queue.publish"])
+    node_head = only([span for span in node_spans if span["name"] == "node-head"])
+
+    captured = sentry_init(traces_sample_rate=0.0, integrations=[integration()])  # the head's decision wins
+    with assigned(kafka_bootstrap, topic, confluent_kafka.Consumer) as consumer:
+        message = poll_messages(consumer, 1)[0]
+        assert message.value() == b"from-node"
+        assert dict(message.headers())["x-other"] == b"kept"
+    event = only(processed_records(captured))
+    assert event["contexts"]["trace"]["trace_id"] == node_head["trace_id"]
+    assert event["contexts"]["trace"]["parent_span_id"] == node_publish["span_id"]
+    assert event["_dsc"]["transaction"] == "node-head"  # Node's frozen baggage travels on
+
+
+def test_records_from_busprop_are_continued_by_sentrys_node_sdk(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    tmp_path: Path,
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    topic = new_topic()
+    producer = producer_of(kafka_bootstrap, confluent_kafka.Producer)
+    with sentry_sdk.start_transaction(name="python-head") as head:
+        producer.produce(topic, b"from-python", headers={"sentry-trace": b"stale"})
+        producer.flush(10)
+    publish_span = only(publish_spans(only(captured.transactions())))
+    group = f"node-{uuid.uuid4().hex[:8]}"
+    seen = json.loads(
+        run_node("kafka_consumer.mjs", kafka_bootstrap, topic, group, "1", str(tmp_path / "n.json"))
+    )
+    assert seen == [
+        {"value": "from-python", "trace_id": head.trace_id, "parent_span_id": publish_span["span_id"]}
+    ]
+
+
+def test_a_poll_that_raises_propagates_unchanged(
+    sentry_init: SentryInit, kafka_bootstrap: str, integration: type[busprop.kafka.KafkaIntegration]
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "closed"})
+    consumer.close()
+    with pytest.raises(RuntimeError):
+        consumer.poll(0)
+    with pytest.raises(RuntimeError):
+        consumer.consume(1, timeout=0)
+    assert captured.transactions() == []

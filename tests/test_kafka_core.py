@@ -1,0 +1,207 @@
+"""The Kafka core serves any client a ``KafkaClient`` describes, not just kafka-python.
+
+A client whose record answers through methods (``message.topic()``, as confluent-kafka's), whose
+produce call reports delivery through a callback argument, or whose produce method is a coroutine
+function (as aiokafka's) is described here by a stand-in registered next to kafka-python: the
+public functions dispatch to it on the record's and the producer's type. The real clients have
+their own broker tests; these check the core's side of the contract without a broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sentry_sdk
+
+import busprop.kafka
+from busprop.kafka import _core
+from busprop.kafka._client import Delivery, KafkaClient, ProduceArguments
+
+
+class Message:
+    """A consumed record that answers through methods."""
+
+    def __init__(self, topic: str, offset: int, headers: list[tuple[str, bytes]] | None) -> None:
+        self._topic, self._offset, self._headers = topic, offset, headers
+
+    def topic(self) -> str:
+        return self._topic
+
+    def offset(self) -> int:
+        return self._offset
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
+
+
+class Producer:
+    """Produces by ``produce(topic, value, key, headers, on_delivery)``, calling back in ``flush()``."""
+
+    def __init__(self, fails: bool = False) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.fails = fails
+        self.callbacks: list[Callable[[], None]] = []
+
+    def flush(self) -> None:
+        for callback in self.callbacks:
+            callback()
+
+    def produce(
+        self, topic: str, value: Any = None, key: Any = None, headers: Any = None, on_delivery: Any = None
+    ) -> None:
+        self.sent.append({"topic": topic, "value": value, "headers": headers})
+        if on_delivery is not None:
+            error = RuntimeError("broker down") if self.fails else None
+            self.callbacks.append(lambda: on_delivery(error, Message(topic, 7, headers)))
+
+
+class AsyncProducer:
+    async def send(self, topic: str, value: Any = None, headers: Any = None) -> str:
+        self.headers = headers
+        return "future"
+
+
+def wrap_on_delivery(arguments: ProduceArguments, delivery: Delivery) -> None:
+    callback = arguments.get("on_delivery")
+
+    def on_delivery(error: Any, message: Message) -> None:
+        if error is None:
+            delivery.delivered(message.topic(), 0, message.offset())
+        else:
+            delivery.failed(error)
+        if callback is not None:
+            callback(error, message)
+
+    arguments.set("on_delivery", on_delivery)
+
+
+METHODS = KafkaClient(
+    name="methods",
+    library="builtins",
+    record_types=lambda: (Message,),
+    producer_types=lambda: (Producer,),
+    consumer_types=lambda: (),
+    topic=lambda message: message.topic(),
+    partition=lambda message: 0,
+    offset=lambda message: message.offset(),
+    key=lambda message: None,
+    headers=lambda message: message.headers(),
+    value_size=lambda message: None,
+    timestamp_ms=lambda message: None,
+    group_id=lambda consumer: None,
+    produce_method="produce",
+    produce_parameters=("topic", "value", "key", "headers", "on_delivery"),
+    mapping_headers=True,
+    watch_arguments=wrap_on_delivery,
+)
+ASYNC = KafkaClient(
+    name="async",
+    library="builtins",
+    record_types=lambda: (),
+    producer_types=lambda: (AsyncProducer,),
+    consumer_types=lambda: (),
+    topic=METHODS.topic,
+    partition=METHODS.partition,
+    offset=METHODS.offset,
+    key=METHODS.key,
+    headers=METHODS.headers,
+    value_size=METHODS.value_size,
+    timestamp_ms=METHODS.timestamp_ms,
+    group_id=METHODS.group_id,
+    produce_method="send",
+    produce_parameters=("topic", "value", "headers"),
+    produce_is_async=True,
+)
+
+
+@pytest.fixture(autouse=True)
+def registered(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(_core, "CLIENTS", (*_core.CLIENTS, METHODS, ASYNC))
+    yield
+
+
+def process_spans(event: dict[str, Any]) -> list[dict[str, Any]]:
+    return [span for span in event["spans"] if span["op"] == "queue.process"]
+
+
+def test_records_read_through_methods_continue_their_trace(sentry_init: Callable[..., Any]) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    trace = "a" * 32 + "-" + "b" * 16 + "-1"
+    records = [Message("orders", 3, [("sentry-trace", trace.encode())]), Message("orders", 4, None)]
+    for _ in busprop.kafka.traced_records(records):
+        pass
+
+    @busprop.kafka.consumer
+    def handle(note: str, record: Any) -> None:
+        pass
+
+    handle("first argument is no record", records[0])
+    first, second, handled = captured.transactions()
+    assert first["contexts"]["trace"]["trace_id"] == "a" * 32
+    assert first["contexts"]["trace"]["parent_span_id"] == "b" * 16
+    assert first["contexts"]["trace"]["data"]["messaging.message.id"] == "orders/0/3"
+    assert second["contexts"]["trace"]["trace_id"] != "a" * 32
+    assert handled["contexts"]["trace"]["trace_id"] == "a" * 32
+
+
+def test_batch_spans_read_records_through_methods(sentry_init: Callable[..., Any]) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    with busprop.kafka.process_batch([Message("a", 1, None), Message("b", 2, None)]) as records:
+        for _ in records:
+            pass
+    (event,) = captured.transactions()
+    assert event["transaction"] == "batch a,b"
+    assert [span["data"]["messaging.message.id"] for span in process_spans(event)] == ["a/0/1", "b/0/2"]
+
+
+def test_a_delivery_callback_argument_reports_the_id_and_keeps_the_users_callback(
+    sentry_init: Callable[..., Any],
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    producer = busprop.kafka.traced_producer(Producer())
+    delivered: list[Any] = []
+    callers = {"tenant": b"acme"}
+    with sentry_sdk.start_transaction(name="head"):
+        producer.produce(
+            "orders", b"x", headers=callers, on_delivery=lambda error, message: delivered.append(error)
+        )
+        producer.flush()
+    (sent,) = producer.producer.sent
+    assert callers == {"tenant": b"acme"} and sent["headers"] is not callers
+    assert sent["headers"]["tenant"] == b"acme" and b"-" in sent["headers"]["sentry-trace"]
+    assert delivered == [None]
+    (event,) = captured.transactions()
+    (span,) = [span for span in event["spans"] if span["op"] == "queue.publish"]
+    assert span["data"]["messaging.message.id"] == "orders/0/7"
+
+
+def test_a_failed_delivery_is_reported_in_the_sends_trace(sentry_init: Callable[..., Any]) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    producer = busprop.kafka.traced_producer(Producer(fails=True))
+    with sentry_sdk.start_transaction(name="head") as head:
+        producer.produce("orders", b"x")
+        producer.flush()  # after the send's span: the failure is reported in its scopes all the same
+    (error,) = captured.errors()
+    assert error["exception"]["values"][-1]["mechanism"]["type"] == "busprop.kafka.delivery"
+    assert error["contexts"]["trace"]["trace_id"] == head.trace_id
+    (span,) = captured.transactions()[0]["spans"]
+    assert span["status"] == "internal_error"
+    assert error["contexts"]["trace"]["span_id"] == span["span_id"]
+
+
+def test_an_async_produce_method_is_awaited_inside_its_span(sentry_init: Callable[..., Any]) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    raw = AsyncProducer()
+    producer = busprop.kafka.traced_producer(raw)
+
+    async def send() -> Any:
+        with sentry_sdk.start_transaction(name="head"):
+            return await producer.send("orders", b"x", headers=[("k", b"v")])
+
+    assert asyncio.run(send()) == "future"
+    assert [name for name, _ in raw.headers] == ["k", "sentry-trace", "baggage"]
+    (span,) = captured.transactions()[0]["spans"]
+    assert span["op"] == "queue.publish" and span["data"]["messaging.destination.name"] == "orders"
