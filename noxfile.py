@@ -70,7 +70,8 @@ BUS_FLOWS = [
 
 def declared(package: str) -> tuple[str, str]:
     """``(minimum, ceiling)`` of ``package`` in pyproject.toml (the ceiling is ``""`` if none)."""
-    found = re.search(rf'"{re.escape(package)}>=([^,"]+)(?:,<([^"]+))?"', PYPROJECT)
+    # An extra of the package may stand before its version: "celery[redis]>=5.3".
+    found = re.search(rf'"{re.escape(package)}(?:\[[^\]]*\])?>=([^,"]+)(?:,<([^"]+))?"', PYPROJECT)
     if found is None:
         raise ValueError(f"pyproject.toml declares no minimum for {package}")
     return found.group(1), found.group(2) or ""
