@@ -1,7 +1,7 @@
 """Merging W3C ``baggage`` so that Sentry's members are ours and everyone else's survive.
 
-A message may already carry baggage from another vendor when busprop injects; Sentry's JS queue
-integrations overwrite it (REFERENCE section 5). Here the ``sentry-*`` members are replaced, other
+A message may already carry baggage from another vendor when busprop injects; overwriting it
+would lose that vendor's context. Here the ``sentry-*`` members are replaced, other
 members keep their order, and the result is capped at the W3C limit by dropping whole members,
 third-party ones first, so the trace itself always fits.
 """
@@ -21,6 +21,15 @@ def _members(header: str | None) -> list[str]:
 
 def _key(member: str) -> str:
     return member.split("=", 1)[0].split(";", 1)[0].strip()
+
+
+def has_only_sentry_members(header: str) -> bool:
+    """Whether every member of ``header`` is Sentry's: merging it into another baggage adds nothing.
+
+    The usual case of a message that is passed on (an echo, a forward, a retry): the baggage it
+    carries is the previous hop's, with nothing another vendor would miss.
+    """
+    return all(member.lstrip().startswith(SENTRY_PREFIX) for member in header.split(",") if member.strip())
 
 
 def merge_baggage(existing: str | None, outgoing: str) -> str:

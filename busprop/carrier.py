@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, MutableMapping, MutableSequence, 
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, cast
 
-from busprop.baggage import merge_baggage
+from busprop.baggage import has_only_sentry_members, merge_baggage
 
 logger = logging.getLogger("busprop")
 
@@ -268,9 +268,13 @@ def _rewrite_pairs(pairs: MutableSequence[tuple[str, Any]], final: Mapping[str, 
 def _outgoing_baggage(container: MutableCarrier, key: str, value: str | None) -> str | None:
     """The ``baggage`` to write: ours merged with the container's, whose ``sentry-*`` members are stale."""
     existing = _existing_value(container, key)
-    if existing is None and (value is None or len(value) <= MAX_BAGGAGE_LENGTH):
+    fits = value is None or len(value) <= MAX_BAGGAGE_LENGTH
+    if existing is None and fits:
         return value
-    return merge_baggage(_as_text(existing, MAX_BAGGAGE_LENGTH * 8), value or "") or None
+    text = _as_text(existing, MAX_BAGGAGE_LENGTH * 8)
+    if fits and (text is None or has_only_sentry_members(text)):  # nothing of the old one to keep
+        return value
+    return merge_baggage(text, value or "") or None
 
 
 def write(

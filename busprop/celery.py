@@ -11,10 +11,13 @@ Nothing outlives its signal on a thread. A publish that raises sends no signal a
 is current only while the headers are written; a run whose ``task_postrun`` never came is ended by
 the next run on its thread, once Celery is done with it; beat's mark dies with beat's thread.
 
-sentry-sdk enables its own CeleryIntegration whenever Celery is importable. When it is enabled in a
-process it leads there (it wraps Celery before any signal fires) and this hook steps aside, so
-nothing is written twice and no transaction is duplicated; ``disabled_integrations=[CeleryIntegration]``
-lets busprop lead.
+Two ways in: ``sentry_sdk.init(integrations=[busprop.celery.CeleryIntegration()])``, or
+:func:`install` next to any ``sentry_sdk.init``. sentry-sdk enables its own CeleryIntegration
+whenever Celery is importable, and only one of the two may trace a task, or every header is written
+twice and every task has two transactions. busprop's Integration, listed in ``integrations=[...]``,
+leaves sentry-sdk's out of that client, as sentry-sdk's own integrations do for each other; one
+that lists sentry-sdk's explicitly keeps it, and sentry-sdk's leads. :func:`install` never takes
+the lead from sentry-sdk's: it steps aside, with a warning naming the one-line fix.
 """
 
 from __future__ import annotations
@@ -31,17 +34,35 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from celery import current_app, signals, states
-from celery.exceptions import Ignore, Reject, Retry
-
 from busprop import sdk
 from busprop.carrier import BAGGAGE, NO_TRACE, SENTRY_TRACE, extract, write
 from busprop.config import get_config, should_propagate
+from busprop.integration import BusIntegration
 from busprop.processing import MessageProcessing, continue_trace, mechanism_of
 from busprop.publishing import Publishing, inject, publish
 from busprop.spandata import DESTINATION, RETRY_COUNT
 
-__all__ = ["ENQUEUED_TIME", "ORIGIN", "PROPAGATE", "install", "is_leading", "uninstall"]
+
+class CeleryMissing(sdk.DidNotEnable, ImportError):
+    """Celery is not installed: ``sentry_sdk.init`` refuses the Integration, an import fails."""
+
+
+try:
+    from celery import current_app, signals, states
+    from celery.exceptions import Ignore, Reject, Retry
+except ImportError as missing:
+    raise CeleryMissing(f"busprop.celery needs Celery (pip install celery): {missing}") from None
+
+__all__ = [
+    "ENQUEUED_TIME",
+    "IDENTIFIER",
+    "ORIGIN",
+    "PROPAGATE",
+    "CeleryIntegration",
+    "install",
+    "is_leading",
+    "uninstall",
+]
 
 logger = logging.getLogger("busprop")
 
@@ -55,6 +76,8 @@ ORIGIN = "auto.queue.busprop.celery"
 SYSTEM = "celery"
 #: sentry-sdk's CeleryIntegration identifier.
 SENTRY_INTEGRATION = "celery"
+#: busprop's :class:`CeleryIntegration` identifier, and the bus its options apply to.
+IDENTIFIER = "busprop_celery"
 
 #: Transaction status for each final task state (``task_postrun``'s ``state``).
 STATUS_BY_STATE = {
@@ -111,17 +134,91 @@ _sendings: ContextVar[tuple[_Sending, ...]] = ContextVar("busprop_celery_sending
 _runs: ContextVar[tuple[_Run, ...]] = ContextVar("busprop_celery_runs", default=())
 _beat_threads = _BeatThreads()
 _systems: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-_state: dict[str, Any] = {"installed": False, "app": None}
+#: ``installed``: :func:`install` was called; ``integration``: :class:`CeleryIntegration` is set up;
+#: ``connected``: the signal receivers are connected (either of the two).
+_state: dict[str, Any] = {"installed": False, "integration": False, "connected": False, "app": None}
+#: The clients busprop already warned about stepping aside for sentry-sdk's integration.
+_warned: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+class CeleryIntegration(BusIntegration):
+    """``sentry_sdk.init(integrations=[busprop.celery.CeleryIntegration()])`` traces Celery.
+
+    Publishers, workers and beat alike, with Celery's signals (see the module's docstring). Listed
+    in ``integrations=[...]``, it leaves sentry-sdk's auto-enabled CeleryIntegration out of that
+    client, so each task is traced once, by busprop; listing sentry-sdk's too keeps sentry-sdk's
+    in the lead (busprop's then steps aside with a warning). The options apply to Celery's tasks
+    only and win over :func:`busprop.configure`'s; one not given is ``configure()``'s. A bad value
+    raises :class:`busprop.ConfigurationError` naming it, here, before ``sentry_sdk.init``.
+    """
+
+    identifier = IDENTIFIER
+    public_name = "busprop.celery.CeleryIntegration"
+
+    def built(self) -> None:
+        """Leave sentry-sdk's auto-enabled CeleryIntegration out of the clients initialised with this one."""
+        if not sdk.deactivate_auto_enabled(IDENTIFIER, SENTRY_INTEGRATION):
+            logger.warning(
+                "busprop: this sentry-sdk cannot leave its CeleryIntegration out; pass "
+                "disabled_integrations=[sentry_sdk.integrations.celery.CeleryIntegration] to let "
+                "busprop.celery.CeleryIntegration trace Celery (until then it steps aside)"
+            )
+
+    @staticmethod
+    def setup_once() -> None:
+        sdk.require_supported_sdk()
+        _state["integration"] = True
+        _connect()
+
+    @staticmethod
+    def uninstall() -> None:
+        """Disconnect (unless :func:`install` is in force); a later ``sentry_sdk.init`` sets up again."""
+        _state["integration"] = False
+        if not _state["installed"]:
+            _disconnect()
+        with sdk.capture_internal_exceptions():
+            sdk.restore_auto_enabled(IDENTIFIER)
+            sdk.forget_integration(IDENTIFIER)
 
 
 def is_leading() -> bool:
-    """Whether busprop's hook traces Celery in this process: installed, and sentry-sdk's own
-    CeleryIntegration not enabled (when it is, it leads and busprop steps aside)."""
-    return bool(_state["installed"]) and not _sentry_integration_enabled()
+    """Whether busprop traces Celery for the active client: its :class:`CeleryIntegration` is set up
+    on it, or :func:`install` was called, and sentry-sdk's own CeleryIntegration is not enabled on
+    it (when it is, it leads and busprop steps aside, with a warning)."""
+    return bool(_state["connected"]) and _leads()
 
 
-def _sentry_integration_enabled() -> bool:
-    return sdk.integration_enabled(SENTRY_INTEGRATION)
+def _leads() -> bool:
+    """Whether busprop traces Celery for the active client (per signal: one lookup of its integrations)."""
+    enabled = sdk.enabled_integrations()
+    if IDENTIFIER not in enabled and not _state["installed"]:
+        return False
+    if SENTRY_INTEGRATION in enabled:
+        _warn_stepping_aside()
+        return False
+    return True
+
+
+def _warn_stepping_aside() -> None:
+    """Say once per client that busprop is not tracing Celery, and the line that changes it."""
+    client = sdk.current_client()
+    if client in _warned:
+        return
+    with contextlib.suppress(TypeError):
+        _warned.add(client)
+    if sdk.integration_enabled(IDENTIFIER) and sdk.user_listed_integration(SENTRY_INTEGRATION):
+        fix = (
+            "sentry_sdk.integrations.celery.CeleryIntegration is listed in integrations=[...]; "
+            "remove it to let busprop.celery.CeleryIntegration trace Celery"
+        )
+    elif sdk.integration_enabled(IDENTIFIER):
+        fix = "pass disabled_integrations=[sentry_sdk.integrations.celery.CeleryIntegration]"
+    else:
+        fix = (
+            "let busprop trace Celery with sentry_sdk.init(integrations="
+            "[busprop.celery.CeleryIntegration()]) instead of busprop.celery.install()"
+        )
+    logger.warning("busprop: sentry-sdk's CeleryIntegration traces Celery, busprop steps aside: %s", fix)
 
 
 def _guarded(handler: Callable[..., None], *, starts: bool) -> Callable[..., None]:
@@ -130,7 +227,7 @@ def _guarded(handler: Callable[..., None], *, starts: bool) -> Callable[..., Non
 
     def receiver(sender: Any = None, **kwargs: Any) -> None:
         try:
-            if not (starts and _sentry_integration_enabled()):
+            if not starts or _leads():
                 handler(sender, **kwargs)
         except Exception:
             logger.debug("busprop: celery %s handler failed", handler.__name__, exc_info=True)
@@ -195,7 +292,7 @@ def _before_publish(sender: Any, headers: Any = None, body: Any = None, **kwargs
     if not headers.pop(PROPAGATE, True):
         return
     name = sender if isinstance(sender, str) else str(headers.get("task"))
-    if not should_propagate(name):
+    if not should_propagate(name, IDENTIFIER):
         return
     published_at = time.time()
     if _in_beat_without_span():
@@ -210,6 +307,7 @@ def _before_publish(sender: Any, headers: Any = None, body: Any = None, **kwargs
         name=name,
         origin=ORIGIN,
         extra_data={DESTINATION: queue, RETRY_COUNT: headers.get("retries")},
+        bus=IDENTIFIER,
     )
     previous = sdk.current_span()
     publishing.__enter__()
@@ -309,7 +407,7 @@ def _eager_carriers(request: Any, task: Any, carriers: tuple[Any, ...]) -> tuple
     if not _runs_eagerly(request) or extract(*carriers) is not NO_TRACE:
         return carriers
     headers: dict[str, Any] = {}
-    inject(headers, destination=task.name, system=SYSTEM)
+    inject(headers, destination=task.name, system=SYSTEM, bus=IDENTIFIER)
     return (headers,)
 
 
@@ -326,6 +424,7 @@ def _task_processing(task: Any, task_id: Any, request: Any, args: Any, kwargs: A
         origin=ORIGIN,
         extra_data={DESTINATION: _queue(request, task)},
         sampling_context={"celery_job": {"task": task.name, "args": list(args or ()), "kwargs": kwargs}},
+        bus=IDENTIFIER,
     )
 
 
@@ -406,7 +505,9 @@ def _mark_failed(run: _Run, task: Any, exception: Any) -> None:
     if not isinstance(exception, Exception):
         return
     run.status = "internal_error"
-    if get_config().capture_exceptions and not isinstance(exception, getattr(task, "throws", ()) or ()):
+    if get_config(IDENTIFIER).capture_exceptions and not isinstance(
+        exception, getattr(task, "throws", ()) or ()
+    ):
         sdk.capture_exception(exception, mechanism=mechanism_of(ORIGIN))
 
 
@@ -436,6 +537,7 @@ def _record_unprocessed(name: str, message: Any, carriers: tuple[Any, ...], stat
         name=name,
         origin=ORIGIN,
         extra_data={DESTINATION: _delivery_queue(getattr(message, "delivery_info", None))},
+        bus=IDENTIFIER,
     )
     with processing:
         processing.set_status(status)
@@ -495,27 +597,41 @@ _CONNECTED = [
 def install(app: Any = None) -> None:
     """Trace Celery in this process: publishers, workers and beat alike. Installing again changes nothing.
 
-    Celery's signals are process-wide, so every app in the process is traced; ``app`` names the app
-    whose broker transport is reported as ``messaging.system`` for publishes (default: the current
-    app; workers always use the task's app).
+    The form without an Integration, for any ``sentry_sdk.init``; when sentry-sdk's CeleryIntegration
+    is enabled it leads and this hook steps aside, with a warning (list
+    :class:`CeleryIntegration` instead to let busprop lead). Celery's signals are process-wide, so
+    every app in the process is traced; ``app`` names the app whose broker transport is reported as
+    ``messaging.system`` for publishes (default: the current app; workers always use the task's app).
     """
     if app is not None:
         _state["app"] = app
     if _state["installed"]:
         return
-    for signal, receiver, uid in _CONNECTED:
-        signal.connect(receiver, weak=False, dispatch_uid=uid)
     _state["installed"] = True
-    if _sentry_integration_enabled():
-        logger.info(
-            "busprop: sentry-sdk's CeleryIntegration is enabled and leads; busprop's hook steps aside"
-        )
+    _connect()
+    if sdk.integration_enabled(SENTRY_INTEGRATION):
+        _warn_stepping_aside()
 
 
 def uninstall() -> None:
-    """Disconnect busprop's signal receivers; Celery is left exactly as before :func:`install`."""
-    for signal, receiver, uid in _CONNECTED:
-        signal.disconnect(receiver, dispatch_uid=uid)
+    """Undo :func:`install`: Celery is left exactly as before it (unless :class:`CeleryIntegration`
+    is set up, whose receivers stay)."""
     _state["installed"] = False
     _state["app"] = None
+    if not _state["integration"]:
+        _disconnect()
+
+
+def _connect() -> None:
+    if _state["connected"]:
+        return
+    for signal, receiver, uid in _CONNECTED:
+        signal.connect(receiver, weak=False, dispatch_uid=uid)
+    _state["connected"] = True
+
+
+def _disconnect() -> None:
+    for signal, receiver, uid in _CONNECTED:
+        signal.disconnect(receiver, dispatch_uid=uid)
+    _state["connected"] = False
     _beat_threads.clear()

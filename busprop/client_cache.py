@@ -46,7 +46,7 @@ class BoundedMap(Generic[V]):
 class ClientCache:
     """The values busprop keeps for one client; see the module docstring."""
 
-    __slots__ = ("__weakref__", "last_outgoing", "last_serialized", "parsed")
+    __slots__ = ("__weakref__", "last_outgoing", "last_parsed_key", "last_serialized", "parsed")
 
     #: Parsed propagation contexts kept per client.
     PARSED_CONTEXTS = 64
@@ -54,9 +54,13 @@ class ClientCache:
     def __init__(self) -> None:
         #: The SDK's propagation context per recent ``(sentry-trace, baggage)`` pair.
         self.parsed: BoundedMap[Any] = BoundedMap(self.PARSED_CONTEXTS)
-        #: ``(key of the span, values)`` of the last inject made with a current span; the key is
-        #: the span's ids and decision, never the span itself.
-        self.last_outgoing: tuple[Hashable, Mapping[str, str] | None] = (None, None)
+        #: The last pair parsed and not kept: a pair is kept when it comes again.
+        self.last_parsed_key: Hashable = None
+        #: ``(key, values, baggage members)`` of the last inject: the key is the ids and decision
+        #: of the current span or propagation context, never the span itself; the members are
+        #: the context's frozen baggage (a plain value) with a copy of its members, when the
+        #: values came from the context.
+        self.last_outgoing: tuple[Hashable, Mapping[str, str] | None, Any] = (None, None, None)
         #: ``(sentry members, third-party members, serialization)`` of the last baggage written.
         self.last_serialized: tuple[dict[str, str] | None, str | None, str] = (None, None, "")
 

@@ -3,6 +3,13 @@
 Options live in a pydantic model so a typo or a bad regex fails when the application starts, with
 the option's name in the message, instead of on the first message in production. The hot path
 reads plain attributes of the frozen model and a per-destination cache of the target decision.
+
+An Integration (``KafkaIntegration(...)``, ``AMQPIntegration(...)``,
+``busprop.celery.CeleryIntegration(...)``) may take the same options for its bus:
+:class:`BusOptions` holds them, validated when the Integration is built. An option given to a
+bus's Integration wins for that bus; an option it was not given is :func:`configure`'s. The merged
+settings are resolved once per ``configure()`` and kept on the Integration, so the hot path reads
+them as it reads the global ones.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from busprop import sdk
+
 logger = logging.getLogger("busprop")
 
 
@@ -21,7 +30,7 @@ class ConfigurationError(ValueError):
 
 
 class Config(BaseModel):
-    """busprop's options. See README, section "Configuration", for each one."""
+    """busprop's options (docs/configuration.md describes each one)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
@@ -36,16 +45,37 @@ class Config(BaseModel):
     @field_validator("propagation_targets")
     @classmethod
     def _compile_targets(cls, targets: list[str]) -> list[str]:
-        for target in targets:
-            try:
-                re.compile(target)
-            except Exception as error:  # re.error, and OverflowError or RecursionError for some patterns
-                raise ValueError(f"{target!r} is not a valid regular expression: {error}") from None
-        return targets
+        return _compiled_targets(targets)
 
 
-class _State:
-    """The active configuration, its compiled targets and the per-destination decisions."""
+def _compiled_targets(targets: list[str]) -> list[str]:
+    for target in targets:
+        try:
+            re.compile(target)
+        except Exception as error:  # re.error, and OverflowError or RecursionError for some patterns
+            raise ValueError(f"{target!r} is not a valid regular expression: {error}") from None
+    return targets
+
+
+class BusOptions(BaseModel):
+    """The options one bus's Integration was given; ``None``: not given, :func:`configure`'s applies."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    #: As :attr:`Config.propagation_targets`, matched against this bus's destinations only.
+    propagation_targets: list[str] | None = None
+    write_traceparent: bool | None = None
+    capture_exceptions: bool | None = None
+
+    @field_validator("propagation_targets")
+    @classmethod
+    def _compile_targets(cls, targets: list[str] | None) -> list[str] | None:
+        return None if targets is None else _compiled_targets(targets)
+
+
+class Resolved:
+    """Options in force (the global ones, or a bus's), their compiled targets and the
+    per-destination decisions."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -53,8 +83,19 @@ class _State:
         self.propagate_all = any(target in (".*", "") for target in config.propagation_targets)
         self.decisions: dict[str, bool] = {}
 
+    def allows(self, destination: str) -> bool:
+        """Whether ``destination`` (a plain ``str``) matches one of the targets; cached."""
+        if self.propagate_all:
+            return True
+        decision = self.decisions.get(destination)
+        if decision is None:
+            decision = any(pattern.search(destination) for pattern in self.patterns)
+            if len(self.decisions) < _MAX_CACHED_DESTINATIONS:
+                self.decisions[destination] = decision
+        return decision
 
-_state = _State(Config())
+
+_state = Resolved(Config())
 _MAX_CACHED_DESTINATIONS = 4096
 
 
@@ -67,40 +108,103 @@ def configure(**options: Any) -> Config:
     """
     global _state
     merged = {**_state.config.model_dump(), **options}
+    config: Config = _validated(Config, "busprop.configure", merged, options)
+    _state = Resolved(config)
+    return config
+
+
+def _validated(model: type[Any], owner: str, values: dict[str, Any], given: dict[str, Any]) -> Any:
+    """``model(**values)``, or :class:`ConfigurationError` naming ``owner`` and each bad option."""
     try:
-        config = Config(**merged)
+        return model(**values)
     except ValidationError as error:
         problems = "; ".join(
             f"option {'.'.join(str(part) for part in issue['loc']) or '?'!r}: {issue['msg']}"
             for issue in error.errors()
         )
-        raise ConfigurationError(f"busprop.configure: {problems}") from None
+        raise ConfigurationError(f"{owner}: {problems}") from None
     except Exception as error:  # a value pydantic's own checks choke on
-        names = ", ".join(sorted(options))
-        message = f"busprop.configure: option {names!r}: {type(error).__name__}"
-        raise ConfigurationError(message) from None
-    _state = _State(config)
-    return config
+        names = ", ".join(sorted(given))
+        raise ConfigurationError(f"{owner}: option {names!r}: {type(error).__name__}") from None
+
+
+def bus_options(owner: str, **options: Any) -> BusOptions:
+    """An Integration's options, validated: :class:`ConfigurationError` names ``owner`` and the option."""
+    given = {name: value for name, value in options.items() if value is not None}
+    validated: BusOptions = _validated(BusOptions, owner, given, given)
+    return validated
+
+
+class BusSettings:
+    """One bus's settings: its Integration's options over :func:`configure`'s.
+
+    Resolved again only when :func:`configure` or :func:`reset` replaced the global settings
+    (an identity check per message), so the per-destination decisions stay cached in between.
+    """
+
+    __slots__ = ("_base", "_resolved", "options")
+
+    def __init__(self, bus: str, options: BusOptions) -> None:
+        self.options = options
+        if options.model_dump(exclude_none=True):
+            _buses_with_options.add(bus)
+        self._base: Resolved | None = None
+        self._resolved: Resolved | None = None
+
+    def state(self) -> Resolved:
+        base = _state
+        resolved = self._resolved
+        if self._base is base and resolved is not None:
+            return resolved
+        given = self.options.model_dump(exclude_none=True)
+        resolved = Resolved(base.config.model_copy(update=given)) if given else base
+        self._base, self._resolved = base, resolved
+        return resolved
+
+
+#: The buses an Integration was ever given options for: for any other bus, the global options
+#: apply without looking the Integration up (the common case costs nothing per message).
+_buses_with_options: set[str] = set()
+
+
+def _state_of(bus: str | None) -> Resolved:
+    """The settings for ``bus``: its Integration's on the active client, else the global ones."""
+    if bus is None or bus not in _buses_with_options:
+        return _state
+    try:
+        settings = sdk.enabled_integration_attribute(bus, "settings")
+    except Exception:
+        logger.debug("busprop: could not read the %s Integration's options", bus, exc_info=True)
+        return _state
+    return settings.state() if isinstance(settings, BusSettings) else _state
 
 
 def reset() -> Config:
     """Restore every option to its default (used by tests and by ``uninstall`` helpers)."""
     global _state
-    _state = _State(Config())
+    _state = Resolved(Config())
     return _state.config
 
 
-def get_config() -> Config:
-    """The options in force."""
-    return _state.config
+def resolved_for(bus: str | None = None) -> Resolved:
+    """The options in force for ``bus`` with their cached decisions, for a caller that reads
+    several of them per message (one lookup of the bus's Integration)."""
+    return _state_of(bus)
 
 
-def should_propagate(destination: str) -> bool:
-    """Whether trace headers may be written for a message to ``destination``.
+def get_config(bus: str | None = None) -> Config:
+    """The options in force; for ``bus`` (an Integration's identifier), with its Integration's options."""
+    return _state_of(bus).config
+
+
+def should_propagate(destination: str, bus: str | None = None, *, resolved: Resolved | None = None) -> bool:
+    """Whether trace headers may be written for a message to ``destination`` (on ``bus``, whose
+    Integration's ``propagation_targets``, when it was given some, apply instead of the global ones).
 
     A destination that is not a ``str`` matches no target, not even ``.*``: it is a caller's
     mistake, rejected with a debug record rather than a ``TypeError`` in the caller's send. A
     ``str`` subclass is matched as the plain string it holds, so none of its methods run here.
+    ``resolved`` (from :func:`resolved_for`) saves looking the bus's options up again.
     """
     if type(destination) is not str:
         if not isinstance(destination, str):
@@ -110,12 +214,6 @@ def should_propagate(destination: str) -> bool:
             )
             return False
         destination = str.__str__(destination)
-    state = _state
-    if state.propagate_all:
-        return True
-    decision = state.decisions.get(destination)
-    if decision is None:
-        decision = any(pattern.search(destination) for pattern in state.patterns)
-        if len(state.decisions) < _MAX_CACHED_DESTINATIONS:
-            state.decisions[destination] = decision
-    return decision
+    if resolved is None:
+        resolved = _state if bus is None else _state_of(bus)
+    return resolved.allows(destination)

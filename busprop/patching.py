@@ -34,6 +34,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import wrapt
@@ -173,7 +174,12 @@ class Patches:
         return bool(self._installed or self._swapped)
 
     def _identity(self, owner: type, attribute: str) -> str:
-        """The mark of this Integration's wrapper on ``owner.attribute``, stable across reloads."""
+        """The mark of this Integration's wrapper on ``owner.attribute``, stable across reloads.
+
+        ``owner`` may also be a module, for a function the library calls by its module name.
+        """
+        if isinstance(owner, ModuleType):
+            return f"{self.name}:{owner.__name__}.{attribute}"
         return f"{self.name}:{owner.__module__}.{owner.__qualname__}.{attribute}"
 
     def install(self) -> bool:

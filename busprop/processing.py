@@ -117,7 +117,11 @@ class MessageProcessing:
         transaction, self.transaction = self.transaction, None
         kind, self._kind = self._kind, sdk.NO_TRANSACTION
         try:
-            if exc is not None and isinstance(exc, Exception) and get_config().capture_exceptions:
+            if (
+                exc is not None
+                and isinstance(exc, Exception)
+                and get_config(self._arguments[2]["bus"]).capture_exceptions
+            ):
                 sdk.capture_exception(exc, mechanism=mechanism_of(self._arguments[2]["origin"]))
         except Exception:
             logger.debug("busprop: could not report the exception", exc_info=True)
@@ -224,6 +228,7 @@ def continue_trace(
     sampling_context: Mapping[str, Any] | None = None,
     keys: CarrierKeys = HEADER_KEYS,
     details: Callable[[], Mapping[str, Any]] | None = None,
+    bus: str | None = None,
 ) -> MessageProcessing:
     """Process a message inside the trace its headers carry: ``with`` or ``async with``.
 
@@ -245,7 +250,8 @@ def continue_trace(
     ``details`` is for facts that cost something to read (an id to format, a size, a time, more
     span data): it is called only when a transaction is started, never on the unsampled path, and
     the keys it returns (``message_id``, ``body_size``, ``retry_count``, ``published_at``,
-    ``extra_data``) replace the keyword arguments of the same names.
+    ``extra_data``) replace the keyword arguments of the same names. ``bus`` (an Integration's
+    identifier) applies that Integration's ``capture_exceptions``, when the active client has it.
     """
     arguments = {
         "system": system,
@@ -259,5 +265,6 @@ def continue_trace(
         "extra_data": extra_data,
         "sampling_context": sampling_context,
         "details": details,
+        "bus": bus,
     }
     return MessageProcessing(carriers, keys, arguments)

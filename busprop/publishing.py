@@ -15,7 +15,7 @@ from typing import Any
 
 from busprop import sdk
 from busprop.carrier import HEADER_KEYS, CarrierKeys, MutableCarrier, write
-from busprop.config import get_config, should_propagate
+from busprop.config import resolved_for, should_propagate
 from busprop.processing import DEFAULT_ORIGIN
 from busprop.spandata import messaging_data
 
@@ -29,6 +29,7 @@ def inject(
     system: str | None = None,
     keys: CarrierKeys = HEADER_KEYS,
     as_bytes: bool = False,
+    bus: str | None = None,
 ) -> bool:
     """Write the current trace's ``sentry-trace`` and ``baggage`` into ``carrier``.
 
@@ -38,10 +39,12 @@ def inject(
     mapping or list (each logged at debug level: a caller's mistake never raises into its send).
     Returns ``True`` when the trace was written; the carrier then holds each trace header once,
     and no stale one (see :func:`busprop.carrier.write`). ``as_bytes`` writes UTF-8 bytes (Kafka
-    header values).
+    header values). ``bus`` (an Integration's identifier) applies that Integration's options, when
+    the active client has it, over :func:`busprop.configure`'s.
     """
     sdk.warn_if_unsupported_sdk()
-    if not should_propagate(destination):
+    resolved = resolved_for(bus)
+    if not should_propagate(destination, resolved=resolved):
         if isinstance(destination, str):
             bus = str.__str__(system) if isinstance(system, str) else "a"
             logger.debug(
@@ -57,7 +60,7 @@ def inject(
         )
         return False
     try:
-        values = sdk.outgoing_values(get_config().write_traceparent)
+        values = sdk.outgoing_values(resolved.config.write_traceparent)
         if not values:
             return False
         write(carrier, values, keys=keys, as_bytes=as_bytes)
@@ -101,6 +104,7 @@ class Publishing:
             system=arguments["system"],
             keys=arguments["keys"],
             as_bytes=arguments["as_bytes"],
+            bus=arguments["bus"],
         )
         return self.span
 
@@ -163,6 +167,7 @@ def publish(
     extra_data: Mapping[str, Any] | None = None,
     keys: CarrierKeys = HEADER_KEYS,
     as_bytes: bool = False,
+    bus: str | None = None,
 ) -> Publishing:
     """Wrap a send (``with`` or ``async with``): a ``queue.publish`` span, and the trace injected.
 
@@ -182,5 +187,6 @@ def publish(
         "extra_data": extra_data,
         "keys": keys,
         "as_bytes": as_bytes,
+        "bus": bus,
     }
     return Publishing(carrier, arguments)

@@ -21,8 +21,9 @@ from __future__ import annotations
 import copy
 import importlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
@@ -38,9 +39,11 @@ from sentry_sdk.utils import event_from_exception
 if TYPE_CHECKING:
     from sentry_sdk.traces import StreamedSpan
     from sentry_sdk.tracing import NoOpSpan, Span, Transaction
+    from sentry_sdk.transport import Transport
 
 from busprop.carrier import BAGGAGE, SENTRY_TRACE, TRACEPARENT, IncomingTrace
 from busprop.client_cache import ClientCache, cache_of
+from busprop.patching import Patches
 
 logger = logging.getLogger("busprop")
 
@@ -131,17 +134,48 @@ def outgoing_values(with_traceparent: bool = False) -> Mapping[str, str] | None:
     """
     scope = sentry_sdk.get_current_scope()
     client = scope.get_client()
-    span = _span_of(scope, streaming(client.options))
     cache = cache_of(client)
-    key = None if span is None else (span.trace_id, span.span_id, span.sampled, with_traceparent)
-    last_key, last_values = cache.last_outgoing
-    if key is not None and key == last_key:
+    key, baggage = _outgoing_key(scope, client.options, with_traceparent)
+    last_key, last_values, last_members = cache.last_outgoing
+    if key is not None and key == last_key and _same_members(baggage, last_members):
         return last_values
     values = _outgoing_values(scope, cache, with_traceparent)
-    # With tracing disabled the values come from the propagation context, whatever the span.
-    keep = key is not None and has_tracing_enabled(client.options)
-    cache.last_outgoing = (key, values) if keep else (None, None)
+    members = None if baggage is None else _members(baggage)
+    cache.last_outgoing = (key, values, members) if key is not None else (None, None, None)
     return values
+
+
+def _same_members(
+    baggage: Baggage | None, members: tuple[Baggage, dict[str, Any], str | None] | None
+) -> bool:
+    if baggage is None or members is None:
+        return baggage is None and members is None
+    last, items, third_party = members
+    return baggage is last and baggage.sentry_items == items and baggage.third_party_items == third_party
+
+
+def _members(baggage: Baggage) -> tuple[Baggage, dict[str, Any], str | None]:
+    """A frozen baggage's identity and members, by value: the SDK rewrites members in place
+    (``sample_rate`` when a transaction starts in the trace)."""
+    return baggage, dict(baggage.sentry_items), baggage.third_party_items
+
+
+def _outgoing_key(
+    scope: sentry_sdk.Scope, options: dict[str, Any], with_traceparent: bool
+) -> tuple[Hashable | None, Baggage | None]:
+    """What the outgoing values depend on: the current span's ids and decision, with tracing
+    enabled; otherwise the propagation context's ids and decision and its baggage, once built
+    and frozen (compared by identity and members: the context may be given a new one, and the
+    SDK rewrites members in place). ``None``: nothing to key on, the values are computed afresh."""
+    if has_tracing_enabled(options):
+        span = _span_of(scope, streaming(options))
+        if span is not None:
+            return ("span", span.trace_id, span.span_id, span.sampled, with_traceparent), None
+    context = scope.get_active_propagation_context()
+    baggage = context.baggage
+    if baggage is None or baggage.mutable:
+        return None, None
+    return ("context", context.trace_id, context.span_id, context.parent_sampled, with_traceparent), baggage
 
 
 def outgoing_sampled() -> bool | None:
@@ -204,17 +238,21 @@ def _incoming_context(incoming: IncomingTrace) -> PropagationContext | None:
     unsampled span, or from the propagation context of a process with tracing disabled. The
     SDK's result is kept (at most ``ClientCache.PARSED_CONTEXTS`` per client: its options decide
     ``strict_trace_continuation``) and each message gets a copy, with its own span id and
-    its own baggage (the SDK rewrites a baggage's ``sample_rate`` in place). ``None`` when there
-    is no trace to continue.
+    its own baggage (the SDK rewrites a baggage's ``sample_rate`` in place). A pair is kept from
+    its second sighting on: a consumer of distinct traces (one per request upstream) then pays
+    for no copy and no cache it would never hit. ``None`` when there is no trace to continue.
     """
     if incoming.sentry_trace is None:
         return None
-    parsed_contexts = cache_of(sentry_sdk.get_client()).parsed
+    cache = cache_of(sentry_sdk.get_client())
     key = (incoming.sentry_trace, incoming.baggage)
-    parsed = parsed_contexts.get(key)
+    parsed = cache.parsed.get(key)
     if parsed is None:
         parsed = PropagationContext.from_incoming_data(incoming.as_headers())
-        parsed_contexts.put(key, parsed)
+        if cache.last_parsed_key != key:
+            cache.last_parsed_key = key
+            return parsed  # the SDK's own result, used by this message alone
+        cache.parsed.put(key, parsed)
     context = _copy_context(parsed)
     if parsed.baggage is not None:
         context.baggage = Baggage(
@@ -528,6 +566,82 @@ def integration_enabled(integration: type[_Integration] | str) -> bool:
     return sentry_sdk.get_client().get_integration(integration) is not None
 
 
+def enabled_integrations() -> Mapping[str, _Integration]:
+    """The integrations the current client has set up, by identifier (one lookup for several)."""
+    return sentry_sdk.get_client().integrations
+
+
+def enabled_integration_attribute(identifier: str, name: str) -> Any:
+    """Attribute ``name`` of the integration ``identifier`` the current client has set up, or ``None``.
+
+    How an adapter reads the options its Integration was built with, per message: two lookups.
+    """
+    return getattr(sentry_sdk.get_client().integrations.get(identifier), name, None)
+
+
+def user_listed_integration(identifier: str) -> bool:
+    """Whether the current client's ``integrations=[...]`` option listed ``identifier``."""
+    listed = sentry_sdk.get_client().options.get("integrations") or ()
+    return any(getattr(integration, "identifier", None) == identifier for integration in listed)
+
+
+#: For each integration that leads, the auto-enabled integration it deactivates (see below).
+_deactivated_by: dict[str, str] = {}
+
+
+def _leave_out_deactivated(
+    setup_integrations: Any, _instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """The SDK's choice of a client's integrations, less those a listed busprop integration leads."""
+    enabled = setup_integrations(*args, **kwargs)
+    with _capture_internal_exceptions():
+        integrations = args[0] if args else kwargs.get("integrations")
+        listed = {getattr(integration, "identifier", None) for integration in integrations or ()}
+        for lead, other in _deactivated_by.items():
+            if lead in enabled and other in enabled and other not in listed:
+                del enabled[other]
+                logger.info("busprop: %s leads; sentry-sdk's %s integration is left out", lead, other)
+    return enabled
+
+
+def _client_module() -> Any:
+    from sentry_sdk import client
+
+    return client
+
+
+#: The one patch busprop puts on sentry-sdk itself, installed by the busprop Integrations that
+#: lead over one of the SDK's (:func:`deactivate_auto_enabled`), through the same mechanism as
+#: every client library patch. Not private, but not an extension point either: the SDK has no
+#: public hook between choosing a client's integrations and setting them up.
+_DEACTIVATING = Patches("busprop.sdk", [(_client_module(), "setup_integrations", _leave_out_deactivated)])
+
+
+def deactivate_auto_enabled(leader: str, deactivated: str) -> bool:
+    """From the next ``sentry_sdk.init`` on, a client with ``leader`` leaves ``deactivated`` out,
+    unless the user listed ``deactivated`` in ``integrations=[...]``.
+
+    sentry-sdk does the same for its own integrations (its LangChain integration deactivates its
+    OpenAI one), but its table is not open to other integrations, and ``disabled_integrations``
+    only acts the first time an integration is set up in a process. So the function that picks a
+    client's integrations is wrapped: the integration left out stays patched, and every patch of
+    it asks the client for it first, so it does nothing for that client. Returns ``False`` when
+    this SDK has no such function (the caller then says so and steps aside).
+    """
+    if getattr(_client_module(), "setup_integrations", None) is None:
+        return False
+    _deactivated_by[leader] = deactivated
+    _DEACTIVATING.install()
+    return True
+
+
+def restore_auto_enabled(leader: str) -> None:
+    """Undo :func:`deactivate_auto_enabled` for ``leader``; the SDK is left as it was once none is left."""
+    _deactivated_by.pop(leader, None)
+    if not _deactivated_by:
+        _DEACTIVATING.uninstall()
+
+
 def forget_integration(identifier: str) -> None:
     """Let a later ``sentry_sdk.init`` set an uninstalled integration up again.
 
@@ -598,6 +712,11 @@ def current_span() -> AnySpan | None:
 def set_current_span(span: AnySpan | None) -> None:
     """Make ``span`` the current scope's span (``None``: none)."""
     _set_span_of(sentry_sdk.get_current_scope(), span, streaming())
+
+
+def current_client() -> Any:
+    """The active client, as an opaque key (to remember what was said about it)."""
+    return sentry_sdk.get_client()
 
 
 def client_options() -> Mapping[str, Any]:
@@ -672,3 +791,106 @@ def warn_if_unsupported_sdk() -> None:
         problem = unsupported_sdk()
         if problem is not None:
             logger.warning("%s", problem)
+
+
+# --- what ``busprop inspect`` asks of the SDK ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TraceFacts:
+    """A trace as the SDK reads it: ids, the head's decision and the baggage's members."""
+
+    trace_id: str
+    parent_span_id: str | None
+    sampled: bool | None
+    #: The ``sentry-*`` members of the baggage, without the prefix (``sample_rand``, ``org_id``...).
+    sentry_items: Mapping[str, str]
+    #: The other members, as they were written.
+    third_party: tuple[str, ...]
+
+
+def parse_incoming(incoming: IncomingTrace) -> TraceFacts | None:
+    """What the SDK reads from ``incoming``, before any check of whether to continue it."""
+    data = tracing_utils.extract_sentrytrace_data(incoming.sentry_trace)
+    if data is None:
+        return None
+    baggage = Baggage.from_incoming_header(incoming.baggage)
+    sampled = data.get("parent_sampled")
+    return TraceFacts(
+        trace_id=str(data["trace_id"]),
+        parent_span_id=str(data["parent_span_id"]),
+        sampled=sampled if isinstance(sampled, bool) else None,
+        sentry_items=dict(baggage.sentry_items),
+        third_party=tuple(item for item in baggage.third_party_items.split(",") if item),
+    )
+
+
+def continued_trace() -> TraceFacts:
+    """The trace the current scope is in: the propagation context a message continued."""
+    context = sentry_sdk.get_current_scope().get_active_propagation_context()
+    baggage = context.baggage
+    return TraceFacts(
+        trace_id=context.trace_id,
+        parent_span_id=context.parent_span_id,
+        sampled=context.parent_sampled,
+        sentry_items=dict(baggage.sentry_items) if baggage is not None else {},
+        third_party=tuple(item for item in (baggage.third_party_items if baggage else "").split(",") if item),
+    )
+
+
+def org_allows_continuation(incoming: IncomingTrace) -> bool:
+    """Whether the SDK's org check (``org_id``, ``strict_trace_continuation``) lets ``incoming`` in.
+
+    The same predicate ``PropagationContext.from_incoming_data`` applies, so a diagnosis can name
+    it as the reason a trace was not continued.
+    """
+    baggage = Baggage.from_incoming_header(incoming.baggage) if incoming.baggage else None
+    # Private: the SDK has no public form of its strict trace continuation check;
+    # tests/test_seam.py lists it.
+    return bool(tracing_utils._should_continue_trace(baggage))
+
+
+def client_org_id() -> str | None:
+    """The org id of the current client: its ``org_id`` option, or the one in its DSN's host."""
+    parsed = sentry_sdk.get_client().parsed_dsn
+    return None if parsed is None else parsed.org_id
+
+
+def tracing_enabled() -> bool:
+    """Whether the current client records transactions (``traces_sample_rate`` or ``traces_sampler``)."""
+    return has_tracing_enabled(sentry_sdk.get_client().options)
+
+
+def span_sampled(span: ProcessingSpan | None) -> bool:
+    """Whether ``span`` is recorded (and sent when it ends)."""
+    return span is not None and not _is_noop_streamed(span) and bool(span.sampled)
+
+
+def client_initialised() -> bool:
+    """Whether ``sentry_sdk.init`` has been called in this process."""
+    return sentry_sdk.get_client().is_active()
+
+
+def init(**options: Any) -> None:
+    """``sentry_sdk.init(**options)``: the SDK reads ``SENTRY_DSN`` and its other variables itself."""
+    sentry_sdk.init(**options)
+
+
+def flush() -> None:
+    """Hand everything the client holds (streamed spans are sent in batches) to its transport."""
+    sentry_sdk.flush()
+
+
+def keep_envelopes_local(transport: type[Transport]) -> None:
+    """Give the current client's envelopes to a new ``transport`` instead of Sentry (or Spotlight).
+
+    For a diagnosis run with the application's own ``sentry_sdk.init``: every option stays as the
+    application set it (the DSN too, so its org id), only where envelopes go changes.
+    """
+    client = sentry_sdk.get_client()
+    previous = getattr(client, "transport", None)
+    if previous is None:  # no DSN: the client sends nothing anyway
+        return
+    client.transport = transport(client.options)
+    client.spotlight = None
+    previous.kill()

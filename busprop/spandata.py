@@ -1,6 +1,6 @@
 """The span data Sentry's Queues view reads, built in one place for every adapter.
 
-Keys are sentry-sdk's ``SPANDATA.MESSAGING_*`` names (REFERENCE section 3), plus the
+Keys are sentry-sdk's ``SPANDATA.MESSAGING_*`` names (``sentry_sdk.consts.SPANDATA``), plus the
 OpenTelemetry messaging attributes an adapter knows (partition, offset, routing key), passed
 through ``extra``. ``None`` values are left out so spans only claim what is known.
 """

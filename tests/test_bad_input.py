@@ -7,10 +7,10 @@ generated message these tests check what issue 7 asks:
 
 - no exception reaches the code that processes the message (and no error is reported to Sentry);
 - the payload the application sees is what was sent, byte for byte;
-- the trace: metadata that is valid by the rules README states (first usable value wins, strict
+- the trace: metadata that is valid by the rules docs/api.md states (first usable value wins, strict
   UTF-8, length limits, no all-zero id, ``traceparent`` as a fallback) is continued, with its trace
   id, parent span and sampling decision; anything else starts a fresh trace whose id appears nowhere
-  in the input. The expectation comes from :func:`expected_trace`, written from README, not from
+  in the input. The expectation comes from :func:`expected_trace`, written from those rules, not from
   busprop's parser, and is checked both inside the processing and on what Sentry would receive.
 
 The real receive paths are driven: records through a real Kafka-protocol broker, messages through
@@ -81,7 +81,7 @@ SETTINGS = settings(
 )
 BROKER_SETTINGS = settings(SETTINGS, max_examples=BROKER_BATCHES)
 
-# --- the rules README states, as an oracle ------------------------------------------------------
+# --- the rules docs/api.md states, as an oracle ------------------------------------------------------
 
 SENTRY_TRACE_RULE = re.compile(r"[ \t]*([0-9a-f]{32})-([0-9a-f]{16})(?:-([01]))?[ \t]*")
 TRACEPARENT_RULE = re.compile(r"[ \t]*00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})[ \t]*")
@@ -134,7 +134,7 @@ def _pairs(carrier: Any) -> list[tuple[Any, Any]]:
 
 
 def expected_trace(*carriers: Any, sentry_key: str = "sentry-trace") -> Expected:
-    """README's rules: the first usable ``sentry-trace`` of the first carrier with one, else ``traceparent``."""
+    """The documented rules: the first usable ``sentry-trace`` of the first carrier with one, else ``traceparent``."""
     fallback = None
     for carrier in carriers:
         pairs = _pairs(carrier)
@@ -460,7 +460,7 @@ def records_for(batch: list[tuple[Any, Any]], offsets: Iterator[int]) -> list[An
 
 
 def check_record(record: Any, headers: Any, value: Any, expectations: list[tuple[Expected, Seen]]) -> None:
-    """One record's processing, seen from inside it: payload untouched, the trace README's rules give."""
+    """One record's processing, seen from inside it: payload untouched, the trace the documented rules give."""
     seen = seen_now(record.value)
     assert seen.payload is value and record.headers is headers
     expected = expected_trace(headers)
@@ -505,7 +505,7 @@ def test_kafka_consumer_decorator_on_generated_records(sentry_init: Init) -> Non
 
 
 def test_kafka_process_batch_on_generated_poll_batches(sentry_init: Init) -> None:
-    """Batch mode: one transaction per batch, each record's span linking the trace README's rules give."""
+    """Batch mode: one transaction per batch, each record's span linking the trace the documented rules give."""
     captured = sentry_init(traces_sample_rate=1.0)
     batches: list[list[Expected]] = []
     offsets = itertools.count()
@@ -774,7 +774,7 @@ def test_celery_task_headers_top_level_and_nested(celery_echo: Any) -> None:
         }
         result = tracer(task_id, (payload,), {}, request)
         assert result.retval is payload and seen[-1].payload is payload
-        expected = expected_trace(top, nested)  # a nested list of pairs is a carrier too (README, Carriers)
+        expected = expected_trace(top, nested)  # a nested list of pairs is a carrier (docs/api.md)
         check_trace(seen[-1], expected, (top, nested))
         expectations.append((expected, seen[-1]))
 
@@ -862,7 +862,7 @@ frames = st.one_of(
 
 
 def frame_expected(frame: str | bytes) -> Expected:
-    """README: a frame is looked into when it holds ``"metadata"`` literally and is a JSON object."""
+    """docs/websockets.md: a frame is looked into when it holds ``"metadata"`` literally and is a JSON object."""
     if '"metadata"' not in (frame if isinstance(frame, str) else frame.decode("latin-1")):
         return FRESH
     try:

@@ -1,6 +1,6 @@
 """Where each adapter's loop ends the last message's processing, against the real brokers.
 
-README ("Consumer loops") documents it per iterator: a loop left by ``break`` or ``return`` ends the
+docs/api.md ("Consumer loops") documents it per iterator: a loop left by ``break`` or ``return`` ends the
 message right there, so the code after the loop runs outside it; the ``with``/``async with`` forms
 leave nothing behind; an end asked for from another thread or task sends the transaction there and
 never resets a scope outside the context that opened it; and no finalizer touches a context.

@@ -1,7 +1,7 @@
 """A slice of the load and memory proofs (``bench/load.py``, ``bench/memory.py``) for every CI run.
 
 The full runs (100,000 messages through the four adapters at once; 200,000 per adapter for memory)
-take minutes and are one command each (README). Here the same code runs on a few hundred messages
+take minutes and are one command each (docs/proof.md). Here the same code runs on a few hundred messages
 per adapter against the real brokers, so a change that swaps traces under concurrency, loses a
 message or leaks a scope per message fails CI. The checker itself is proven to see a mix-up.
 """
@@ -102,7 +102,7 @@ def test_the_checker_counts_lost_and_duplicated_messages() -> None:
     assert (counts["mixups"], counts["missing"], counts["duplicates"]) == (0, 1, 1)
 
 
-#: What tracemalloc sees after 400 messages is bounded turnover (README, "Load and memory"): about
+#: What tracemalloc sees after 400 messages is bounded turnover (docs/proof.md, "Load and memory"): about
 #: 150 KiB for the core and WebSockets, more where the client keeps buffers (Kafka's 124 KiB receive
 #: buffer, Celery's decoding), so a leaked scope per message (over 400 KiB) is caught on the first two.
 TRACED_LIMIT = {"core": 256 * 1024, "websockets": 256 * 1024, "amqp": 768 * 1024}

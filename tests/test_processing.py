@@ -331,8 +331,24 @@ def test_parsed_contexts_follow_the_client_and_stay_bounded(sentry_init: Init) -
     bound = ClientCache.PARSED_CONTEXTS
     for index in range(bound + 50):
         trace = busprop.carrier.IncomingTrace(f"{index:032x}-{PARENT}-0", None)
-        assert sdk._incoming_context(trace).trace_id == f"{index:032x}"  # type: ignore[union-attr]
+        for _ in range(2):  # a pair is kept from its second sighting on
+            assert sdk._incoming_context(trace).trace_id == f"{index:032x}"  # type: ignore[union-attr]
     assert len(cache_of(sentry_sdk.get_client()).parsed) == bound
+
+
+def test_distinct_traces_are_not_kept_and_a_repeated_pair_is(sentry_init: Init) -> None:
+    """A consumer of distinct traces copies and caches nothing; a repeated pair is parsed at most twice."""
+    sentry_init(traces_sample_rate=1.0)
+    cache = cache_of(sentry_sdk.get_client())
+    for index in range(20):
+        sdk._incoming_context(busprop.carrier.IncomingTrace(f"{index + 1:032x}-{PARENT}-0", None))
+    assert len(cache.parsed) == 0
+    repeated = busprop.carrier.IncomingTrace(f"{TRACE_ID}-{PARENT}-0", "sentry-sample_rand=0.5,vendor=v")
+    contexts = [sdk._incoming_context(repeated) for _ in range(4)]
+    assert len(cache.parsed) == 1
+    assert len({id(context) for context in contexts}) == 4  # each message its own context and baggage
+    assert len({id(context.baggage) for context in contexts if context is not None}) == 4
+    assert {context.trace_id for context in contexts if context is not None} == {TRACE_ID}
 
 
 def test_details_are_read_only_for_a_transaction(sentry_init: Init) -> None:
@@ -522,6 +538,7 @@ def test_caches_are_per_client_and_die_with_it(sentry_init: Init) -> None:
     sentry_init(traces_sample_rate=1.0)
     first = sentry_sdk.get_client()
     process(message("0", sampled="false"))
+    process(message("0", sampled="false"))
     assert len(cache_of(first).parsed) == 1
     sentry_init(traces_sample_rate=1.0)
     assert len(cache_of(sentry_sdk.get_client()).parsed) == 0  # the new client starts empty
@@ -540,8 +557,37 @@ def test_outgoing_values_keep_no_span_alive(sentry_init: Init) -> None:
     gc.collect()
     alive = [obj for obj in gc.get_objects() if isinstance(obj, Transaction) and obj.name == "checkout"]
     assert alive == []
-    key, _ = cache_of(sentry_sdk.get_client()).last_outgoing
-    assert key is not None and tuple(key[:2]) == transaction_ids  # remembered by ids, not by object
+    key, _, _ = cache_of(sentry_sdk.get_client()).last_outgoing
+    assert key is not None and tuple(key[1:3]) == transaction_ids  # remembered by ids, not by object
+
+
+@pytest.mark.parametrize("rate", [None, 1.0])
+def test_values_from_the_propagation_context_follow_a_new_context(
+    sentry_init: Init, rate: float | None
+) -> None:
+    """Without a span the values come from the propagation context and are reused while it stays;
+    a new context (a continued message, ``continue_trace``) gives its own at once."""
+    sentry_init(traces_sample_rate=rate)
+    first: dict[str, Any] = {}
+    again: dict[str, Any] = {}
+    busprop.inject(first, destination="orders")
+    busprop.inject(again, destination="orders")
+    assert again == first
+    trace = f"{'ab' * 16}-{'cd' * 8}-0"
+    baggage = f"sentry-trace_id={'ab' * 16},sentry-sample_rand=0.5,sentry-sampled=false,vendor=kept"
+    for _ in range(2):
+        with busprop.propagation_scope({"sentry-trace": trace, "baggage": baggage}):
+            inside: dict[str, Any] = {}
+            busprop.inject(inside, destination="orders")
+        assert inside["sentry-trace"].startswith(f"{'ab' * 16}-") and inside["sentry-trace"].endswith("-0")
+        assert "vendor=kept" in inside["baggage"] and inside["baggage"] != first["baggage"]
+        after: dict[str, Any] = {}
+        busprop.inject(after, destination="orders")
+        assert after == first  # the outer context again, not the scope's
+    sentry_sdk.get_isolation_scope().set_new_propagation_context()
+    fresh: dict[str, Any] = {}
+    busprop.inject(fresh, destination="orders")
+    assert fresh["sentry-trace"].split("-")[0] != first["sentry-trace"].split("-")[0]
 
 
 def test_a_new_span_with_the_same_cache_never_gets_stale_values(sentry_init: Init) -> None:

@@ -32,6 +32,10 @@ ALLOWED_PRIVATE = {
         "_installed_integrations": ("sdk.py", "no public way to let an uninstalled integration set up again"),
         "_processed_integrations": ("sdk.py", "the same, for the SDK's second record"),
         "_segment": ("sdk.py", "a streamed span has no public accessor for its segment"),
+        "_should_continue_trace": (
+            "sdk.py",
+            "no public form of the strict trace continuation check, which busprop inspect names as a reason",
+        ),
     },
     "kafka": {
         "_produce_future": (

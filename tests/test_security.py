@@ -1,6 +1,6 @@
 """What busprop sends and what it trusts, proven adapter by adapter on the real brokers.
 
-Three promises of README's "What busprop sends and trusts", each a property a user relies on without
+Three promises of "What busprop sends and trusts" (docs/sampling.md), each a property a user relies on without
 looking: no trace header leaves for a destination outside ``propagation_targets`` (every header
 container of every adapter, read back from the wire); a trace from another Sentry organization is
 not continued under ``strict_trace_continuation``; the baggage on the wire stays within 8192

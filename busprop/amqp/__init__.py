@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from busprop import sdk
 from busprop.amqp._core import INTEGRATION, SYSTEM, destination_of, fresh_trace
 from busprop.decorators import traced_call
+from busprop.integration import BusIntegration
 from busprop.processing import MessageProcessing
 
 if TYPE_CHECKING:
@@ -193,7 +194,7 @@ def _client_patches() -> Iterator[Any]:
             logger.debug("busprop: %s is not installed; AMQPIntegration leaves it out", library)
 
 
-class AMQPIntegration(sdk.Integration):
+class AMQPIntegration(BusIntegration):
     """Traces existing aio-pika and pika code: ``sentry_sdk.init(integrations=[AMQPIntegration()])``.
 
     aio-pika: ``Exchange.publish`` (robust exchanges included), ``Queue.consume`` callbacks,
@@ -202,10 +203,13 @@ class AMQPIntegration(sdk.Integration):
     ``BlockingChannel.consume()``. A library that is not installed is left out. Patching goes
     through :mod:`busprop.patching`: installing twice changes nothing, :meth:`uninstall` puts the
     originals back, and both may run from any thread while other threads use the libraries. The
-    patches do nothing while the active client was initialised without this integration.
+    patches do nothing while the active client was initialised without this integration. The
+    options (``propagation_targets``, ``write_traceparent``, ``capture_exceptions``) apply to AMQP
+    only and win over :func:`busprop.configure`'s; one not given is ``configure()``'s.
     """
 
     identifier = INTEGRATION
+    public_name = "busprop.amqp.AMQPIntegration"
 
     @staticmethod
     def setup_once() -> None:

@@ -421,7 +421,7 @@ async def _rpc_execute(call: Callable[[], Awaitable[Any]]) -> Any:
         return await call()
     except Exception as error:
         with sdk.capture_internal_exceptions():
-            if get_config().capture_exceptions:
+            if get_config(INTEGRATION).capture_exceptions:
                 sdk.capture_exception(error, mechanism=mechanism_of(ORIGIN))
             sdk.fail_current_span()
         raise

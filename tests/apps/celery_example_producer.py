@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from sentry_sdk.integrations.celery import CeleryIntegration
-
+import busprop.celery
 from busprop.testing import CapturingTransport, init_capturing
 from tests.processes import ROOT
 
@@ -15,7 +14,7 @@ sys.path.insert(0, str(ROOT / "examples" / "celery_tasks"))
 
 
 def main() -> None:
-    init_capturing(traces_sample_rate=1.0, disabled_integrations=[CeleryIntegration])
+    init_capturing(traces_sample_rate=1.0, integrations=[busprop.celery.CeleryIntegration()])
     from orders.app import app
     from orders.producer import checkout
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import sys
 
 import sentry_sdk
-from sentry_sdk.integrations.celery import CeleryIntegration
 
+import busprop.celery
 from busprop.testing import LOCAL_DSN
 from tests.apps.celery_app import JsonLinesTransport
 from tests.processes import ROOT
@@ -20,7 +20,7 @@ def main() -> None:
         dsn=LOCAL_DSN,
         transport=JsonLinesTransport,
         traces_sample_rate=1.0,
-        disabled_integrations=[CeleryIntegration],
+        integrations=[busprop.celery.CeleryIntegration()],
     )
     from orders.app import app
 

@@ -2,7 +2,8 @@
 
 Usage: ``celery_worker.py BROKER BACKEND QUEUE POOL CONCURRENCY MODE [--beat SCHEDULE_FILE]``; MODE is
 ``busprop`` (busprop's hook, sentry-sdk's CeleryIntegration disabled), ``busprop-stream`` (the same
-with span streaming) or ``sentry`` (only sentry-sdk's integration). What the worker captures goes to ``$BUSPROP_CAPTURE_DIR``.
+with span streaming), ``integration`` (a default init, sentry-sdk's CeleryIntegration auto-enabled,
+with ``busprop.celery.CeleryIntegration()`` listed) or ``sentry`` (only sentry-sdk's integration). What the worker captures goes to ``$BUSPROP_CAPTURE_DIR``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ def main() -> None:
         mode = "busprop"
     if mode == "busprop":
         options["disabled_integrations"] = [CeleryIntegration]
+    if mode == "integration":
+        options["integrations"] = [busprop.celery.CeleryIntegration()]
     sentry_sdk.init(**options)
     app = create_app(broker, backend, queue)
     if mode == "busprop":

@@ -11,7 +11,6 @@ import os
 
 import sentry_sdk
 from celery import Celery
-from sentry_sdk.integrations.celery import CeleryIntegration
 
 import busprop.celery
 
@@ -31,18 +30,20 @@ app.conf.update(
 
 
 def init_sentry() -> None:
-    """Initialise Sentry unless the host process already did, then let busprop trace Celery.
+    """Initialise Sentry with busprop's Celery Integration, unless the host process already did.
 
-    sentry-sdk turns its own CeleryIntegration on whenever Celery is installed; it is disabled
-    here so that busprop leads (with both on, sentry-sdk's integration leads and busprop stays idle).
+    sentry-sdk turns its own CeleryIntegration on whenever Celery is installed; busprop's, listed
+    here, leaves it out of the client, so each task is traced once, by busprop. A host process that
+    initialised Sentry without busprop's Integration gets ``busprop.celery.install(app)`` instead.
     """
     if not sentry_sdk.get_client().is_active():
         sentry_sdk.init(
             dsn=os.environ.get("SENTRY_DSN"),
             traces_sample_rate=1.0,
-            disabled_integrations=[CeleryIntegration],
+            integrations=[busprop.celery.CeleryIntegration()],
         )
-    busprop.celery.install(app)
+    if sentry_sdk.get_client().get_integration(busprop.celery.CeleryIntegration) is None:
+        busprop.celery.install(app)
 
 
 init_sentry()
