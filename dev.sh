@@ -2,10 +2,12 @@
 # One entry point for everything that needs set-up; it creates .venv and installs busprop with
 # its development extras on first use (and again whenever pyproject.toml changes).
 #   ./dev.sh demo [--spotlight]   run `busprop demo`
-#   ./dev.sh test [pytest args]   start RabbitMQ/Redis if down, then ruff, mypy and the test suite
-#   ./dev.sh bench                run the benchmarks in bench/
+#   ./dev.sh test [pytest args]   start RabbitMQ/Redis if down, then ruff, mypy, the docs build and the test suite
+#   ./dev.sh bench [args]         every performance goal in one table (bench/goals.py; --json PATH)
+#   ./dev.sh bench --all          each benchmark script in bench/ with its own tables
+#   ./dev.sh bench --profile      where each microsecond goes, per adapter (bench/attribution.py)
 #   ./dev.sh matrix [pytest args] the declared version range (noxfile.py); `test` runs it too under CI=true
-#   ./dev.sh proof [--quick]      bad input, load and memory at README's claimed sizes (hours), one table
+#   ./dev.sh proof [--quick]      bad input, load and memory at docs/proof.md's sizes (hours), one table
 #   ./dev.sh mutate [mutant ...]  mutation-test the core modules against the fast tests, print the score
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -91,6 +93,7 @@ case "$command" in
     "$VENV/bin/ruff" check .
     "$VENV/bin/ruff" format --check .
     "$VENV/bin/mypy"
+    NO_MKDOCS_2_WARNING=1 "$VENV/bin/mkdocs" build --strict --quiet --site-dir site  # docs/: a broken link fails
     "$VENV/bin/python" -m pytest "$@"  # set -e: a failure ends the script with pytest's status
     case "${CI:-}" in 1 | true | yes) run_matrix ;; esac
     ;;
@@ -102,7 +105,14 @@ case "$command" in
   bench)
     setup
     ensure_services
-    for script in bench/bench_*.py; do "$VENV/bin/python" "$script" "$@"; done
+    case "${1:-}" in
+      --all)
+        shift
+        for script in bench/bench_*.py; do "$VENV/bin/python" "$script" "$@"; done
+        ;;
+      --profile) shift && exec "$VENV/bin/python" bench/attribution.py "$@" ;;
+      *) exec "$VENV/bin/python" bench/goals.py "$@" ;;
+    esac
     ;;
   proof)
     setup

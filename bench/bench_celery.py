@@ -13,7 +13,7 @@ and a transport that drops envelopes stands in for the network.
 Two figures per variant: throughput (wall clock, noisy on a shared machine) and the CPU time producer
 and worker spent per task (steady), each with its ratio to bare Celery (higher is better).
 Run: ``python bench/bench_celery.py [--tasks N] [--repeats R]`` (default 300 tasks, one round; the
-README's figures are for ``--tasks 2000 --repeats 2``).
+figures in docs/performance.md are for ``--tasks 2000 --repeats 2``).
 """
 
 from __future__ import annotations

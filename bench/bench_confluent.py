@@ -132,6 +132,20 @@ def current_trace(variant: str) -> str:
     return "-"
 
 
+class Stopwatch:
+    """Seconds summed over its ``start()``-``stop()`` spans; a ``start()`` again without ``stop()``
+    drops the span begun (a ``poll()`` that returned nothing). bench/attribution.py swaps in a profiler."""
+
+    def __init__(self) -> None:
+        self.seconds, self._started = 0.0, 0.0
+
+    def start(self) -> None:
+        self._started = time.perf_counter()
+
+    def stop(self) -> None:
+        self.seconds += time.perf_counter() - self._started
+
+
 def run_scenario(scenario: str, bootstrap: str, topic: str, count: int) -> dict[str, float]:
     """In a fresh process: µs per record for producing and for consuming."""
     setup(scenario)
@@ -141,10 +155,10 @@ def run_scenario(scenario: str, bootstrap: str, topic: str, count: int) -> dict[
     producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     producer.produce(topic, b"warm-up")
     producer.flush(10)
-    produce_seconds = 0.0
+    producing, consuming = Stopwatch(), Stopwatch()
     for first in range(0, count, PER_REQUEST):
         with request(scenario):
-            started = time.perf_counter()
+            producing.start()
             for _ in range(min(PER_REQUEST, count - first)):
                 if variant == "floor":
                     producer.produce(topic, VALUE, headers=STATIC_HEADERS)
@@ -153,7 +167,7 @@ def run_scenario(scenario: str, bootstrap: str, topic: str, count: int) -> dict[
                         producer.produce(topic, VALUE, headers=headers)
                 else:
                     producer.produce(topic, VALUE)
-            produce_seconds += time.perf_counter() - started
+            producing.stop()
         producer.poll(0)
     assert producer.flush(30) == 0
 
@@ -164,9 +178,9 @@ def run_scenario(scenario: str, bootstrap: str, topic: str, count: int) -> dict[
     while (first := consumer.poll(1.0)) is None or first.error() is not None:
         pass  # the warm-up record; then librdkafka fetches the rest into its queue, out of the clock
     time.sleep(2)
-    seen, consume_seconds, covered = 0, 0.0, 0
+    seen, covered = 0, 0
     while seen < count:
-        started = time.perf_counter()
+        consuming.start()
         message = consumer.poll(1.0)
         if message is None or message.error() is not None:
             continue
@@ -176,12 +190,12 @@ def run_scenario(scenario: str, bootstrap: str, topic: str, count: int) -> dict[
                 covered += current_trace(variant) != "-"
         else:
             covered += current_trace(variant) != "-"
-        consume_seconds += time.perf_counter() - started
+        consuming.stop()
         seen += 1
     consumer.close()
     return {
-        "produce_us": produce_seconds / count * 1e6,
-        "consume_us": consume_seconds / count * 1e6,
+        "produce_us": producing.seconds / count * 1e6,
+        "consume_us": consuming.seconds / count * 1e6,
         "covered": covered,
     }
 
@@ -195,6 +209,14 @@ def create_topic(bootstrap: str) -> str:
     for future in admin.create_topics([NewTopic(name, 1, 1)]).values():
         future.result(10)
     return name
+
+
+def run_in_process(scenario: str, bootstrap: str, records: int) -> dict[str, float]:
+    """``run_scenario`` in a fresh process, on a new topic."""
+    command = [sys.executable, __file__, "--scenario", scenario, "--bootstrap", bootstrap]
+    command += ["--topic", create_topic(bootstrap), "--records", str(records)]
+    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300)
+    return json.loads(output.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def main() -> None:
@@ -220,10 +242,7 @@ def main() -> None:
     try:
         for _ in range(arguments.rounds):
             for scenario in SCENARIOS:
-                command = [sys.executable, __file__, "--scenario", scenario, "--bootstrap", bootstrap]
-                command += ["--topic", create_topic(bootstrap), "--records", str(arguments.records)]
-                output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300)
-                results[scenario].append(json.loads(output.stdout.strip().splitlines()[-1]))
+                results[scenario].append(run_in_process(scenario, bootstrap, arguments.records))
     finally:
         if embedded is not None:
             embedded.stop()

@@ -138,13 +138,14 @@ PRODUCE: list[tuple[str, Callable[[Any, str], None], object]] = [
 # --- consuming -----------------------------------------------------------------------------------
 
 
-def fill(bootstrap: str, topic: str, count: int, sampled: bool) -> None:
-    """``count`` records carrying the trace of a sampled or unsampled head."""
+def fill(bootstrap: str, topic: str, count: int, sampled: bool, per_trace: int = PER_REQUEST) -> None:
+    """``count`` records carrying the trace of a sampled or unsampled head, ``per_trace`` records
+    per trace (1: every record a trace of its own)."""
     init_sentry(1.0)
     producer = busprop.kafka.traced_producer(KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5))
-    for first in range(0, count, PER_REQUEST):
+    for first in range(0, count, per_trace):
         with sentry_sdk.start_transaction(name="head", sampled=sampled):
-            for _ in range(min(PER_REQUEST, count - first)):
+            for _ in range(min(per_trace, count - first)):
                 producer.send(topic, VALUE)
     producer.close()
 

@@ -43,11 +43,12 @@ from busprop.demo import brokers  # noqa: E402
 
 PER_REQUEST = 100
 BODY = b'{"order": 42, "items": ["book", "pen"], "total": 17.5, "pad": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}'
-#: (label, variant, sampled), in the order of the table.
-SCENARIOS: list[tuple[str, str, bool]] = [
+#: (label, variant, sampled: None for tracing off), in the order of the table.
+SCENARIOS: list[tuple[str, str, bool | None]] = [
     ("bare pika", "bare", False),
     ("static headers (floor)", "static", False),
     ("busprop, unsampled", "busprop", False),
+    ("busprop, tracing off", "busprop", None),
     ("OpenTelemetry, unsampled", "otel", False),
     ("recipe, unsampled", "recipe", False),
     ("busprop, sampled", "busprop", True),
@@ -60,7 +61,7 @@ STATIC_HEADERS = {
 }
 
 
-def setup(variant: str, sampled: bool) -> None:
+def setup(variant: str, sampled: bool | None) -> None:
     if variant == "busprop":
         import sentry_sdk
         from sentry_sdk.transport import Transport
@@ -74,16 +75,16 @@ def setup(variant: str, sampled: bool) -> None:
         sentry_sdk.init(
             dsn="http://public@127.0.0.1/1",
             transport=DroppingTransport,
-            traces_sample_rate=1.0 if sampled else 0.0,
+            traces_sample_rate=None if sampled is None else 1.0 if sampled else 0.0,
             auto_enabling_integrations=False,
             integrations=[AMQPIntegration()],
         )
     elif variant == "recipe":
-        init_sentry(sampled)
+        init_sentry(bool(sampled))
     elif variant == "otel":
         from opentelemetry.instrumentation.pika import PikaInstrumentor
 
-        init_otel(sampled)
+        init_otel(bool(sampled))
         PikaInstrumentor().instrument()
 
 
@@ -100,7 +101,7 @@ def publish(channel: Any, variant: str, queue: str) -> None:
         channel.basic_publish("", queue, BODY)
 
 
-def run(variant: str, sampled: bool, count: int) -> dict[str, Any]:
+def run(variant: str, sampled: bool | None, count: int) -> dict[str, Any]:
     import pika
 
     setup(variant, sampled)
@@ -143,7 +144,7 @@ def run(variant: str, sampled: bool, count: int) -> dict[str, Any]:
     return {"produce": produced, "consume": consumed}
 
 
-def run_scenario(variant: str, sampled: bool, count: int) -> dict[str, Any]:
+def run_scenario(variant: str, sampled: bool | None, count: int) -> dict[str, Any]:
     command = [sys.executable, __file__, "--scenario", variant, str(sampled), str(count)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     if done.returncode != 0:
@@ -189,8 +190,8 @@ def medians(runs: list[dict[str, Any]], count: int) -> dict[str, float]:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--scenario":
-        variant, sampled, count = sys.argv[2], sys.argv[3] == "True", int(sys.argv[4])
-        print(json.dumps(run(variant, sampled, count)))
+        sampled = {"True": True, "False": False}.get(sys.argv[3])  # "None": tracing off
+        print(json.dumps(run(sys.argv[2], sampled, int(sys.argv[4]))))
         raise SystemExit(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000, help="messages per scenario")

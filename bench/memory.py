@@ -12,7 +12,7 @@ resident memory, then the same run with it on). Goal: under 2 MiB each.
 
 Run: ``python bench/memory.py`` (200,000 messages per adapter after 5,000 of warm-up);
 ``--messages N``, ``--warmup N``, ``--adapters core,kafka,...``, ``--rss-only`` (no tracemalloc pass);
-``--json`` prints one JSON line. ``./dev.sh proof`` runs it at the sizes README claims.
+``--json`` prints one JSON line. ``./dev.sh proof`` runs it at the sizes docs/proof.md claims.
 Kafka uses ``KAFKA_BOOTSTRAP_SERVERS`` or an embedded Tansu; AMQP and Celery the local RabbitMQ
 and Redis (``AMQP_URL``, ``REDIS_URL``); Celery's worker runs in a thread of the measured process.
 Exits 1 when a growth is over the limit or a message was not processed.

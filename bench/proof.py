@@ -1,6 +1,6 @@
-"""Proof at the sizes README claims: bad input, load and memory, one table.
+"""Proof at the sizes docs/proof.md claims: bad input, load and memory, one table.
 
-README states figures for every receive path of every adapter: 10,000 generated messages per
+docs/proof.md states figures for every receive path of every adapter: 10,000 generated messages per
 receive path without an exception escaping busprop, 100,000 messages under load with no trace
 mixed up or lost, and memory that stays flat over 200,000 messages per adapter (2,000,000 Kafka
 records for RSS). CI runs the same code at a few hundred messages; this script runs it at the claimed
@@ -201,7 +201,7 @@ def cell(value: int | None, kib: bool = False) -> str:
 
 
 def report(table: Table, sizes: dict[str, int], seconds: float) -> bool:
-    """Print the table (Markdown, as README's) and every failure; whether all passed."""
+    """Print the table (Markdown, as docs/proof.md's) and every failure; whether all passed."""
     print(
         f"\nfuzz {sizes['fuzz']:,} examples per property; load {sizes['load']:,} messages (split over the"
         f" adapters); memory {sizes['memory']:,} per adapter after {sizes['warmup']:,}; {seconds:.0f} s\n"
@@ -231,7 +231,7 @@ def sizes_of(args: argparse.Namespace) -> dict[str, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="CI's sizes instead of README's claims")
+    parser.add_argument("--quick", action="store_true", help="CI's sizes instead of docs/proof.md's claims")
     parser.add_argument("--adapters", default=",".join(ADAPTERS), help="a subset, comma-separated")
     for part, text in [("fuzz", "examples per property"), ("load", "messages in all"),
                        ("memory", "messages per adapter"), ("warmup", "memory warm-up"),
