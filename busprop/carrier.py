@@ -319,6 +319,11 @@ def write(
         _rewrite_pairs(pairs, final)
 
 
+#: ``(values, names, as_bytes, pairs)`` of the last new header list written: a producer writes the
+#: same values (the same object, from the SDK seam's cache) into message after message.
+_last_new_list: tuple[Any, Any, bool, tuple[tuple[str, Any], ...]] = (None, None, False, ())
+
+
 def _append_to_new_list(
     pairs: MutableSequence[tuple[str, Any]],
     values: Mapping[str, str],
@@ -326,8 +331,19 @@ def _append_to_new_list(
     as_bytes: bool,
 ) -> None:
     """The common case of a send without headers of its own, kept to the few steps it needs."""
+    global _last_new_list
+    last_values, last_names, last_as_bytes, built = _last_new_list
+    if values is not last_values or names is not last_names or as_bytes is not last_as_bytes:
+        built = tuple(_new_pairs(values, names, as_bytes))
+        _last_new_list = (values, names, as_bytes, built)
+    pairs.extend(built)
+
+
+def _new_pairs(
+    values: Mapping[str, str], names: Mapping[str, str], as_bytes: bool
+) -> Iterable[tuple[str, Any]]:
     for header, value in values.items():
         if header == BAGGAGE and len(value) > MAX_BAGGAGE_LENGTH:
             value = merge_baggage(None, value)
         if value:
-            pairs.append((names[header], value.encode("utf-8") if as_bytes else value))
+            yield names[header], value.encode("utf-8") if as_bytes else value

@@ -46,7 +46,7 @@ class BoundedMap(Generic[V]):
 class ClientCache:
     """The values busprop keeps for one client; see the module docstring."""
 
-    __slots__ = ("__weakref__", "last_outgoing", "last_parsed_key", "last_serialized", "parsed")
+    __slots__ = ("__weakref__", "last_outgoing", "last_parsed_key", "last_serialized", "modes", "parsed")
 
     #: Parsed propagation contexts kept per client.
     PARSED_CONTEXTS = 64
@@ -63,6 +63,8 @@ class ClientCache:
         self.last_outgoing: tuple[Hashable, Mapping[str, str] | None, Any] = (None, None, None)
         #: ``(sentry members, third-party members, serialization)`` of the last baggage written.
         self.last_serialized: tuple[dict[str, str] | None, str | None, str] = (None, None, "")
+        #: ``(tracing enabled, spans streamed)``: fixed by the client's options, read per message.
+        self.modes: tuple[bool, bool] | None = None
 
 
 _caches: weakref.WeakKeyDictionary[Any, ClientCache] = weakref.WeakKeyDictionary()

@@ -15,7 +15,7 @@ from typing import Any
 
 from busprop import sdk
 from busprop.carrier import HEADER_KEYS, CarrierKeys, MutableCarrier, write
-from busprop.config import resolved_for, should_propagate
+from busprop.config import Resolved, resolved_for, should_propagate
 from busprop.processing import DEFAULT_ORIGIN
 from busprop.spandata import messaging_data
 
@@ -42,6 +42,21 @@ def inject(
     header values). ``bus`` (an Integration's identifier) applies that Integration's options, when
     the active client has it, over :func:`busprop.configure`'s.
     """
+    resolved = _writable(carrier, destination, system, keys, bus)
+    if resolved is None:
+        return False
+    try:
+        return _write(carrier, sdk.outgoing_values(resolved.config.write_traceparent), keys, as_bytes)
+    except Exception:
+        logger.debug("busprop: could not write trace headers", exc_info=True)
+        return False
+
+
+def _writable(
+    carrier: Any, destination: Any, system: str | None, keys: Any, bus: str | None
+) -> Resolved | None:
+    """The options in force when the trace may be written into ``carrier`` for ``destination``,
+    else ``None`` (with a debug record saying why)."""
     sdk.warn_if_unsupported_sdk()
     resolved = resolved_for(bus)
     if not should_propagate(destination, resolved=resolved):
@@ -50,7 +65,7 @@ def inject(
             logger.debug(
                 "busprop: %s destination %r is outside propagation_targets", bus, str.__str__(destination)
             )
-        return False
+        return None
     if not _is_carrier(carrier) or not isinstance(keys, CarrierKeys):
         logger.debug(
             "busprop: no trace written into a %s with keys of type %s (a mutable mapping or list "
@@ -58,16 +73,17 @@ def inject(
             type(carrier).__name__,
             type(keys).__name__,
         )
+        return None
+    return resolved
+
+
+def _write(
+    carrier: MutableCarrier, values: Mapping[str, str] | None, keys: CarrierKeys, as_bytes: bool
+) -> bool:
+    if not values:
         return False
-    try:
-        values = sdk.outgoing_values(resolved.config.write_traceparent)
-        if not values:
-            return False
-        write(carrier, values, keys=keys, as_bytes=as_bytes)
-        return True
-    except Exception:
-        logger.debug("busprop: could not write trace headers", exc_info=True)
-        return False
+    write(carrier, values, keys=keys, as_bytes=as_bytes)
+    return True
 
 
 def _is_carrier(carrier: Any) -> bool:
@@ -80,32 +96,72 @@ def _is_carrier(carrier: Any) -> bool:
 
 
 class Publishing:
-    """Context manager for publishing one message; see :func:`publish`."""
+    """:func:`publish`: wrap a send (``with`` or ``async with``) in a ``queue.publish`` span, and
+    write the trace into its message.
 
-    __slots__ = ("_arguments", "span")
+    The span is a child of the current sampled span (none outside a transaction, where the send
+    still carries the trace ids); the headers are written inside it, so the consumer's
+    transaction is the span's child. The span ends with status ``ok``; an exception in the body
+    marks it failed (``internal_error``; ``error`` in span streaming mode, where the span is a
+    streamed span with the same data as attributes) and propagates unchanged.
+    """
 
-    def __init__(self, carrier: MutableCarrier, arguments: dict[str, Any]) -> None:
-        self._arguments = (carrier, arguments)
+    __slots__ = (
+        "as_bytes",
+        "body_size",
+        "bus",
+        "carrier",
+        "destination",
+        "extra_data",
+        "keys",
+        "message_id",
+        "name",
+        "origin",
+        "span",
+        "system",
+    )
+
+    def __init__(
+        self,
+        carrier: MutableCarrier,
+        *,
+        system: str,
+        destination: str,
+        message_id: str | None = None,
+        body_size: int | None = None,
+        name: str | None = None,
+        origin: str = DEFAULT_ORIGIN,
+        extra_data: Mapping[str, Any] | None = None,
+        keys: CarrierKeys = HEADER_KEYS,
+        as_bytes: bool = False,
+        bus: str | None = None,
+    ) -> None:
+        self.carrier, self.system, self.destination = carrier, system, destination
+        self.message_id, self.body_size, self.name, self.origin = message_id, body_size, name, origin
+        self.extra_data, self.keys, self.as_bytes, self.bus = extra_data, keys, as_bytes, bus
         #: The ``queue.publish`` span, or ``None`` outside a sampled transaction (or segment).
         self.span: sdk.AnySpan | None = None
 
     def __enter__(self) -> sdk.AnySpan | None:
-        carrier, arguments = self._arguments
+        """Start the span when there is a sampled parent, then write the trace (the span's)."""
+        resolved = _writable(self.carrier, self.destination, self.system, self.keys, self.bus)
+        with_traceparent = resolved is not None and resolved.config.write_traceparent
         try:
-            parent = sdk.sampled_parent()
+            parent, values = sdk.sampled_parent_or_values(
+                with_traceparent, values_wanted=resolved is not None
+            )
         except Exception:
-            parent = None
+            parent = values = None
             logger.debug("busprop: could not read the current span", exc_info=True)
         if parent is not None:
-            self.span = _start_span(parent, arguments)
-        inject(
-            carrier,
-            destination=arguments["destination"],
-            system=arguments["system"],
-            keys=arguments["keys"],
-            as_bytes=arguments["as_bytes"],
-            bus=arguments["bus"],
-        )
+            self.span = _start_span(parent, self)
+        if resolved is not None:
+            try:
+                if parent is not None or values is None:  # the span's values, or asked again
+                    values = sdk.outgoing_values(with_traceparent)
+                _write(self.carrier, values, self.keys, self.as_bytes)
+            except Exception:
+                logger.debug("busprop: could not write trace headers", exc_info=True)
         return self.span
 
     def __exit__(
@@ -133,21 +189,21 @@ class Publishing:
         self.__exit__(exc_type, exc, traceback)
 
 
-def _start_span(parent: sdk.AnySpan, arguments: dict[str, Any]) -> sdk.AnySpan | None:
+def _start_span(parent: sdk.AnySpan, publishing: Publishing) -> sdk.AnySpan | None:
     try:
         data = messaging_data(
-            system=arguments["system"],
-            destination=arguments["destination"],
+            system=publishing.system,
+            destination=publishing.destination,
             operation="publish",
-            message_id=arguments["message_id"],
-            body_size=arguments["body_size"],
-            extra=arguments["extra_data"],
+            message_id=publishing.message_id,
+            body_size=publishing.body_size,
+            extra=publishing.extra_data,
         )
         return sdk.start_child_span(
             parent,
             op=sdk.OP_PUBLISH,
-            name=arguments["name"] or arguments["destination"],
-            origin=arguments["origin"],
+            name=publishing.name or publishing.destination,
+            origin=publishing.origin,
             data=data,
         )
     except Exception:
@@ -155,38 +211,5 @@ def _start_span(parent: sdk.AnySpan, arguments: dict[str, Any]) -> sdk.AnySpan |
         return None
 
 
-def publish(
-    carrier: MutableCarrier,
-    *,
-    system: str,
-    destination: str,
-    message_id: str | None = None,
-    body_size: int | None = None,
-    name: str | None = None,
-    origin: str = DEFAULT_ORIGIN,
-    extra_data: Mapping[str, Any] | None = None,
-    keys: CarrierKeys = HEADER_KEYS,
-    as_bytes: bool = False,
-    bus: str | None = None,
-) -> Publishing:
-    """Wrap a send (``with`` or ``async with``): a ``queue.publish`` span, and the trace injected.
-
-    The span is a child of the current sampled span (none outside a transaction, where the send
-    still carries the trace ids); the headers are written inside it, so the consumer's
-    transaction is the span's child. The span ends with status ``ok``; an exception in the body
-    marks it failed (``internal_error``; ``error`` in span streaming mode, where the span is a
-    streamed span with the same data as attributes) and propagates unchanged.
-    """
-    arguments = {
-        "system": system,
-        "destination": destination,
-        "message_id": message_id,
-        "body_size": body_size,
-        "name": name,
-        "origin": origin,
-        "extra_data": extra_data,
-        "keys": keys,
-        "as_bytes": as_bytes,
-        "bus": bus,
-    }
-    return Publishing(carrier, arguments)
+#: ``with publish(carrier, system=..., destination=...) as span:`` (or ``async with``): :class:`Publishing`.
+publish = Publishing

@@ -86,8 +86,22 @@ def streaming(options: Mapping[str, Any] | None = None) -> bool:
     if _has_span_streaming_enabled is None:
         return False
     if options is None:
-        options = sentry_sdk.get_client().options
+        return _modes(sentry_sdk.get_client())[1]
     return bool(_has_span_streaming_enabled(options))
+
+
+def _modes(client: Any) -> tuple[bool, bool]:
+    """``(tracing enabled, spans streamed)`` for ``client``: its options decide both once, and
+    every message asks (kept in the client's cache)."""
+    return _modes_of(client, cache_of(client))
+
+
+def _modes_of(client: Any, cache: ClientCache) -> tuple[bool, bool]:
+    modes = cache.modes
+    if modes is None:
+        options = client.options
+        modes = cache.modes = (has_tracing_enabled(options), streaming(options))
+    return modes
 
 
 def _span_of(scope: sentry_sdk.Scope, streams: bool) -> Any:
@@ -135,7 +149,32 @@ def outgoing_values(with_traceparent: bool = False) -> Mapping[str, str] | None:
     scope = sentry_sdk.get_current_scope()
     client = scope.get_client()
     cache = cache_of(client)
-    key, baggage = _outgoing_key(scope, client.options, with_traceparent)
+    return _outgoing_values_of(scope, cache, _modes_of(client, cache), with_traceparent)
+
+
+def sampled_parent_or_values(
+    with_traceparent: bool, values_wanted: bool = True
+) -> tuple[AnySpan | None, Mapping[str, str] | None]:
+    """What a send asks first, in one lookup of scope and client: ``(parent, None)`` when the
+    current span is sampled (the send's ``queue.publish`` span is its child, and the values are
+    that span's, asked for once it started), else ``(None, values)``: :func:`outgoing_values`
+    (``None`` when not ``values_wanted``)."""
+    scope = sentry_sdk.get_current_scope()
+    client = scope.get_client()
+    cache = cache_of(client)
+    modes = _modes_of(client, cache)
+    parent = _span_of(scope, modes[1])
+    if parent is not None and not _is_noop_streamed(parent) and parent.sampled:
+        return cast("AnySpan", parent), None
+    if not values_wanted:
+        return None, None
+    return None, _outgoing_values_of(scope, cache, modes, with_traceparent)
+
+
+def _outgoing_values_of(
+    scope: sentry_sdk.Scope, cache: ClientCache, modes: tuple[bool, bool], with_traceparent: bool
+) -> Mapping[str, str] | None:
+    key, baggage = _outgoing_key(scope, modes, with_traceparent)
     last_key, last_values, last_members = cache.last_outgoing
     if key is not None and key == last_key and _same_members(baggage, last_members):
         return last_values
@@ -161,14 +200,15 @@ def _members(baggage: Baggage) -> tuple[Baggage, dict[str, Any], str | None]:
 
 
 def _outgoing_key(
-    scope: sentry_sdk.Scope, options: dict[str, Any], with_traceparent: bool
+    scope: sentry_sdk.Scope, modes: tuple[bool, bool], with_traceparent: bool
 ) -> tuple[Hashable | None, Baggage | None]:
     """What the outgoing values depend on: the current span's ids and decision, with tracing
     enabled; otherwise the propagation context's ids and decision and its baggage, once built
     and frozen (compared by identity and members: the context may be given a new one, and the
     SDK rewrites members in place). ``None``: nothing to key on, the values are computed afresh."""
-    if has_tracing_enabled(options):
-        span = _span_of(scope, streaming(options))
+    tracing, streams = modes
+    if tracing:
+        span = _span_of(scope, streams)
         if span is not None:
             return ("span", span.trace_id, span.span_id, span.sampled, with_traceparent), None
     context = scope.get_active_propagation_context()
@@ -449,10 +489,7 @@ def hold_propagation(scope: sentry_sdk.Scope) -> None:
 
 def sampled_parent() -> AnySpan | None:
     """The current span when it is sampled (and recorded): the parent a ``queue.publish`` span needs."""
-    parent = _span_of(sentry_sdk.get_current_scope(), streaming())
-    if parent is None or _is_noop_streamed(parent) or not parent.sampled:
-        return None
-    return cast("AnySpan", parent)
+    return sampled_parent_or_values(False, values_wanted=False)[0]
 
 
 def start_child_span(parent: AnySpan, *, op: str, name: str, origin: str, data: Mapping[str, Any]) -> AnySpan:
@@ -563,7 +600,8 @@ def capture_exception(error: BaseException, *, mechanism: str, handled: bool = F
 
 def integration_enabled(integration: type[_Integration] | str) -> bool:
     """Whether the current client has ``integration`` (a class or its identifier) set up."""
-    return sentry_sdk.get_client().get_integration(integration) is not None
+    identifier = integration if isinstance(integration, str) else integration.identifier
+    return identifier in sentry_sdk.get_client().integrations
 
 
 def enabled_integrations() -> Mapping[str, _Integration]:

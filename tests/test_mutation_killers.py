@@ -232,7 +232,7 @@ def test_publish_says_at_debug_what_failed_and_still_sends_the_trace(
 ) -> None:
     sentry_init(traces_sample_rate=1.0)
     caplog.set_level(logging.DEBUG, logger="busprop")
-    monkeypatch.setattr(sdk, "sampled_parent", _fail)
+    monkeypatch.setattr(sdk, "sampled_parent_or_values", _fail)
     headers: dict[str, Any] = {}
     with (
         sentry_sdk.start_transaction(name="t"),

@@ -592,8 +592,16 @@ class FakeSend:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
 
-    def __call__(self, topic: Any, **arguments: Any) -> Any:
-        self.calls.append({"topic": topic, **arguments})
+    def __call__(
+        self,
+        topic: Any,
+        value: Any = None,
+        key: Any = None,
+        headers: Any = None,
+        partition: Any = None,
+        timestamp_ms: Any = None,
+    ) -> Any:
+        self.calls.append({"topic": topic, "value": value, "key": key, "headers": headers})
         return None
 
 

@@ -14,6 +14,7 @@ import importlib
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from operator import attrgetter
 from types import ModuleType
 from typing import Any, Protocol
@@ -162,3 +163,8 @@ class KafkaClient:
     #: ``Producer``): their patch points are installed on a subclass that replaces ``module.name``
     #: while the integration is installed (see :func:`busprop.patching.patchable_subclass`).
     replaced_classes: Callable[[], list[tuple[ModuleType, str]]] = _no_classes
+
+    @cached_property
+    def produce_positions(self) -> dict[str, int]:
+        """Each produce parameter's position (an argument given by keyword is found by name)."""
+        return {name: position for position, name in enumerate(self.produce_parameters)}

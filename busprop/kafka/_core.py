@@ -30,7 +30,6 @@ If two client modules share lines, those lines belong here.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import functools
 import inspect
@@ -192,25 +191,31 @@ def _value_size(value: Any) -> int | None:
 
 
 class _Arguments:
-    """A produce call's arguments by name; called with the topic positional and the rest by keyword."""
+    """A produce call's arguments, read and replaced by parameter name in the place the caller put
+    them (positionally or by keyword), so the client receives the call as written, with only the
+    values busprop replaced (never in the caller's containers: tuples and dicts are rebuilt)."""
 
-    def __init__(self, parameters: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if len(args) > len(parameters) or any(name in kwargs for name in parameters[: len(args)]):
+    __slots__ = ("args", "changed", "kwargs", "positions")
+
+    def __init__(self, positions: Mapping[str, int], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if len(args) > len(positions) or (
+            kwargs and any(positions.get(name, len(args)) < len(args) for name in kwargs)
+        ):
             raise TypeError("arguments the produce method does not take")
-        self._first = parameters[0]
+        self.positions, self.args, self.kwargs = positions, args, kwargs
         self.changed = False
-        self.named = {**dict(zip(parameters, args, strict=False)), **kwargs}
 
     def get(self, name: str) -> Any:
-        return self.named.get(name)
+        position = self.positions[name]
+        return self.args[position] if position < len(self.args) else self.kwargs.get(name)
 
     def set(self, name: str, value: Any) -> None:
-        self.named[name] = value
+        position = self.positions[name]
+        if position < len(self.args):
+            self.args = (*self.args[:position], value, *self.args[position + 1 :])
+        else:
+            self.kwargs = {**self.kwargs, name: value}
         self.changed = True
-
-    def split(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        named = dict(self.named)
-        return ((named.pop(self._first),) if self._first in named else ()), named
 
 
 class _Delivery:
@@ -270,42 +275,52 @@ def _watch(watch: Callable[[Any, _Delivery], None], subject: Any, delivery: _Del
 
 
 class _Send:
-    """One produce call as busprop makes it: its arguments and, when traced, its delivery."""
+    """One produce call as busprop makes it: its arguments, its publishing and its delivery.
 
-    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.args, self.kwargs = args, kwargs
-        self.delivery: _Delivery | None = None
+    Built by :func:`_send_of`; ``publishing`` is ``None`` when the call goes out untouched.
+    """
 
-    def watch(self, client: KafkaClient, result: Any) -> Any:
-        if self.delivery is not None:
-            _watch(client.watch_result, result, self.delivery)
-        return result
+    __slots__ = ("arguments", "carrier", "publishing")
+
+    def __init__(
+        self, arguments: _Arguments, carrier: Headers | dict[Any, Any], publishing: Publishing
+    ) -> None:
+        self.arguments, self.carrier, self.publishing = arguments, carrier, publishing
+
+    def start(self, client: KafkaClient, span: sdk.AnySpan | None) -> _Delivery | None:
+        """Inside the ``queue.publish`` span: the headers in the call, its delivery watched."""
+        arguments = self.arguments
+        arguments.set("headers", self.carrier)
+        watched = client.watch_arguments is not KafkaClient.watch_arguments
+        if span is None and not watched and client.watch_result is KafkaClient.watch_result:
+            return None  # nothing would be reported: no span to describe, no outcome to watch
+        delivery = _Delivery(span)
+        arguments.changed = False
+        _watch(client.watch_arguments, arguments, delivery)
+        if arguments.changed or client.watch_result is not KafkaClient.watch_result:
+            delivery.keep_scopes()  # a callback or a future will report the outcome
+        return delivery
 
 
-@contextlib.contextmanager
-def _sending(client: KafkaClient, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[_Send]:
-    """The produce call with a header copy carrying the trace, inside a ``queue.publish`` span.
+def _send_of(client: KafkaClient, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Send | None:
+    """The produce call with a header copy to carry the trace, or ``None``: sent untouched.
 
     Headers busprop cannot copy, or a topic that is no ``str``, leave the call untouched (no
     span), and so do arguments the produce method does not take: the client raises for them
-    exactly as it would alone. The topic is passed positionally, the other arguments by name.
+    exactly as it would alone.
     """
-    send = _Send(args, kwargs)
     try:
-        arguments = _Arguments(client.produce_parameters, args, kwargs)
+        arguments = _Arguments(client.produce_positions, args, kwargs)
     except TypeError:
-        yield send
-        return
-    send.args, send.kwargs = arguments.split()
+        return None
     headers, topic = arguments.get("headers"), arguments.get("topic")
     carrier = header_copy(headers) if client.mapping_headers else header_list(headers)
-    if carrier is not None and not isinstance(topic, str):
-        logger.debug("busprop: a Kafka topic of type %s: record sent untouched", type(topic).__name__)
-        carrier = None
     if carrier is None:
-        yield send
-        return
-    with publish(
+        return None
+    if type(topic) is not str and not isinstance(topic, str):
+        logger.debug("busprop: a Kafka topic of type %s: record sent untouched", type(topic).__name__)
+        return None
+    publishing = Publishing(
         carrier,
         system=SYSTEM,
         destination=topic,
@@ -313,31 +328,50 @@ def _sending(client: KafkaClient, args: tuple[Any, ...], kwargs: dict[str, Any])
         origin=ORIGIN,
         bus=BUS,
         as_bytes=True,
-    ) as span:
-        arguments.set("headers", carrier)
-        send.delivery = _Delivery(span)
-        arguments.changed = False
-        _watch(client.watch_arguments, arguments, send.delivery)
-        if arguments.changed or client.watch_result is not KafkaClient.watch_result:
-            send.delivery.keep_scopes()  # a callback or a future will report the outcome
-        send.args, send.kwargs = arguments.split()
-        yield send
+    )
+    return _Send(arguments, carrier, publishing)
+
+
+def _watched(client: KafkaClient, result: Any, delivery: _Delivery | None) -> Any:
+    if delivery is not None and client.watch_result is not KafkaClient.watch_result:
+        _watch(client.watch_result, result, delivery)
+    return result
 
 
 def traced_produce(
-    client: KafkaClient, produce: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    client: KafkaClient,
+    produce: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    original: bool = False,
 ) -> Any:
-    """Call ``produce`` (a bound produce method) in a ``queue.publish`` span, trace in the headers."""
-    with _sending(client, args, kwargs) as send:
-        return send.watch(client, call_untraced(produce, *send.args, **send.kwargs))
+    """Call ``produce`` (a bound produce method) in a ``queue.publish`` span, trace in the headers.
+
+    ``original``: ``produce`` is the client's own method (KafkaIntegration's patch calls it), which
+    calls nothing busprop patches, so it needs no mark against being traced a second time.
+    """
+    send = _send_of(client, args, kwargs)
+    call = produce if original else functools.partial(call_untraced, produce)
+    if send is None:
+        return call(*args, **kwargs)
+    with send.publishing as span:
+        delivery = send.start(client, span)
+        arguments = send.arguments
+        return _watched(client, call(*arguments.args, **arguments.kwargs), delivery)
 
 
 async def traced_produce_async(
     client: KafkaClient, produce: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """:func:`traced_produce` for a produce coroutine function: awaited inside the span."""
-    with _sending(client, args, kwargs) as send:
-        return send.watch(client, await await_untraced(produce, *send.args, **send.kwargs))
+    send = _send_of(client, args, kwargs)
+    if send is None:
+        return await await_untraced(produce, *args, **kwargs)
+    with send.publishing as span:
+        delivery = send.start(client, span)
+        arguments = send.arguments
+        return _watched(client, await await_untraced(produce, *arguments.args, **arguments.kwargs), delivery)
 
 
 def traced_send(send: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -132,7 +132,7 @@ def _produce_wrapper(client: KafkaClient) -> Wrapper:
             return produce(*args, **kwargs)
         if client.produce_is_async:
             return traced_produce_async(client, produce, args, kwargs)
-        return traced_produce(client, produce, args, kwargs)
+        return traced_produce(client, produce, args, kwargs, original=True)
 
     return patched_produce
 
