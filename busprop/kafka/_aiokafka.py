@@ -15,31 +15,22 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from busprop.kafka._client import ANEXT, CLOSE, PRODUCE, Delivery, KafkaClient, PatchPoint, import_library
+from busprop.kafka._client import (
+    ANEXT,
+    CLOSE,
+    PRODUCE,
+    Delivery,
+    KafkaClient,
+    PatchPoint,
+    import_library,
+    types_in,
+)
 
 __all__ = ["CLIENT"]
 
 #: The oldest aiokafka KafkaIntegration patches (the first with ``ConsumerRecord`` as a dataclass
 #: carrying headers as this module reads them).
 MINIMUM_VERSION = (0, 11)
-
-
-def _record_types() -> tuple[type, ...]:
-    from aiokafka.structs import ConsumerRecord
-
-    return (ConsumerRecord,)
-
-
-def _producer_types() -> tuple[type, ...]:
-    from aiokafka import AIOKafkaProducer
-
-    return (AIOKafkaProducer,)
-
-
-def _consumer_types() -> tuple[type, ...]:
-    from aiokafka import AIOKafkaConsumer
-
-    return (AIOKafkaConsumer,)
 
 
 def _group_id(consumer: Any) -> Any:
@@ -77,9 +68,9 @@ def _patch_points() -> list[PatchPoint]:
 CLIENT = KafkaClient(
     name="aiokafka",
     library="aiokafka",
-    record_types=_record_types,
-    producer_types=_producer_types,
-    consumer_types=_consumer_types,
+    record_types=types_in("aiokafka.structs", "ConsumerRecord"),
+    producer_types=types_in("aiokafka", "AIOKafkaProducer"),
+    consumer_types=types_in("aiokafka", "AIOKafkaConsumer"),
     group_id=_group_id,
     produce_method="send",
     produce_parameters=("topic", "value", "key", "partition", "timestamp_ms", "headers"),

@@ -30,6 +30,7 @@ __all__ = [
     "PatchPoint",
     "ProduceArguments",
     "import_library",
+    "types_in",
 ]
 
 #: What a patched method does, in a :class:`PatchPoint`: ``PRODUCE`` is the produce call (as
@@ -93,6 +94,17 @@ def _never(_candidate: Any) -> bool:
 
 def _no_classes() -> list[tuple[ModuleType, str]]:
     return []
+
+
+def types_in(module: str, *names: str) -> Callable[[], tuple[type, ...]]:
+    """A ``*_types`` function of a :class:`KafkaClient`: the classes ``names`` of ``module``,
+    imported when asked for (the library may be absent)."""
+
+    def types() -> tuple[type, ...]:
+        library = importlib.import_module(module)
+        return tuple(getattr(library, name) for name in names)
+
+    return types
 
 
 def import_library(name: str, minimum: tuple[int, ...]) -> ModuleType:

@@ -32,6 +32,7 @@ from busprop.kafka._client import (
     PatchPoint,
     ProduceArguments,
     import_library,
+    types_in,
 )
 
 __all__ = ["CLIENT", "SERIALIZING"]
@@ -40,36 +41,6 @@ __all__ = ["CLIENT", "SERIALIZING"]
 MINIMUM_VERSION = (2, 0)
 #: How long one ``poll()`` of :func:`_records` waits: between polls signals (Ctrl+C) are delivered.
 POLL_SECONDS = 1.0
-
-
-def _record_types() -> tuple[type, ...]:
-    from confluent_kafka import cimpl
-
-    return (cimpl.Message,)
-
-
-def _producer_types() -> tuple[type, ...]:
-    from confluent_kafka import cimpl
-
-    return (cimpl.Producer,)
-
-
-def _consumer_types() -> tuple[type, ...]:
-    from confluent_kafka import cimpl
-
-    return (cimpl.Consumer,)
-
-
-def _serializing_producer_types() -> tuple[type, ...]:
-    from confluent_kafka import SerializingProducer
-
-    return (SerializingProducer,)
-
-
-def _deserializing_consumer_types() -> tuple[type, ...]:
-    from confluent_kafka import DeserializingConsumer
-
-    return (DeserializingConsumer,)
 
 
 def _watch_callback(arguments: ProduceArguments, delivery: Delivery) -> None:
@@ -138,9 +109,9 @@ def _replaced_classes() -> list[tuple[ModuleType, str]]:
 CLIENT = KafkaClient(
     name="confluent-kafka",
     library="confluent_kafka",
-    record_types=_record_types,
-    producer_types=_producer_types,
-    consumer_types=_consumer_types,
+    record_types=types_in("confluent_kafka.cimpl", "Message"),
+    producer_types=types_in("confluent_kafka.cimpl", "Producer"),
+    consumer_types=types_in("confluent_kafka.cimpl", "Consumer"),
     topic=lambda message: message.topic(),
     partition=lambda message: message.partition(),
     offset=lambda message: message.offset(),
@@ -172,8 +143,8 @@ CLIENT = KafkaClient(
 SERIALIZING = dataclasses.replace(
     CLIENT,
     name="confluent-kafka serializing",
-    producer_types=_serializing_producer_types,
-    consumer_types=_deserializing_consumer_types,
+    producer_types=types_in("confluent_kafka", "SerializingProducer"),
+    consumer_types=types_in("confluent_kafka", "DeserializingConsumer"),
     produce_parameters=("topic", "key", "value", "partition", "on_delivery", "timestamp", "headers"),
     patch_points=_serializing_patch_points,
     replaced_classes=lambda: [],

@@ -12,27 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from busprop.kafka._client import CLOSE, NEXT, PRODUCE, Delivery, KafkaClient, PatchPoint
+from busprop.kafka._client import CLOSE, NEXT, PRODUCE, Delivery, KafkaClient, PatchPoint, types_in
 
 __all__ = ["CLIENT"]
-
-
-def _record_types() -> tuple[type, ...]:
-    from kafka.consumer.fetcher import ConsumerRecord
-
-    return (ConsumerRecord,)
-
-
-def _producer_types() -> tuple[type, ...]:
-    from kafka import KafkaProducer
-
-    return (KafkaProducer,)
-
-
-def _consumer_types() -> tuple[type, ...]:
-    from kafka import KafkaConsumer
-
-    return (KafkaConsumer,)
 
 
 def _group_id(consumer: Any) -> Any:
@@ -62,9 +44,9 @@ def _patch_points() -> list[PatchPoint]:
 CLIENT = KafkaClient(
     name="kafka-python",
     library="kafka",
-    record_types=_record_types,
-    producer_types=_producer_types,
-    consumer_types=_consumer_types,
+    record_types=types_in("kafka.consumer.fetcher", "ConsumerRecord"),
+    producer_types=types_in("kafka", "KafkaProducer"),
+    consumer_types=types_in("kafka", "KafkaConsumer"),
     group_id=_group_id,
     produce_method="send",
     produce_parameters=("topic", "value", "key", "headers", "partition", "timestamp_ms"),
