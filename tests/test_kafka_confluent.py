@@ -247,13 +247,18 @@ def test_serializing_producer_traces_each_record_once_in_its_own_argument_order(
             "value.serializer": StringSerializer(),
         }
     )
+    delivered: list[Any] = []
     with sentry_sdk.start_transaction(name="head") as head:
-        patched.produce(topic, "key-1", "value-1", headers={"a": b"1"})
-        busprop.kafka.traced_producer(plain).produce(topic, "key-2", "value-2")
+        patched.produce(
+            topic, "key-1", "value-1", headers={"a": b"1"}, on_delivery=lambda *a: delivered.append(a)
+        )
         patched.flush(10)
+        busprop.kafka.traced_producer(plain).produce(topic, "key-2", "value-2")
         plain.flush(10)
     spans = publish_spans(only(captured.transactions()))
     assert len(spans) == 2  # one each: the C produce underneath is not traced again
+    assert len(delivered) == 1  # the user's callback, once; busprop's report on the span first
+    assert spans[0]["data"]["messaging.message.id"] == f"{topic}/0/0"
     messages = read_raw(kafka_bootstrap, topic, 2)
     assert [(m.key(), m.value()) for m in messages] == [(b"key-1", b"value-1"), (b"key-2", b"value-2")]
     assert [trace_of(m) for m in messages] == [(head.trace_id, span["span_id"]) for span in spans]

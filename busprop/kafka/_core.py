@@ -206,12 +206,14 @@ class _Arguments:
         self.changed = False
 
     def get(self, name: str) -> Any:
-        position = self.positions[name]
-        return self.args[position] if position < len(self.args) else self.kwargs.get(name)
+        position = self.positions.get(name)
+        if position is not None and position < len(self.args):
+            return self.args[position]
+        return self.kwargs.get(name)
 
     def set(self, name: str, value: Any) -> None:
-        position = self.positions[name]
-        if position < len(self.args):
+        position = self.positions.get(name)
+        if position is not None and position < len(self.args):
             self.args = (*self.args[:position], value, *self.args[position + 1 :])
         else:
             self.kwargs = {**self.kwargs, name: value}
@@ -275,10 +277,8 @@ def _watch(watch: Callable[[Any, _Delivery], None], subject: Any, delivery: _Del
 
 
 class _Send:
-    """One produce call as busprop makes it: its arguments, its publishing and its delivery.
-
-    Built by :func:`_send_of`; ``publishing`` is ``None`` when the call goes out untouched.
-    """
+    """One traced produce call (built by :func:`_send_of`): its arguments, the header copy that
+    carries the trace, and the ``queue.publish`` context it is made in."""
 
     __slots__ = ("arguments", "carrier", "publishing")
 
