@@ -13,15 +13,12 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from busprop import sdk
 from busprop.carrier import HEADER_KEYS, NO_TRACE, CarrierKeys, IncomingTrace, extract
 from busprop.config import get_config
 from busprop.spandata import messaging_data
-
-if TYPE_CHECKING:
-    from sentry_sdk import Scope
 
 logger = logging.getLogger("busprop")
 
@@ -35,7 +32,7 @@ class MessageProcessing:
 
     def __init__(self, carriers: tuple[Any, ...], keys: CarrierKeys, arguments: dict[str, Any]) -> None:
         self._arguments = (carriers, keys, arguments)
-        self._scope_manager: AbstractContextManager[Scope] | None = None
+        self._scope_manager: AbstractContextManager[sdk.Scope] | None = None
         self._kind = sdk.NO_TRANSACTION
         #: The transaction the body runs in (in span streaming mode: its segment span): ``None``
         #: with tracing disabled; never sampled for an unsampled head, so that what sentry-sdk
@@ -83,7 +80,7 @@ class MessageProcessing:
             logger.debug("busprop: could not continue the trace", exc_info=True)
         return self.transaction
 
-    def _start(self, scope: Scope, arguments: dict[str, Any]) -> None:
+    def _start(self, scope: sdk.Scope, arguments: dict[str, Any]) -> None:
         data, sampling_context = _describe(arguments)
         name, origin = arguments["name"] or arguments["destination"], arguments["origin"]
         self.transaction = transaction = sdk.start_process_transaction(

@@ -68,6 +68,8 @@ _has_span_streaming_enabled: Any = getattr(tracing_utils, "has_span_streaming_en
 
 #: A span busprop started or found current: a transaction or span (classic), a streamed span.
 AnySpan: TypeAlias = "Span | StreamedSpan"
+#: The SDK's scope, for annotations outside this module (which imports nothing of the SDK).
+Scope: TypeAlias = sentry_sdk.Scope
 #: What a message's processing runs in: a transaction (maybe a no-op one) or a segment span.
 ProcessingSpan: TypeAlias = "Transaction | NoOpSpan | StreamedSpan"
 
