@@ -127,6 +127,21 @@ def _no_leaked_scope(request: pytest.FixtureRequest) -> Iterator[None]:
         pytest.fail(f"{request.node.nodeid} leaked: {'; '.join(leaks)}", pytrace=False)
 
 
+#: The fixtures that reach a real broker; a test using one, directly or through another fixture, is
+#: a broker test whether or not its module says so.
+BROKER_FIXTURES = frozenset({"amqp_url", "redis_url", "kafka_bootstrap"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a broker ``broker``, so ``-m "not broker"`` selects the fast rest.
+
+    ``./dev.sh mutate`` runs the broker-free tests of many modules that also hold broker tests.
+    """
+    for item in items:
+        if BROKER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.broker)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_config() -> Iterator[None]:
     busprop.config.reset()

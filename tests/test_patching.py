@@ -279,6 +279,7 @@ def race(
 
 def test_a_second_copy_of_the_kafka_module_does_not_wrap_kafka_python_twice() -> None:
     """A module imported twice (a reload, a vendored copy) finds the first copy's wrappers in place."""
+    busprop.kafka.uninstall()  # an Integration an earlier test set up stays installed for the process
     originals = attributes(KAFKA_PATCHED)
     spec = importlib.util.spec_from_file_location("busprop_kafka_copy", busprop.kafka._integration.__file__)
     assert spec is not None and spec.loader is not None
