@@ -9,7 +9,13 @@ test it cannot re-select makes mutmut abort the whole run, so those cases are de
 
 from __future__ import annotations
 
+import os
+import subprocess
+from typing import Any
+
 import pytest
+
+MUTANT = "MUTANT_UNDER_TEST"
 
 
 def reselectable(node_id: str) -> bool:
@@ -23,3 +29,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get(MUTANT) != "stats":
+        return
+    popen_init = subprocess.Popen.__init__
+
+    def without_stats(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
+        environment = dict(os.environ if kwargs.get("env") is None else kwargs["env"])
+        environment[MUTANT] = ""
+        kwargs["env"] = environment
+        popen_init(self, *args, **kwargs)
+
+    subprocess.Popen.__init__ = without_stats  # type: ignore[method-assign]
