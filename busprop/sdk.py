@@ -25,7 +25,7 @@ from collections.abc import Hashable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import sentry_sdk
 from sentry_sdk import tracing_utils
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from sentry_sdk.traces import StreamedSpan
     from sentry_sdk.tracing import NoOpSpan, Span, Transaction
     from sentry_sdk.transport import Transport
+    from typing_extensions import TypeIs
 
 from busprop.carrier import BAGGAGE, SENTRY_TRACE, TRACEPARENT, IncomingTrace
 from busprop.client_cache import ClientCache, cache_of
@@ -155,7 +156,7 @@ def outgoing_values(with_traceparent: bool = False) -> Mapping[str, str] | None:
 
 
 def sampled_parent_or_values(
-    with_traceparent: bool, values_wanted: bool = True
+    with_traceparent: bool, values_wanted: bool
 ) -> tuple[AnySpan | None, Mapping[str, str] | None]:
     """What a send asks first, in one lookup of scope and client: ``(parent, None)`` when the
     current span is sampled (the send's ``queue.publish`` span is its child, and the values are
@@ -166,8 +167,8 @@ def sampled_parent_or_values(
     cache = cache_of(client)
     modes = _modes_of(client, cache)
     parent = _span_of(scope, modes[1])
-    if parent is not None and not _is_noop_streamed(parent) and parent.sampled:
-        return cast("AnySpan", parent), None
+    if span_sampled(parent):
+        return parent, None
     if not values_wanted:
         return None, None
     return None, _outgoing_values_of(scope, cache, modes, with_traceparent)
@@ -426,7 +427,7 @@ def drop_unsampled_transaction(transaction: ProcessingSpan | None = None) -> Non
     that reports it and takes it off the scope.
     """
     if transaction is not None and _is_streamed(transaction):
-        cast("StreamedSpan", transaction).end()
+        transaction.end()
         return
     client = sentry_sdk.get_client()
     transport = client.transport
@@ -476,14 +477,9 @@ def hold_propagation(scope: sentry_sdk.Scope) -> None:
     current = sentry_sdk.get_current_scope()
     if streaming():
         # Starting it sets it current on ``current``; it is never ended.
+        # Only what propagation reads: nothing else of it is ever looked at.
         _NOOP_STREAMED_SPAN(
-            name="propagation",
-            scope=current,
-            trace_id=context.trace_id,
-            parent_span_id=context.parent_span_id,
-            parent_sampled=sampled,
-            baggage=context.baggage,
-            sampled=sampled,
+            scope=current, trace_id=context.trace_id, baggage=context.baggage, sampled=sampled
         )
         return
     current.span = _transaction_from_context(scope, name="propagation", origin="manual", sampled=sampled)
@@ -491,7 +487,8 @@ def hold_propagation(scope: sentry_sdk.Scope) -> None:
 
 def sampled_parent() -> AnySpan | None:
     """The current span when it is sampled (and recorded): the parent a ``queue.publish`` span needs."""
-    return sampled_parent_or_values(False, values_wanted=False)[0]
+    parent = _span_of(sentry_sdk.get_current_scope(), streaming())
+    return parent if span_sampled(parent) else None
 
 
 def start_child_span(parent: AnySpan, *, op: str, name: str, origin: str, data: Mapping[str, Any]) -> AnySpan:
@@ -504,39 +501,40 @@ def start_child_span(parent: AnySpan, *, op: str, name: str, origin: str, data: 
         attributes.update(data)
         streamed: StreamedSpan = _traces.start_span(name=name, attributes=attributes, parent_span=parent)
         return streamed
-    span = cast("Span", parent).start_child(op=op, name=name, origin=origin)
+    span = parent.start_child(op=op, name=name, origin=origin)
     for key, value in data.items():
         span.set_data(key, value)
     span.__enter__()
     return span
 
 
-def _is_streamed(span: object) -> bool:
+def _is_streamed(span: object) -> TypeIs[StreamedSpan]:
+    """Whether ``span`` is a streamed span; type checkers then know which API it has."""
     return _STREAMED_SPAN is not None and isinstance(span, _STREAMED_SPAN)
 
 
 def set_span_data(span: AnySpan | NoOpSpan, key: str, value: Any) -> None:
     """Set one item of span data (an attribute of a streamed span)."""
     if _is_streamed(span):
-        cast("StreamedSpan", span).set_attribute(key, value)
+        span.set_attribute(key, value)
     else:
-        cast("Span", span).set_data(key, value)
+        span.set_data(key, value)
 
 
 def set_span_status(span: AnySpan | NoOpSpan, status: str) -> None:
     """Set Sentry's ``status`` on ``span``; a streamed span knows ``ok`` and ``error`` only."""
     if _is_streamed(span):
-        cast("StreamedSpan", span).status = STATUS_OK if status == STATUS_OK else STATUS_ERROR_STREAMED
+        span.status = STATUS_OK if status == STATUS_OK else STATUS_ERROR_STREAMED
     else:
-        cast("Span", span).set_status(status)
+        span.set_status(status)
 
 
 def span_op(span: AnySpan | NoOpSpan) -> str | None:
     """The op of ``span`` (a streamed span's ``sentry.op`` attribute)."""
     if _is_streamed(span):
-        op = cast("StreamedSpan", span).get_attributes().get("sentry.op")
+        op = span.get_attributes().get("sentry.op")
         return op if isinstance(op, str) else None
-    return cast("Span", span).op
+    return span.op
 
 
 def finish_span(span: AnySpan | NoOpSpan, error: BaseException | None = None) -> None:
@@ -566,9 +564,9 @@ def finish_span_elsewhere(span: AnySpan | NoOpSpan, *, failed: bool) -> None:
     elif span.status is None:
         set_span_status(span, STATUS_OK)
     if _is_streamed(span):
-        cast("StreamedSpan", span).end()
+        span.end()
     else:
-        cast("Span", span).finish()
+        span.finish()
 
 
 def fail_current_span() -> None:
@@ -784,7 +782,7 @@ def unsupported_sdk() -> str | None:
     """
     installed = str(sentry_sdk.VERSION)
     parsed = _version_tuple(installed)
-    if parsed is not None and MIN_SDK_VERSION <= parsed < (UNSUPPORTED_SDK_MAJOR,):
+    if parsed is not None and MIN_SDK_VERSION <= parsed < (UNSUPPORTED_SDK_MAJOR, 0, 0):
         return None
     required = ".".join(map(str, MIN_SDK_VERSION))
     return (
@@ -884,7 +882,7 @@ def org_allows_continuation(incoming: IncomingTrace) -> bool:
     The same predicate ``PropagationContext.from_incoming_data`` applies, so a diagnosis can name
     it as the reason a trace was not continued.
     """
-    baggage = Baggage.from_incoming_header(incoming.baggage) if incoming.baggage else None
+    baggage = Baggage.from_incoming_header(incoming.baggage)
     # Private: the SDK has no public form of its strict trace continuation check;
     # tests/test_seam.py lists it.
     return bool(tracing_utils._should_continue_trace(baggage))
@@ -901,8 +899,9 @@ def tracing_enabled() -> bool:
     return has_tracing_enabled(sentry_sdk.get_client().options)
 
 
-def span_sampled(span: ProcessingSpan | None) -> bool:
-    """Whether ``span`` is recorded (and sent when it ends)."""
+def span_sampled(span: ProcessingSpan | AnySpan | None) -> bool:
+    """Whether ``span`` is recorded (and sent when it ends): a streamed no-op span is not, even
+    when it carries a sampled head's decision (:func:`hold_propagation`'s)."""
     return span is not None and not _is_noop_streamed(span) and bool(span.sampled)
 
 
@@ -928,7 +927,7 @@ def keep_envelopes_local(transport: type[Transport]) -> None:
     application set it (the DSN too, so its org id), only where envelopes go changes.
     """
     client = sentry_sdk.get_client()
-    previous = getattr(client, "transport", None)
+    previous = client.transport
     if previous is None:  # no DSN: the client sends nothing anyway
         return
     client.transport = transport(client.options)

@@ -15,6 +15,7 @@ import pytest
 import sentry_sdk
 from sentry_sdk.integrations import _installed_integrations
 from sentry_sdk.integrations.argv import ArgvIntegration
+from sentry_sdk.tracing_utils import PropagationContext
 from sentry_sdk.transport import Transport
 
 from busprop import sdk
@@ -301,3 +302,109 @@ def test_tracing_enabled_and_client_initialised(sentry_init: Init) -> None:
     assert sdk.tracing_enabled()
     sentry_sdk.get_global_scope().set_client(None)
     assert not sdk.client_initialised()
+
+
+def test_an_sdk_without_the_choice_of_integrations_cannot_be_led(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sdk, "_client_module", lambda: object())
+    assert sdk.deactivate_auto_enabled(LEAD, "argv") is False
+    assert LEAD not in sdk._deactivated_by
+
+
+def test_restoring_a_leader_never_registered_changes_nothing() -> None:
+    before = dict(sdk._deactivated_by)
+    sdk.restore_auto_enabled("busprop_never_registered")
+    assert sdk._deactivated_by == before
+
+
+def test_the_choice_of_integrations_reads_past_an_object_without_an_identifier(leading: None) -> None:
+    def choose(integrations: list[Any], with_defaults: bool) -> dict[str, Any]:
+        return {LEAD: Lead(), "argv": ArgvIntegration(), "dedupe": object()}
+
+    chosen = sdk._leave_out_deactivated(choose, None, ([object(), Lead()],), {"with_defaults": True})
+    assert set(chosen) == {LEAD, "dedupe"}
+
+
+def test_an_object_without_an_identifier_is_not_a_listed_integration(
+    sentry_init: Init, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sentry_init(integrations=[ArgvIntegration()])
+    options = sentry_sdk.get_client().options
+    monkeypatch.setitem(options, "integrations", [object(), *options["integrations"]])
+    assert sdk.user_listed_integration("argv")
+    assert not sdk.user_listed_integration("busprop_kafka")
+
+
+def test_version_numbers_past_the_third_are_ignored() -> None:
+    assert sdk._version_tuple("2.76.0.1") == (2, 76, 0)
+    assert sdk._version_tuple("3") == (3, 0, 0)
+
+
+def test_continued_trace_of_a_fresh_scope_has_no_members(sentry_init: Init) -> None:
+    sentry_init()
+    with sentry_sdk.isolation_scope() as scope:
+        scope._propagation_context = PropagationContext()  # as the SDK starts one: no baggage yet
+        facts = sdk.continued_trace()
+    assert facts.sentry_items == {}
+    assert facts.third_party == ()
+    assert facts.parent_span_id is None
+
+
+def test_continued_trace_lists_every_third_party_member(sentry_init: Init) -> None:
+    sentry_init()
+    with sentry_sdk.isolation_scope():
+        sentry_sdk.continue_trace(
+            {"sentry-trace": f"{TRACE}-{PARENT}-1", "baggage": "vendor=x,sentry-sample_rand=0.5,other=y z"}
+        )
+        facts = sdk.continued_trace()
+    assert facts.third_party == ("vendor=x", "other=y z")
+
+
+@pytest.mark.parametrize("rate", [None, 1.0])
+def test_outgoing_values_are_reused_while_nothing_they_depend_on_changes(
+    sentry_init: Init, rate: float | None
+) -> None:
+    """Classic mode; a span's values with tracing enabled, the propagation context's without."""
+    sentry_init(traces_sample_rate=rate)
+    incoming = {"sentry-trace": f"{TRACE}-{PARENT}-1", "baggage": f"sentry-trace_id={TRACE},vendor=x"}
+    with sentry_sdk.isolation_scope():
+        sentry_sdk.continue_trace(incoming)
+        transaction = sentry_sdk.start_transaction(name="producer") if rate else None
+        if transaction is not None:
+            transaction.__enter__()
+        first = sdk.outgoing_values()
+        assert first is not None
+        assert sdk.outgoing_values() is first
+        if transaction is not None:
+            transaction.__exit__(None, None, None)
+        else:
+            baggage = sentry_sdk.get_current_scope().get_active_propagation_context().baggage
+            assert baggage is not None
+            baggage.third_party_items = "vendor=y"  # the SDK rewrites members in place
+            changed = sdk.outgoing_values()
+            assert changed is not first
+            assert changed is not None and changed["baggage"].endswith("vendor=y")
+            assert sdk.outgoing_values() is changed
+
+
+@pytest.mark.parametrize("rate", [None, 0.0])
+def test_sampled_parent_or_values_outside_a_sampled_span_gives_the_values(
+    sentry_init: Init, rate: float | None
+) -> None:
+    sentry_init(traces_sample_rate=rate)
+    with sentry_sdk.isolation_scope():
+        sentry_sdk.continue_trace({"sentry-trace": f"{TRACE}-{PARENT}-0", "baggage": "vendor=x"})
+        parent, values = sdk.sampled_parent_or_values(True, values_wanted=True)
+        assert parent is None
+        assert values is not None
+        assert values["sentry-trace"].startswith(f"{TRACE}-") and values["sentry-trace"].endswith("-0")
+        assert values["traceparent"].startswith(f"00-{TRACE}-") and values["traceparent"].endswith("-00")
+        assert sdk.sampled_parent_or_values(False, values_wanted=True)[1] == {
+            key: value for key, value in values.items() if key != "traceparent"
+        }
+        assert sdk.sampled_parent_or_values(True, values_wanted=False) == (None, None)
+
+
+def test_sampled_parent_or_values_inside_a_sampled_span_gives_the_span(sentry_init: Init) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    with sentry_sdk.start_transaction(name="producer") as transaction:
+        assert sdk.sampled_parent_or_values(True, values_wanted=True) == (transaction, None)
