@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 from busprop import sdk
 from busprop.carrier import HEADER_KEYS, NO_TRACE, CarrierKeys, IncomingTrace, extract
@@ -88,7 +88,7 @@ class MessageProcessing:
         )
         if self.one_message and transaction.sampled:
             self.span = sdk.start_child_span(
-                cast("sdk.AnySpan", transaction),
+                transaction,
                 op=sdk.OP_PROCESS,
                 name=arguments["destination"],
                 origin=origin,

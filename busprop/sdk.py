@@ -491,7 +491,9 @@ def sampled_parent() -> AnySpan | None:
     return parent if span_sampled(parent) else None
 
 
-def start_child_span(parent: AnySpan, *, op: str, name: str, origin: str, data: Mapping[str, Any]) -> AnySpan:
+def start_child_span(
+    parent: AnySpan | ProcessingSpan, *, op: str, name: str, origin: str, data: Mapping[str, Any]
+) -> AnySpan:
     """Start (enter) a span under ``parent``: a message's ``queue.process`` or ``queue.publish``.
 
     It becomes the current span (what is published inside it is its child) until it is finished.

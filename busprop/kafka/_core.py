@@ -747,7 +747,7 @@ class BatchProcessing:
             if client.is_error(record):
                 return None
             return sdk.start_child_span(
-                cast("sdk.AnySpan", transaction),
+                transaction,
                 op=sdk.OP_PROCESS,
                 name=client.topic(record),
                 origin=ORIGIN,
