@@ -147,9 +147,7 @@ class Publishing:
         resolved = _writable(self.carrier, self.destination, self.system, self.keys, self.bus)
         with_traceparent = resolved is not None and resolved.config.write_traceparent
         try:
-            parent, values = sdk.sampled_parent_or_values(
-                with_traceparent, values_wanted=resolved is not None
-            )
+            parent, values = sdk.sampled_parent_or_values(with_traceparent)
         except Exception:
             parent = values = None
             logger.debug("busprop: could not read the current span", exc_info=True)
@@ -157,7 +155,7 @@ class Publishing:
             self.span = _start_span(parent, self)
         if resolved is not None:
             try:
-                if parent is not None or values is None:  # the span's values, or asked again
+                if values is None:  # under a sampled parent: the values of the span just started
                     values = sdk.outgoing_values(with_traceparent)
                 _write(self.carrier, values, self.keys, self.as_bytes)
             except Exception:

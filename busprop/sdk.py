@@ -155,13 +155,10 @@ def outgoing_values(with_traceparent: bool = False) -> Mapping[str, str] | None:
     return _outgoing_values_of(scope, cache, _modes_of(client, cache), with_traceparent)
 
 
-def sampled_parent_or_values(
-    with_traceparent: bool, values_wanted: bool
-) -> tuple[AnySpan | None, Mapping[str, str] | None]:
+def sampled_parent_or_values(with_traceparent: bool) -> tuple[AnySpan | None, Mapping[str, str] | None]:
     """What a send asks first, in one lookup of scope and client: ``(parent, None)`` when the
     current span is sampled (the send's ``queue.publish`` span is its child, and the values are
-    that span's, asked for once it started), else ``(None, values)``: :func:`outgoing_values`
-    (``None`` when not ``values_wanted``)."""
+    that span's, asked for once it started), else ``(None, values)``: :func:`outgoing_values`."""
     scope = sentry_sdk.get_current_scope()
     client = scope.get_client()
     cache = cache_of(client)
@@ -169,8 +166,6 @@ def sampled_parent_or_values(
     parent = _span_of(scope, modes[1])
     if span_sampled(parent):
         return parent, None
-    if not values_wanted:
-        return None, None
     return None, _outgoing_values_of(scope, cache, modes, with_traceparent)
 
 
@@ -190,8 +185,10 @@ def _outgoing_values_of(
 def _same_members(
     baggage: Baggage | None, members: tuple[Baggage, dict[str, Any], str | None] | None
 ) -> bool:
-    if baggage is None or members is None:
-        return baggage is None and members is None
+    """Whether ``baggage`` is the one ``members`` was taken from, its members unchanged. The key
+    compared before says where the values came from: both are ``None`` (a span's) or neither."""
+    if members is None:
+        return baggage is None
     last, items, third_party = members
     return baggage is last and baggage.sentry_items == items and baggage.third_party_items == third_party
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from busprop.baggage import MAX_LENGTH, MAX_MEMBERS, merge_baggage
+from busprop.baggage import MAX_LENGTH, MAX_MEMBERS, has_only_sentry_members, merge_baggage
 
 
 def test_sentry_members_replaced_others_kept_in_order() -> None:
@@ -40,3 +40,23 @@ def test_member_count_cap() -> None:
     merged = merge_baggage(many, "sentry-trace_id=x")
     assert len(merged.split(",")) == MAX_MEMBERS
     assert merged.endswith("sentry-trace_id=x")
+
+
+def test_a_baggage_of_exactly_the_maximum_length_is_kept_whole() -> None:
+    members = ["a=" + "1" * 3998, "b=" + "2" * 3998, "c=" + "3" * 188]  # 4000 + 1 + 4000 + 1 + 190
+    merged = merge_baggage(None, ",".join([*members, "sentry-trace_id=x"]))
+    assert merged.split(",") == [*members[:2], "sentry-trace_id=x"]  # room for Sentry's member first
+    exact = merge_baggage(None, ",".join(members))
+    assert len(exact) == MAX_LENGTH
+    assert exact.split(",") == members
+
+
+def test_a_key_repeated_in_the_outgoing_baggage_is_kept_once() -> None:
+    assert merge_baggage(None, "vendor=1,vendor=2,sentry-trace_id=x") == "vendor=1,sentry-trace_id=x"
+    assert merge_baggage("vendor=0", "vendor=1,other=2") == "vendor=0,other=2"
+
+
+def test_only_sentry_members_whatever_the_blanks() -> None:
+    assert has_only_sentry_members(" sentry-trace_id=x , sentry-sample_rand=0.5,,")
+    assert not has_only_sentry_members("sentry-trace_id=x,vendor=1")
+    assert not has_only_sentry_members("sentry-trace_id=x, vendor=1 sentry-a=1")

@@ -247,3 +247,20 @@ def test_write_rewrites_a_sequence_that_is_not_a_list() -> None:
     )
     write(headers, {"sentry-trace": TRACE, "baggage": "sentry-a=b"}, as_bytes=True)
     assert list(headers) == [("app", b"1"), ("sentry-trace", TRACE.encode()), ("baggage", b"sentry-a=b")]
+
+
+def test_new_header_lists_written_with_the_same_values_follow_the_encoding_and_keys() -> None:
+    """A producer writes the same values object into message after message; what is reused must
+    still be in the encoding and under the keys of each call."""
+    values = {"sentry-trace": TRACE, "baggage": "sentry-a=b"}
+    as_text: list[tuple[str, Any]] = []
+    write(as_text, values)
+    as_bytes: list[tuple[str, Any]] = []
+    write(as_bytes, values, as_bytes=True)
+    renamed: list[tuple[str, Any]] = []
+    write(renamed, values, keys=CarrierKeys(sentry_trace="sentryTrace"), as_bytes=True)
+    again: list[tuple[str, Any]] = []
+    write(again, values)
+    assert as_text == again == [("sentry-trace", TRACE), ("baggage", "sentry-a=b")]
+    assert as_bytes == [("sentry-trace", TRACE.encode()), ("baggage", b"sentry-a=b")]
+    assert renamed == [("sentryTrace", TRACE.encode()), ("baggage", b"sentry-a=b")]

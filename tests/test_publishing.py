@@ -238,3 +238,31 @@ def test_inject_outside_the_targets_never_touches_the_carrier(sentry_init: Init)
     with sentry_sdk.start_transaction(name="forwarder"):
         assert busprop.inject(headers, destination="partner.audit") is False
     assert headers == STALE
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_publish_on_a_bus_follows_that_buss_integration(sentry_init: Init, sampled: bool) -> None:
+    """``bus=`` applies the options given to that bus's Integration, inside a sampled span or not."""
+    from busprop.kafka import KafkaIntegration
+
+    sentry_init(
+        traces_sample_rate=1.0 if sampled else None,
+        integrations=[KafkaIntegration(write_traceparent=True, propagation_targets=["^orders$"])],
+    )
+    written: dict[str, dict[str, Any]] = {}
+    with contextlib.ExitStack() as stack:
+        if sampled:
+            stack.enter_context(sentry_sdk.start_transaction(name="producer"))
+        for name, destination, bus in [
+            ("kafka", "orders", KafkaIntegration.identifier),
+            ("kafka elsewhere", "payments", KafkaIntegration.identifier),
+            ("global", "orders", None),
+        ]:
+            headers = written[name] = {}
+            with busprop.publish(headers, system="kafka", destination=destination, bus=bus) as span:
+                assert (span is not None) is sampled
+    assert set(written["kafka"]) == {"sentry-trace", "baggage", "traceparent"}
+    assert written["kafka elsewhere"] == {}
+    assert set(written["global"]) == {"sentry-trace", "baggage"}
+    span_id = written["kafka"]["sentry-trace"].split("-")[1]
+    assert written["kafka"]["traceparent"].split("-")[2] == span_id

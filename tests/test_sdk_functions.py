@@ -20,6 +20,7 @@ from sentry_sdk.transport import Transport
 
 from busprop import sdk
 from busprop.carrier import IncomingTrace
+from busprop.client_cache import BoundedMap
 from tests.conftest import Captured
 
 Init = Callable[..., Captured]
@@ -393,18 +394,26 @@ def test_sampled_parent_or_values_outside_a_sampled_span_gives_the_values(
     sentry_init(traces_sample_rate=rate)
     with sentry_sdk.isolation_scope():
         sentry_sdk.continue_trace({"sentry-trace": f"{TRACE}-{PARENT}-0", "baggage": "vendor=x"})
-        parent, values = sdk.sampled_parent_or_values(True, values_wanted=True)
+        parent, values = sdk.sampled_parent_or_values(True)
         assert parent is None
         assert values is not None
         assert values["sentry-trace"].startswith(f"{TRACE}-") and values["sentry-trace"].endswith("-0")
         assert values["traceparent"].startswith(f"00-{TRACE}-") and values["traceparent"].endswith("-00")
-        assert sdk.sampled_parent_or_values(False, values_wanted=True)[1] == {
+        assert sdk.sampled_parent_or_values(False)[1] == {
             key: value for key, value in values.items() if key != "traceparent"
         }
-        assert sdk.sampled_parent_or_values(True, values_wanted=False) == (None, None)
 
 
 def test_sampled_parent_or_values_inside_a_sampled_span_gives_the_span(sentry_init: Init) -> None:
     sentry_init(traces_sample_rate=1.0)
     with sentry_sdk.start_transaction(name="producer") as transaction:
-        assert sdk.sampled_parent_or_values(True, values_wanted=True) == (transaction, None)
+        assert sdk.sampled_parent_or_values(True) == (transaction, None)
+
+
+def test_a_bounded_map_keeps_the_newest_entries() -> None:
+    entries: BoundedMap[str] = BoundedMap(2)
+    entries.put("a", "1")
+    entries.put("b", "2")
+    assert (entries.get("a"), entries.get("b"), len(entries)) == ("1", "2", 2)
+    entries.put("c", "3")
+    assert (entries.get("a"), entries.get("b"), entries.get("c"), len(entries)) == (None, "2", "3", 2)

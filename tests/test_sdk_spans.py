@@ -169,6 +169,8 @@ def test_a_sampled_process_transaction_is_a_new_segment_with_the_queues_data(
         )
         assert sdk.span_sampled(transaction)
         assert sdk.span_op(transaction) == sdk.OP_TASK
+        if lifecycle == "static":  # its parent is in the producer's process
+            assert transaction.same_process_as_parent is False
         sdk.finish_span(transaction)
     event = by_name(captured, "orders")
     trace = event["contexts"]["trace"]
