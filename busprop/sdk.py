@@ -177,8 +177,8 @@ def _outgoing_values_of(
     if key is not None and key == last_key and _same_members(baggage, last_members):
         return last_values
     values = _outgoing_values(scope, cache, with_traceparent)
-    members = None if baggage is None else _members(baggage)
-    cache.last_outgoing = (key, values, members) if key is not None else (None, None, None)
+    # A ``None`` key never matches, so what it stores is never reused (and holds no span).
+    cache.last_outgoing = (key, values, None if baggage is None else _members(baggage))
     return values
 
 
@@ -378,7 +378,7 @@ def _transaction_from_context(
     transaction: Transaction = _tracing.Transaction(
         op=OP_TASK,
         name=name,
-        source=getattr(getattr(_tracing, "TransactionSource", None), "TASK", "task"),
+        source=_tracing.TransactionSource.TASK,
         origin=origin,
         trace_id=context.trace_id,
         parent_span_id=context.parent_span_id,
@@ -543,9 +543,9 @@ def finish_span(span: AnySpan | NoOpSpan, error: BaseException | None = None) ->
     a failure; a status set before (by the user, by a Celery task's state) is kept. The span that
     was current when ``span`` started is current again.
     """
+    if span.status is None:
+        span.set_status(STATUS_OK)  # what ``error`` does not fail (a clean ``SystemExit``) is ok
     if error is None:
-        if span.status is None:
-            span.set_status(STATUS_OK)
         span.__exit__(None, None, None)
     else:
         span.__exit__(type(error), error, error.__traceback__)

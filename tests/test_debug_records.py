@@ -188,3 +188,13 @@ def test_a_carrier_that_cannot_be_written_is_one_debug_record(
             None,
         )
     ]
+
+
+@pytest.mark.parametrize(("system", "named"), [("kafka", "kafka"), (None, "a")])
+def test_a_destination_outside_the_targets_is_one_debug_record_naming_the_system(
+    sentry_init: Init, records: Callable[[], list[Record]], system: str | None, named: str
+) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    busprop.configure(propagation_targets=["^orders$"])
+    assert busprop.inject({}, destination="payments", system=system) is False
+    assert records() == [(f"busprop: {named} destination 'payments' is outside propagation_targets", None)]

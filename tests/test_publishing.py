@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import collections
+import collections.abc
 import contextlib
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -266,3 +269,49 @@ def test_publish_on_a_bus_follows_that_buss_integration(sentry_init: Init, sampl
     assert set(written["global"]) == {"sentry-trace", "baggage"}
     span_id = written["kafka"]["sentry-trace"].split("-")[1]
     assert written["kafka"]["traceparent"].split("-")[2] == span_id
+
+
+def test_inject_on_a_bus_follows_that_buss_integration(sentry_init: Init) -> None:
+    from busprop.kafka import KafkaIntegration
+
+    sentry_init(
+        traces_sample_rate=1.0,
+        integrations=[KafkaIntegration(write_traceparent=True, propagation_targets=["^orders$"])],
+    )
+    on_the_bus: dict[str, Any] = {}
+    elsewhere: dict[str, Any] = {}
+    unnamed: dict[str, Any] = {}
+    assert busprop.inject(on_the_bus, destination="orders", bus=KafkaIntegration.identifier) is True
+    assert busprop.inject(elsewhere, destination="payments", bus=KafkaIntegration.identifier) is False
+    assert busprop.inject(unnamed, destination="payments") is True  # busprop.configure's: every destination
+    assert set(on_the_bus) == {"sentry-trace", "baggage", "traceparent"}
+    assert elsewhere == {}
+    assert set(unnamed) == {"sentry-trace", "baggage"}
+
+
+@pytest.mark.parametrize("make", [collections.OrderedDict, collections.UserDict, collections.UserList])
+def test_inject_writes_into_any_mutable_mapping_or_list(sentry_init: Init, make: Callable[[], Any]) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    carrier = make()
+    assert busprop.inject(carrier, destination="orders") is True
+    keys = set(carrier) if isinstance(carrier, collections.abc.Mapping) else {key for key, _ in carrier}
+    assert keys == {"sentry-trace", "baggage"}
+
+
+@pytest.mark.parametrize("carrier", [bytearray(b"sentry-trace"), "sentry-trace", (), frozenset()])
+def test_inject_never_writes_into_what_is_no_carrier(sentry_init: Init, carrier: Any) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    before = copy.copy(carrier)
+    assert busprop.inject(carrier, destination="orders") is False
+    assert carrier == before
+
+
+def test_inject_without_values_from_the_sdk_writes_nothing_and_says_so(
+    sentry_init: Init, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defensive: sentry-sdk always has a trace to give today; if it had none, nothing is written."""
+    sentry_init(traces_sample_rate=1.0)
+    monkeypatch.setattr(sdk, "outgoing_values", lambda with_traceparent=False: None)
+    carrier: dict[str, Any] = {}
+    assert busprop.inject(carrier, destination="orders") is False
+    assert carrier == {}

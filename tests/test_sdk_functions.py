@@ -417,3 +417,20 @@ def test_a_bounded_map_keeps_the_newest_entries() -> None:
     assert (entries.get("a"), entries.get("b"), len(entries)) == ("1", "2", 2)
     entries.put("c", "3")
     assert (entries.get("a"), entries.get("b"), entries.get("c"), len(entries)) == (None, "2", "3", 2)
+
+
+def test_capture_exception_without_the_classic_tracing_module(
+    sentry_init: Init, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The branch for a sentry-sdk without ``sentry_sdk.tracing`` (3.x), which reads the client's
+    options itself: the same event, the same mechanism."""
+    captured = sentry_init()
+    monkeypatch.setattr(sdk, "_tracing", None)
+    try:
+        raise ValueError("the handler's own")
+    except ValueError as error:
+        sdk.capture_exception(error, mechanism="busprop.test")
+    (event,) = captured.errors()
+    (exception,) = event["exception"]["values"]
+    assert (exception["type"], exception["value"]) == ("ValueError", "the handler's own")
+    assert exception["mechanism"] == {"type": "busprop.test", "handled": False}

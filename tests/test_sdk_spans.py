@@ -247,6 +247,7 @@ def test_an_unsampled_transaction_propagates_no_and_is_counted_as_lost(
         sdk.continue_propagation(scope, IncomingTrace(f"{TRACE}-{PARENT}-0", "sentry-sample_rand=0.9"))
         transaction = sdk.start_unsampled_transaction(scope, name="orders", origin="manual")
         assert not sdk.span_sampled(transaction)
+        assert transaction.name == "orders"  # what code inside reads as the current span's name
         traceparent = sentry_sdk.get_traceparent() or ""
         assert traceparent.startswith(f"{TRACE}-") and traceparent.endswith("-0")
         sdk.drop_unsampled_transaction(transaction)
@@ -319,3 +320,73 @@ def test_a_process_segment_never_has_the_current_span_as_parent(init: Init, life
     trace = by_name(captured, "orders")["contexts"]["trace"]
     assert trace.get("parent_span_id") != around.span_id
     assert by_name(captured, "around")["spans"] == []
+
+
+def test_a_child_span_has_the_given_parent_even_when_another_span_is_current(
+    init: Init, lifecycle: str
+) -> None:
+    captured = init(traces_sample_rate=1.0)
+    with root_span(lifecycle, "root") as root:
+        current = sdk.start_child_span(root, op="current", name="current", origin="manual", data={})
+        given = sdk.start_child_span(root, op="given", name="given", origin="manual", data={})
+        sdk.finish_span(given)
+        sdk.finish_span(current)
+    event = by_name(captured, "root")
+    assert child(event, "given")["parent_span_id"] == event["contexts"]["trace"]["span_id"]
+    assert child(event, "current")["parent_span_id"] == event["contexts"]["trace"]["span_id"]
+
+
+def test_set_current_span_sets_the_current_span_of_the_mode(init: Init, lifecycle: str) -> None:
+    init(traces_sample_rate=1.0)
+    with root_span(lifecycle, "root") as root:
+        span = sdk.start_child_span(root, op=sdk.OP_PUBLISH, name="orders", origin="manual", data={})
+        assert sdk.current_span() is span
+        sdk.set_current_span(root)
+        assert sdk.current_span() is root
+        scope = sentry_sdk.get_current_scope()
+        assert (scope.streamed_span if lifecycle == "stream" else scope.span) is root
+        sdk.finish_span_elsewhere(span, failed=False)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (SystemExit(0), {"static": "ok", "stream": "ok"}),
+        (SystemExit(None), {"static": "ok", "stream": "ok"}),
+        (SystemExit(3), FAILED),
+        (KeyboardInterrupt(), FAILED),
+    ],
+)
+def test_finish_span_with_a_clean_exit_is_ok_and_with_another_is_failed(
+    init: Init, lifecycle: str, error: BaseException, expected: dict[str, str]
+) -> None:
+    """The SDK does not count a clean ``SystemExit`` as an error: such a span is ``ok``, never
+    left without a status (``unknown``, a failure on the Queues page)."""
+    captured = init(traces_sample_rate=1.0)
+    with root_span(lifecycle, "root") as root:
+        span = sdk.start_child_span(root, op=sdk.OP_PROCESS, name="orders", origin="manual", data={})
+        sdk.finish_span(span, error)
+        assert sdk.current_span() is root
+    assert child(by_name(captured, "root"), sdk.OP_PROCESS)["status"] == expected[lifecycle]
+
+
+def test_outgoing_values_follow_the_current_span_inside_a_continued_trace(init: Init, lifecycle: str) -> None:
+    """The continued trace's frozen baggage stays the same from span to span: the values are
+    each current span's all the same (the cache keys on the span, in either mode)."""
+    init(traces_sample_rate=1.0)
+    with sentry_sdk.isolation_scope() as scope:
+        incoming = f"sentry-trace_id={TRACE},sentry-sample_rand=0.5,sentry-sampled=true"
+        sdk.continue_propagation(scope, IncomingTrace(f"{TRACE}-{PARENT}-1", incoming))
+        transaction = sdk.start_process_transaction(
+            scope, name="orders", origin="manual", data={}, sampling_context={}
+        )
+        first = sdk.outgoing_values()
+        span = sdk.start_child_span(transaction, op=sdk.OP_PUBLISH, name="orders", origin="manual", data={})
+        second = sdk.outgoing_values()
+        sdk.finish_span(span)
+        third = sdk.outgoing_values()
+        sdk.finish_span(transaction)
+    assert first is not None and second is not None and third is not None
+    assert first["sentry-trace"] == f"{TRACE}-{transaction.span_id}-1"
+    assert second["sentry-trace"] == f"{TRACE}-{span.span_id}-1"
+    assert third["sentry-trace"] == first["sentry-trace"]
