@@ -626,3 +626,20 @@ def test_caches_from_many_threads_stay_bounded_and_correct(sentry_init: Init) ->
         thread.join()
     assert errors == []
     assert len(cache_of(sentry_sdk.get_client()).parsed) <= bound
+
+
+def test_capture_exceptions_of_the_bus_integration(sentry_init: Init) -> None:
+    """``bus=`` reads that Integration's ``capture_exceptions`` over :func:`busprop.configure`'s."""
+    from busprop.kafka import KafkaIntegration
+
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[KafkaIntegration(capture_exceptions=False)])
+    for bus in (KafkaIntegration.identifier, None):
+        with (
+            pytest.raises(KeyError),
+            busprop.continue_trace(message("1"), system="kafka", destination="d", bus=bus),
+        ):
+            raise KeyError(bus)
+    (reported,) = captured.errors()  # the second only: the Kafka bus reports nothing
+    assert reported["exception"]["values"][-1]["value"] == "None"
+    statuses = [event["contexts"]["trace"]["status"] for event in captured.transactions()]
+    assert statuses == ["internal_error", "internal_error"]

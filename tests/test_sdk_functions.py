@@ -434,3 +434,19 @@ def test_capture_exception_without_the_classic_tracing_module(
     (exception,) = event["exception"]["values"]
     assert (exception["type"], exception["value"]) == ("ValueError", "the handler's own")
     assert exception["mechanism"] == {"type": "busprop.test", "handled": False}
+
+
+@pytest.mark.parametrize("traces_sample_rate", [None, 1.0])
+def test_the_sdks_own_continue_trace_inside_a_message_takes_effect(
+    sentry_init: Init, traces_sample_rate: float | None
+) -> None:
+    """The message's context is set on its isolation scope, and on the current scope only when
+    that scope has a context of its own to shadow it: code inside that continues another trace
+    with sentry-sdk's ``continue_trace`` propagates that trace."""
+    sentry_init(traces_sample_rate=traces_sample_rate)
+    other = "0af7651916cd43dd8448eb211c80319c"
+    with sentry_sdk.isolation_scope() as scope:
+        sdk.continue_propagation(scope, IncomingTrace(f"{TRACE}-{PARENT}-1", None))
+        assert (sentry_sdk.get_traceparent() or "").startswith(f"{TRACE}-")
+        sentry_sdk.continue_trace({"sentry-trace": f"{other}-{PARENT}-1"})
+        assert (sentry_sdk.get_traceparent() or "").startswith(f"{other}-")
