@@ -450,3 +450,23 @@ def test_the_sdks_own_continue_trace_inside_a_message_takes_effect(
         assert (sentry_sdk.get_traceparent() or "").startswith(f"{TRACE}-")
         sentry_sdk.continue_trace({"sentry-trace": f"{other}-{PARENT}-1"})
         assert (sentry_sdk.get_traceparent() or "").startswith(f"{other}-")
+
+
+def test_a_pair_seen_again_continues_as_the_first_time(sentry_init: Init) -> None:
+    """From its second sighting a header pair is parsed once and copied per message: each copy
+    behaves as the SDK's own parse (a baggage without Sentry's members stays open, so the
+    consumer's transaction fills in the trace's members as head, every time)."""
+    sentry_init(traces_sample_rate=1.0)
+    sent = []
+    for _ in range(3):
+        with sentry_sdk.isolation_scope() as scope:
+            sdk.continue_propagation(scope, IncomingTrace(f"{TRACE}-{PARENT}-1", "vendor=x"))
+            transaction = sdk.start_process_transaction(
+                scope, name="orders", origin="manual", data={}, sampling_context={}
+            )
+            values = sdk.outgoing_values()
+            sdk.finish_span(transaction)
+        assert values is not None
+        sent.append(values["baggage"])
+    assert f"sentry-trace_id={TRACE}" in sent[0]
+    assert sent == [sent[0]] * 3

@@ -390,3 +390,16 @@ def test_outgoing_values_follow_the_current_span_inside_a_continued_trace(init: 
     assert first["sentry-trace"] == f"{TRACE}-{transaction.span_id}-1"
     assert second["sentry-trace"] == f"{TRACE}-{span.span_id}-1"
     assert third["sentry-trace"] == first["sentry-trace"]
+
+
+def test_continuing_a_trace_clears_the_span_current_around_the_message(init: Init, lifecycle: str) -> None:
+    """What is sent while the message is processed carries its trace, not the span around it."""
+    init(traces_sample_rate=1.0)
+    with root_span(lifecycle, "around"), sentry_sdk.isolation_scope() as scope:
+        assert sdk.current_span() is not None
+        sdk.continue_propagation(scope, IncomingTrace(f"{TRACE}-{PARENT}-1", None))
+        assert sdk.current_span() is None
+        assert sdk.sampled_parent() is None
+        values = sdk.outgoing_values()
+        assert values is not None
+        assert values["sentry-trace"].startswith(f"{TRACE}-")
