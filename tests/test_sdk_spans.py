@@ -403,3 +403,18 @@ def test_continuing_a_trace_clears_the_span_current_around_the_message(init: Ini
         values = sdk.outgoing_values()
         assert values is not None
         assert values["sentry-trace"].startswith(f"{TRACE}-")
+
+
+def test_a_transaction_made_current_elsewhere_names_the_events_there(init: Init, lifecycle: str) -> None:
+    """``set_current_span`` sets the span as the mode's own setter does, which also names what the
+    scope reports (an error captured there belongs to that transaction)."""
+    captured = init(traces_sample_rate=1.0)
+    with sentry_sdk.isolation_scope():
+        root = root_span(lifecycle, "root").__enter__()
+    sdk.set_current_span(root)
+    sentry_sdk.capture_message("inside")
+    sdk.set_current_span(None)
+    root.__exit__(None, None, None)
+    (inside,) = captured.errors()
+    assert inside["transaction"] == "root"
+    assert inside["contexts"]["trace"]["trace_id"] == root.trace_id
