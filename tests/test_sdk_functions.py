@@ -470,3 +470,22 @@ def test_a_pair_seen_again_continues_as_the_first_time(sentry_init: Init) -> Non
         sent.append(values["baggage"])
     assert f"sentry-trace_id={TRACE}" in sent[0]
     assert sent == [sent[0]] * 3
+
+
+def test_streaming_on_an_sdk_without_the_classic_tracing_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sentry-sdk 3 has ``sentry_sdk.traces`` and no ``sentry_sdk.tracing``: it only streams."""
+    monkeypatch.setattr(sdk, "_tracing", None)
+    assert sdk.streaming() is True
+    monkeypatch.setattr(sdk, "_traces", None)
+    assert sdk.streaming() is False
+
+
+def test_streaming_on_an_sdk_without_span_streaming(
+    sentry_init: Init, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 2.x without the streaming option never streams, whatever the options say."""
+    sentry_init(trace_lifecycle="stream")
+    assert sdk.streaming() is True
+    monkeypatch.setattr(sdk, "_has_span_streaming_enabled", None)
+    assert sdk.streaming() is False
+    assert sdk.streaming({"trace_lifecycle": "stream"}) is False

@@ -103,6 +103,7 @@ def test_an_old_sdk_is_one_warning_naming_both_versions(
     assert record.levelno == logging.WARNING
     assert "sentry-sdk 2.50.0 is installed" in record.getMessage()
     assert "sentry-sdk>=2.74.0,<3" in record.getMessage()
+    assert record.getMessage() == sdk.unsupported_sdk()  # the problem, word for word
 
 
 def test_a_supported_sdk_is_no_warning(
