@@ -54,6 +54,22 @@ PROPERTIES = {
     "test_websocket_frames_over_a_real_connection": ("websockets", "traced_handler (server)"),
     "test_websocket_frames_received_by_a_traced_client": ("websockets", "traced(...).recv (client)"),
 }
+#: The other clients' properties, in their own modules on the same oracle and settings:
+#: test id -> (adapter, receive path).
+CLIENT_PROPERTIES = {
+    "tests/test_kafka_confluent.py::test_generated_trace_headers_from_the_broker": (
+        "kafka",
+        "confluent-kafka traced_consumer (broker)",
+    ),
+    "tests/test_kafka_aiokafka.py::test_generated_trace_headers_from_the_broker": (
+        "kafka",
+        "aiokafka traced_consumer (broker)",
+    ),
+    "tests/test_amqp_pika.py::test_generated_headers_from_rabbitmq_are_continued_or_start_a_fresh_trace": (
+        "amqp",
+        "pika @amqp.consumer",
+    ),
+}
 #: The receive path each load leg and memory flow drives, so their figures sit on that row.
 LOAD_PATH = {
     "kafka": "traced_consumer (broker)",
@@ -101,12 +117,20 @@ def run(command: list[str], env: dict[str, str] | None = None) -> subprocess.Com
 
 
 def fuzz(table: Table, adapter: str, examples: int) -> None:
-    """``tests/test_bad_input.py`` for one adapter's properties at ``examples`` each."""
+    """``tests/test_bad_input.py`` for one adapter's properties at ``examples`` each, then the
+    properties of the adapter's other clients."""
+    fuzz_run(table, adapter, examples, ["tests/test_bad_input.py", "-k", adapter.rstrip("s")])
+    tests = [test for test, (owner, _) in CLIENT_PROPERTIES.items() if owner == adapter]
+    if tests:  # their modules keep the suite's 120 s per test: give the long run what the others get
+        fuzz_run(table, adapter, examples, [*tests, "-o", f"timeout={120 + examples // 5}"])
+
+
+def fuzz_run(table: Table, adapter: str, examples: int, selection: list[str]) -> None:
     with tempfile.TemporaryDirectory() as directory:
         report = Path(directory, "junit.xml")
         done = run(
-            [sys.executable, "-m", "pytest", "tests/test_bad_input.py", "-q", "-p", "no:cacheprovider",
-             "-k", adapter.rstrip("s"), f"--junitxml={report}", "-o", "junit_logging=system-out"],
+            [sys.executable, "-m", "pytest", *selection, "-q", "-p", "no:cacheprovider",
+             f"--junitxml={report}", "-o", "junit_logging=system-out"],
             env={**os.environ, "BUSPROP_HYPOTHESIS_EXAMPLES": str(examples)},
         )  # fmt: skip
         if not report.exists():
@@ -121,14 +145,16 @@ def fuzz(table: Table, adapter: str, examples: int) -> None:
 def record_case(table: Table, adapter: str, case: ET.Element) -> None:
     """One property's counts, or its failure, on its row (skipped and xfail tests have no row)."""
     name = case.get("name", "").split("[")[0]
-    if case.find("skipped") is not None or not name.startswith(f"test_{adapter.rstrip('s')}"):
+    module = case.get("classname", "").replace(".", "/")
+    path = CLIENT_PROPERTIES.get(f"{module}.py::{name}")
+    if case.find("skipped") is not None or not (path or name.startswith(f"test_{adapter.rstrip('s')}")):
         return
     found = COUNTS.search(case.findtext("system-out") or "")
     problem = case.find("failure")
     problem = case.find("error") if problem is None else problem  # an Element without children is falsy
     if name not in PROPERTIES and found is None and problem is None:
         return  # a plain test (no property counts) that passed
-    row = table.row(*PROPERTIES.get(name, (adapter, name)))
+    row = table.row(*(path or PROPERTIES.get(name, (adapter, name))))
     if found:
         row.cases, row.continued = int(found[1]), int(found[2])
     if problem is None:

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 import load  # noqa: E402
+import proof  # noqa: E402
 
 PER_ADAPTER = 300
 TRACE_A, TRACE_B = "a" * 32, "b" * 32
@@ -122,3 +124,52 @@ def test_memory_stays_flat_through_every_adapter(kafka_bootstrap: str) -> None:
         assert row["processed"] == 400, output
         assert row["tracemalloc_growth"] < TRACED_LIMIT.get(row["adapter"], TRACED_LIMIT_DEFAULT), output
         assert row["rss_growth"] < 2 * 1024 * 1024, output
+
+
+def junit_case(module: str, name: str, output: str = "", failure: str | None = None) -> ET.Element:
+    case = ET.Element("testcase", classname=f"tests.{module}", name=name)
+    ET.SubElement(case, "system-out").text = output
+    if failure is not None:
+        ET.SubElement(case, "failure", message=failure)
+    return case
+
+
+def test_the_proof_table_puts_each_property_on_its_receive_paths_row() -> None:
+    """``./dev.sh proof``'s fuzz columns: every client's property on its own row, a failure
+    that is not an assertion counted as an escape, and another adapter's tests left out."""
+    table = proof.Table()
+    kinds = "kinds [(False, None), (True, True)]"
+    for case in [
+        junit_case("test_bad_input", "test_kafka_records_from_the_broker", f"120 messages: 40 continued, {kinds}"),
+        junit_case("test_kafka_confluent", "test_generated_trace_headers_from_the_broker", f"80 messages: 30 continued, {kinds}"),
+        junit_case("test_kafka_aiokafka", "test_generated_trace_headers_from_the_broker", failure="ValueError: boom"),
+        junit_case("test_bad_input", "test_amqp_message_processing_on_messages_from_rabbitmq", "9 messages: 1 continued"),
+    ]:  # fmt: skip
+        proof.record_case(table, "kafka", case)
+    proof.record_case(
+        table,
+        "amqp",
+        junit_case(
+            "test_amqp_pika",
+            "test_generated_headers_from_rabbitmq_are_continued_or_start_a_fresh_trace",
+            "60 messages: 20 continued",
+            failure="AssertionError: a wrong trace",
+        ),
+    )
+    rows = {(row.adapter, row.path): row for row in table.ordered()}
+    assert set(rows) == {
+        ("kafka", "traced_consumer (broker)"),
+        ("kafka", "confluent-kafka traced_consumer (broker)"),
+        ("kafka", "aiokafka traced_consumer (broker)"),
+        ("amqp", "pika @amqp.consumer"),
+    }
+    broker = rows["kafka", "traced_consumer (broker)"]
+    assert (broker.cases, broker.continued, broker.escapes, broker.failures) == (120, 40, 0, [])
+    confluent = rows["kafka", "confluent-kafka traced_consumer (broker)"]
+    assert (confluent.cases, confluent.continued, confluent.escapes) == (80, 30, 0)
+    aiokafka = rows["kafka", "aiokafka traced_consumer (broker)"]
+    assert (aiokafka.cases, aiokafka.escapes) == (None, 1)
+    assert aiokafka.failures == ["test_generated_trace_headers_from_the_broker: ValueError: boom"]
+    pika = rows["amqp", "pika @amqp.consumer"]
+    assert (pika.cases, pika.continued, pika.escapes) == (60, 20, 0)
+    assert pika.failures and "a wrong trace" in pika.failures[0]
