@@ -120,7 +120,7 @@ case "$command" in
     exec "$VENV/bin/python" bench/proof.py "$@"
     ;;
   mutate)
-    # Modules, tests and options are in pyproject.toml's [tool.mutmut]; about 30 minutes on two cores,
+    # Modules, tests and options are in pyproject.toml's [tool.mutmut]; about an hour on two cores,
     # so not part of CI. A full run starts from a fresh copy: mutmut copies the files it does not
     # mutate only once, so an old mutants/ would test old code. Naming mutants re-runs just those
     # (after adding a test that should kill them) in the existing copy.
