@@ -406,8 +406,8 @@ def test_continuing_a_trace_clears_the_span_current_around_the_message(init: Ini
 
 
 def test_a_transaction_made_current_elsewhere_names_the_events_there(init: Init, lifecycle: str) -> None:
-    """``set_current_span`` sets the span as the mode's own setter does, which also names what the
-    scope reports (an error captured there belongs to that transaction)."""
+    """A transaction made current with ``set_current_span`` in another scope than the one it
+    started on: an error captured there belongs to it (its trace, its name)."""
     captured = init(traces_sample_rate=1.0)
     with sentry_sdk.isolation_scope():
         root = root_span(lifecycle, "root").__enter__()
