@@ -198,17 +198,28 @@ def memory(table: Table, adapters: list[str], messages: int, warmup: int, rss_on
     if rows is None:
         table.row(adapters[0], MEMORY_PATH[adapters[0]]).failures.append(f"memory exited {done.returncode}")
         return
+    record_memory(table, rows, f"RSS over {messages:,} (Kafka plateau)" if rss_only else None)
+
+
+def record_memory(table: Table, rows: list[dict[str, Any]], path: str | None = None) -> None:
+    """``bench/memory.py``'s rows on the table (``path`` names the row instead of the adapter's
+    memory path); a growth at or over that script's goal fails the row, as it fails the script."""
+    from memory import LIMIT
+
     for result in rows:
         adapter = result["adapter"]
-        row = table.row(
-            adapter, f"RSS over {messages:,} (Kafka plateau)" if rss_only else MEMORY_PATH[adapter]
-        )
+        row = table.row(adapter, path or MEMORY_PATH[adapter])
         if "error" in result:
             row.failures.append(f"memory: {result['error'][-300:]}")
             continue
         row.rss, row.traced = result["rss_growth"], result["tracemalloc_growth"]
         if result["processed"] != result["messages"]:
             row.lost = (row.lost or 0) + result["messages"] - result["processed"]
+        for name, growth in [("RSS", row.rss), ("tracemalloc", row.traced)]:
+            if growth is not None and growth >= LIMIT:
+                row.failures.append(
+                    f"memory: {name} grew {growth / 1024:,.0f} KiB, the goal is under {LIMIT // 1024:,} KiB"
+                )
 
 
 def _json_rows(done: subprocess.CompletedProcess[str]) -> list[dict[str, Any]] | None:

@@ -173,3 +173,20 @@ def test_the_proof_table_puts_each_property_on_its_receive_paths_row() -> None:
     pika = rows["amqp", "pika @amqp.consumer"]
     assert (pika.cases, pika.continued, pika.escapes) == (60, 20, 0)
     assert pika.failures and "a wrong trace" in pika.failures[0]
+
+
+def test_the_proof_table_fails_a_memory_row_over_the_goal() -> None:
+    """``./dev.sh proof``'s memory columns: a growth at or over ``bench/memory.py``'s goal fails its
+    row, as it fails that script (a Kafka plateau of 2,060 KiB once passed as a table row)."""
+    table = proof.Table()
+    plateau = {"adapter": "kafka", "messages": 10, "processed": 10, "rss_growth": 2 * 1024 * 1024}
+    proof.record_memory(table, [{**plateau, "tracemalloc_growth": None}], "RSS over 10 (Kafka plateau)")
+    under = {"adapter": "amqp", "messages": 10, "processed": 9, "rss_growth": 2 * 1024 * 1024 - 1}
+    proof.record_memory(table, [{**under, "tracemalloc_growth": 3 * 1024 * 1024}])
+    rows = {(row.adapter, row.path): row for row in table.ordered()}
+    kafka = rows["kafka", "RSS over 10 (Kafka plateau)"]
+    assert (kafka.rss, kafka.traced, kafka.lost) == (2 * 1024 * 1024, None, None)
+    assert kafka.failures == ["memory: RSS grew 2,048 KiB, the goal is under 2,048 KiB"]
+    amqp = rows["amqp", "@amqp.consumer"]
+    assert (amqp.rss, amqp.traced, amqp.lost) == (2 * 1024 * 1024 - 1, 3 * 1024 * 1024, 1)
+    assert amqp.failures == ["memory: tracemalloc grew 3,072 KiB, the goal is under 2,048 KiB"]
