@@ -439,6 +439,62 @@ BAD_INPUTS: list[Any] = [
 ]
 
 
+async def test_each_end_parses_a_frame_once_and_a_frame_without_metadata_never(
+    sentry_init: Init, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per traced echo round trip: one parse per send and per receive on each end, with
+    ``strip_metadata`` too; a received frame without the text ``"metadata"`` is not parsed."""
+    sentry_init(traces_sample_rate=1.0)
+    parsed: list[str | bytes] = []
+    parse = traced_ws._json_object
+
+    def counting(message: str | bytes) -> dict[str, Any] | None:
+        parsed.append(message)
+        return parse(message)
+
+    monkeypatch.setattr(traced_ws, "_json_object", counting)
+
+    async def echo(ws: traced_ws.TracedConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async with running(echo) as url, traced_ws.connect(url, strip_metadata=True) as ws:
+        for index in range(3):
+            await ws.send(json.dumps({"n": index}))
+            assert json.loads(await ws.recv()) == {"n": index}
+    assert len(parsed) == 3 * 4  # client send, server recv, server send, client recv
+    parsed.clear()
+    async with running(echo, wrap=False) as url, traced_ws.connect(url) as ws:
+        await ws.connection.send('{"n": 1}')  # echoed untraced: received without metadata
+        assert await ws.recv() == '{"n": 1}'
+    assert parsed == []
+
+
+async def test_a_message_with_metadata_keeps_integers_over_64_bits_and_nan_when_traced(
+    sentry_init: Init,
+) -> None:
+    """Writing the trace into an existing ``metadata`` object re-serialises the body: every value
+    a Python or JavaScript peer may send survives it exactly (a JSON library that turned large
+    integers into floats, or refused ``NaN``, would alter or drop the message)."""
+    sentry_init(traces_sample_rate=1.0)
+    received: list[str] = []
+
+    async def handler(connection: ServerConnection) -> None:
+        received.append(await connection.recv())
+
+    message = '{"id": 123456789012345678901234567890, "x": NaN, "metadata": {"k": "v"}}'
+    async with running(handler, wrap=False) as url:
+        with sentry_sdk.start_transaction(name="client"):
+            async with traced_ws.connect(url) as ws:
+                await ws.send(message)
+                await ws.connection.wait_closed()
+    (got,) = received
+    body = json.loads(got)
+    assert body["id"] == 123456789012345678901234567890
+    assert body["x"] != body["x"]  # NaN
+    assert body["metadata"]["k"] == "v" and "sentryTrace" in body["metadata"]
+
+
 async def test_bad_inputs_arrive_unchanged_under_fresh_traces_and_keep_the_connection(
     sentry_init: Init,
 ) -> None:
