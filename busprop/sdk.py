@@ -224,23 +224,30 @@ def outgoing_sampled() -> bool | None:
     Lets an adapter leave out what only a sampled consumer would use (AMQP's publish-time header)
     when the head has already decided against sampling.
     """
-    values = outgoing_values()
-    if not values:
+    traceparent = _traceparent(sentry_sdk.get_current_scope())
+    if not traceparent:
         return None
-    _, _, *flag = values[SENTRY_TRACE].split("-")
+    _, _, *flag = traceparent.split("-")
     return None if not flag else flag == ["1"]
+
+
+def _traceparent(scope: sentry_sdk.Scope) -> str | None:
+    """The ``sentry-trace`` value the SDK gives, with the continued trace's flag put back when
+    it has none (no active span): the decision without the cost of the baggage."""
+    traceparent = scope.get_traceparent()
+    if traceparent and traceparent.count("-") == 1:
+        sampled = scope.get_active_propagation_context().parent_sampled
+        if sampled is not None:
+            traceparent += "-1" if sampled else "-0"
+    return traceparent
 
 
 def _outgoing_values(
     scope: sentry_sdk.Scope, cache: ClientCache, with_traceparent: bool
 ) -> Mapping[str, str] | None:
-    traceparent = scope.get_traceparent()
+    traceparent = _traceparent(scope)
     if not traceparent:
         return None
-    if traceparent.count("-") == 1:
-        sampled = scope.get_active_propagation_context().parent_sampled
-        if sampled is not None:
-            traceparent += "-1" if sampled else "-0"
     values = {SENTRY_TRACE: traceparent}
     baggage = scope.get_baggage()
     if baggage is not None:
