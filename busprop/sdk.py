@@ -29,17 +29,18 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import sentry_sdk
 from sentry_sdk import tracing_utils
+from sentry_sdk.envelope import Envelope as Envelope  # busprop.testing's transport keeps these
 from sentry_sdk.integrations import DidNotEnable as _DidNotEnable
 from sentry_sdk.integrations import Integration as _Integration
 from sentry_sdk.scope import use_isolation_scope, use_scope
 from sentry_sdk.tracing_utils import Baggage, PropagationContext, has_tracing_enabled
+from sentry_sdk.transport import Transport as Transport  # busprop.testing's subclasses it
 from sentry_sdk.utils import capture_internal_exceptions as _capture_internal_exceptions
 from sentry_sdk.utils import event_from_exception
 
 if TYPE_CHECKING:
     from sentry_sdk.traces import StreamedSpan
     from sentry_sdk.tracing import NoOpSpan, Span, Transaction
-    from sentry_sdk.transport import Transport
     from typing_extensions import TypeIs
 
 from busprop.carrier import BAGGAGE, SENTRY_TRACE, TRACEPARENT, IncomingTrace

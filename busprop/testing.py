@@ -11,8 +11,8 @@ from __future__ import annotations
 import threading
 from typing import Any, ClassVar
 
-from sentry_sdk.envelope import Envelope
-from sentry_sdk.transport import Transport
+from busprop import sdk
+from busprop.sdk import Envelope, Transport
 
 #: A DSN that points nowhere; with :class:`CapturingTransport` nothing is sent to it.
 LOCAL_DSN = "http://public@127.0.0.1/1"
@@ -133,12 +133,10 @@ def _segments_as_transactions(spans: list[dict[str, Any]]) -> list[dict[str, Any
 
 def init_capturing(**options: Any) -> None:
     """``sentry_sdk.init`` with :class:`CapturingTransport` and :data:`LOCAL_DSN` (for test processes)."""
-    import sentry_sdk
-
     CapturingTransport.clear()
     options.setdefault("dsn", LOCAL_DSN)
     options.setdefault("transport", CapturingTransport)
-    sentry_sdk.init(**options)
+    sdk.init(**options)
 
 
 def dump_captured(path: str) -> None:
@@ -149,9 +147,7 @@ def dump_captured(path: str) -> None:
     """
     import json
 
-    import sentry_sdk
-
-    sentry_sdk.flush()
+    sdk.flush()
     with open(path, "w", encoding="utf-8") as file:
         json.dump(
             {"transactions": CapturingTransport.transactions(), "errors": CapturingTransport.errors()},

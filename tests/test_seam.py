@@ -21,7 +21,6 @@ SEAM = PACKAGE / "sdk.py"
 
 #: Modules that use sentry-sdk as an application does, not as busprop's library code.
 APPLICATIONS = {
-    "testing.py": "a Transport subclass for users' tests, which must subclass the SDK's",
     "demo/run.py": "the demo is an application of busprop that initialises the SDK",
 }
 
