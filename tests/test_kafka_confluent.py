@@ -7,7 +7,9 @@ Every test uses its own topics, created with one partition so records come back 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import itertools
 import json
 import logging
@@ -411,6 +413,146 @@ def test_deserializing_consumer_poll_is_traced_once(
         assert message.value() == "text"
         assert in_body()[:2] == (trace_id, publish_span_ids[0])
     assert len(processed_records(captured)) == 1
+
+
+# --- the asyncio consumer (confluent_kafka.aio) --------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def aio_assigned(bootstrap: str, topic: str, kind: Any = None, **config: Any) -> Any:
+    """An ``AIOConsumer`` (or ``kind``) reading ``topic`` from the beginning, without joining a group."""
+    from confluent_kafka.aio import AIOConsumer
+
+    consumer = (kind or AIOConsumer)(
+        {"bootstrap.servers": bootstrap, "group.id": f"g-{uuid.uuid4().hex[:6]}", **config}
+    )
+    if inspect.isawaitable(consumer):  # AsyncDeserializingConsumer is constructed with ``await``
+        consumer = await consumer
+    await consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    try:
+        yield consumer
+    finally:
+        await consumer.close()
+
+
+async def aio_poll_message(consumer: Any) -> Any:
+    """The next message or event, ``None`` polls left out (each asserted to start nothing)."""
+    for _ in range(200):
+        message = await consumer.poll(0.1)
+        if message is not None:
+            return message
+        assert sentry_sdk.get_current_span() is None
+    raise AssertionError("nothing arrived")
+
+
+async def test_aio_consumer_poll_runs_each_body_in_its_messages_trace_in_the_awaiting_task(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    """``AIOConsumer`` runs ``Consumer.poll`` on an executor thread: the message's processing is
+    started in the task that awaited ``poll()``, once (the wrapped consumer's poll passes through),
+    and lasts until that task's next ``poll()``; an end-of-partition event starts nothing."""
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    topic = new_topic()
+    trace_id, publish_span_ids = produce_traced(kafka_bootstrap, topic, [b"one", b"two"])
+    seen = []
+    async with aio_assigned(kafka_bootstrap, topic, **{"enable.partition.eof": True}) as consumer:
+        for _ in range(2):
+            message = await aio_poll_message(consumer)
+            await asyncio.sleep(0)  # the body may await: still the message's trace
+            seen.append((message.value(), *in_body()))
+        assert len(processed_records(captured)) == 1  # the second one's ends at the next poll
+        event = await aio_poll_message(consumer)
+        assert event.error() is not None and sentry_sdk.get_current_span() is None
+        assert len(processed_records(captured)) == 2
+    processed = processed_records(captured)
+    assert len(processed) == 2  # once each, not again on the executor thread
+    assert [event["contexts"]["trace"]["parent_span_id"] for event in processed] == publish_span_ids
+    assert seen == [
+        (b"one", trace_id, publish_span_ids[0], process_span(processed[0])["span_id"]),
+        (b"two", trace_id, publish_span_ids[1], process_span(processed[1])["span_id"]),
+    ]
+    assert processed[0]["contexts"]["trace"]["data"]["messaging.message.id"] == f"{topic}/0/0"
+
+
+async def test_aio_consumers_in_concurrent_tasks_never_mix_traces(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    topics = [new_topic(), new_topic()]
+    heads = [produce_traced(kafka_bootstrap, topic, [b"a", b"b", b"c"])[0] for topic in topics]
+
+    async def read(topic: str) -> list[str]:
+        trace_ids = []
+        async with aio_assigned(kafka_bootstrap, topic) as consumer:
+            while len(trace_ids) < 3:
+                message = await aio_poll_message(consumer)
+                assert message.error() is None
+                trace_id = in_body()[0]
+                for _ in range(3):
+                    await asyncio.sleep(0.01)  # the other task polls and processes meanwhile
+                    assert in_body()[0] == trace_id
+                trace_ids.append(trace_id)
+        return trace_ids
+
+    results = await asyncio.gather(*(read(topic) for topic in topics))
+    assert results == [[heads[0]] * 3, [heads[1]] * 3]
+    assert sorted(event["contexts"]["trace"]["trace_id"] for event in processed_records(captured)) == sorted(
+        heads * 3
+    )
+    assert sentry_sdk.get_current_span() is None
+
+
+async def test_async_deserializing_consumer_and_an_aio_consumer_made_before_init_trace_once(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    from confluent_kafka.aio import AsyncDeserializingConsumer
+
+    topic = new_topic()
+    async with aio_assigned(kafka_bootstrap, topic) as made_before:
+        captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+        trace_id, publish_span_ids = produce_traced(kafka_bootstrap, topic, [b"text"])
+        await aio_poll_message(made_before)  # its class's poll is patched in place
+        assert in_body()[:2] == (trace_id, publish_span_ids[0])
+    assert sentry_sdk.get_current_span() is None  # close() ended it
+    assert len(processed_records(captured)) == 1
+    async with aio_assigned(
+        kafka_bootstrap, topic, AsyncDeserializingConsumer, **{"value.deserializer": StringDeserializer()}
+    ) as deserializing:
+        message = await aio_poll_message(deserializing)
+        assert message.value() == "text"
+        assert in_body()[:2] == (trace_id, publish_span_ids[0])
+    assert len(processed_records(captured)) == 2  # once per consumer
+
+
+async def test_aio_consumer_patches_are_removed_on_uninstall(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    from confluent_kafka.aio import AIOConsumer
+
+    originals = {name: AIOConsumer.__dict__[name] for name in ("__init__", "poll", "consume", "close")}
+    sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    assert all(AIOConsumer.__dict__[name] is not original for name, original in originals.items())
+    integration.uninstall()
+    assert {name: AIOConsumer.__dict__[name] for name in originals} == originals
+    captured = sentry_init(traces_sample_rate=1.0)
+    topic = new_topic()
+    produce_traced(kafka_bootstrap, topic, [b"plain"])
+    async with aio_assigned(kafka_bootstrap, topic) as consumer:
+        await aio_poll_message(consumer)
+        assert sentry_sdk.get_current_span() is None
+    assert processed_records(captured) == []
 
 
 # --- what arrives: junk, duplicated and generated trace headers, unsampled heads ------------------

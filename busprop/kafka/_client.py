@@ -25,6 +25,7 @@ __all__ = [
     "NEXT",
     "POLL",
     "PRODUCE",
+    "WRAPS",
     "Delivery",
     "KafkaClient",
     "PatchPoint",
@@ -36,16 +37,21 @@ __all__ = [
 #: What a patched method does, in a :class:`PatchPoint`: ``PRODUCE`` is the produce call (as
 #: :func:`~busprop.kafka._core.traced_produce`), ``NEXT`` returns the next record (the previous
 #: record's processing ends, the returned one's starts), ``CLOSE`` ends the last record's processing.
-#: ``ANEXT`` is ``NEXT`` for a coroutine method (aiokafka's ``getone``): the record's processing
-#: belongs to the asyncio task that awaited it. ``POLL`` is ``NEXT`` for a method that may also
-#: return ``None`` (nothing arrived in time) or an error event (``is_error``): those start nothing.
+#: ``POLL`` is ``NEXT`` for a method that may also return ``None`` (nothing arrived in time) or an
+#: error event (``is_error``): those start nothing. ``ANEXT`` is ``POLL`` for a coroutine method
+#: (aiokafka's ``getone``, confluent-kafka's ``AIOConsumer.poll``): the record's processing belongs
+#: to the asyncio task that awaited it. ``WRAPS`` is the constructor of an asyncio consumer that
+#: drives a consumer of the client on executor threads (``AIOConsumer``): the wrapper's methods are
+#: traced, so the calls of the consumer it wraps pass through untraced.
 PRODUCE = "produce"
 NEXT = "next"
 ANEXT = "anext"
 POLL = "poll"
 CLOSE = "close"
+WRAPS = "wraps"
 
-#: ``(owner class, attribute, PRODUCE | NEXT | ANEXT | POLL | CLOSE)``: a method KafkaIntegration patches.
+#: ``(owner class, attribute, PRODUCE | NEXT | ANEXT | POLL | CLOSE | WRAPS)``: a method
+#: KafkaIntegration patches.
 PatchPoint = tuple[type, str, str]
 
 

@@ -13,20 +13,25 @@ on_delivery, timestamp, headers)`` takes headers as a list or a dict and reports
 patches ``produce``, ``poll``, ``consume`` and ``close`` on subclasses it puts in place of
 ``confluent_kafka.Producer`` and ``confluent_kafka.Consumer``, and ``SerializingProducer.produce``
 and ``DeserializingConsumer.poll``/``consume``/``close`` in place (they call the C methods of the
-original classes, so a record is traced once). confluent-kafka is imported only when needed.
+original classes, so a record is traced once). The asyncio ``AIOConsumer`` runs its ``Consumer``'s
+calls on executor threads: its own ``poll``, ``consume`` and ``close`` are patched in place, and the
+``Consumer`` it creates passes its calls through. confluent-kafka is imported only when needed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
 from busprop.kafka._client import (
+    ANEXT,
     CLOSE,
     POLL,
     PRODUCE,
+    WRAPS,
     Delivery,
     KafkaClient,
     PatchPoint,
@@ -87,6 +92,23 @@ def _patch_points() -> list[PatchPoint]:
         (cimpl.Consumer, "poll", POLL),
         (cimpl.Consumer, "consume", CLOSE),  # a list is the caller's to trace: the last poll() ends
         (cimpl.Consumer, "close", CLOSE),
+        *_asyncio_patch_points(),
+    ]
+
+
+def _asyncio_patch_points() -> list[PatchPoint]:
+    """``AIOConsumer`` (and its subclass ``AsyncDeserializingConsumer``, whose methods call its
+    own): a polled message belongs to the awaiting task, not to the executor thread that ran the
+    wrapped ``Consumer.poll``. Absent before confluent-kafka had an asyncio API: nothing to patch."""
+    try:
+        consumer = importlib.import_module("confluent_kafka.aio").AIOConsumer
+    except (ImportError, AttributeError):
+        return []
+    return [
+        (consumer, "__init__", WRAPS),
+        (consumer, "poll", ANEXT),
+        (consumer, "consume", CLOSE),
+        (consumer, "close", CLOSE),
     ]
 
 

@@ -120,6 +120,10 @@ def is_record(candidate: Any) -> bool:
     return _client_of(candidate, "record") is not None
 
 
+def is_consumer(candidate: Any) -> bool:
+    return _client_of(candidate, "consumer") is not None
+
+
 # --- untraced calls -------------------------------------------------------------------------------
 
 #: Set while busprop calls a client method it traces itself, so KafkaIntegration's patch of that

@@ -22,11 +22,12 @@ from typing import Any, cast
 from busprop import sdk
 from busprop.integration import BusIntegration
 from busprop.iteration import CurrentProcessing
-from busprop.kafka._client import ANEXT, CLOSE, NEXT, POLL, PRODUCE, KafkaClient
+from busprop.kafka._client import ANEXT, CLOSE, NEXT, POLL, PRODUCE, WRAPS, KafkaClient
 from busprop.kafka._core import (
     BUS,
     CLIENTS,
     group_of,
+    is_consumer,
     processing_of,
     record_processing,
     traced_produce,
@@ -41,6 +42,8 @@ __all__ = ["KafkaIntegration", "install", "uninstall"]
 
 _CURRENT = "_busprop_processing"
 _TASKS_CURRENT = "_busprop_task_processing"
+#: Set on a consumer an asyncio wrapper drives (``WRAPS``): the wrapper's calls are the traced ones.
+_DRIVEN = "_busprop_driven"
 
 
 class KafkaIntegration(BusIntegration):
@@ -120,7 +123,18 @@ def uninstall() -> None:
 def _wrapper(client: KafkaClient, kind: str) -> Wrapper:
     if kind == PRODUCE:
         return _produce_wrapper(client)
-    return {NEXT: _patched_next, ANEXT: _patched_anext, POLL: _patched_poll, CLOSE: _patched_close}[kind]
+    return {
+        NEXT: _patched_next,
+        ANEXT: _patched_anext,
+        POLL: _patched_poll,
+        CLOSE: _patched_close,
+        WRAPS: _patched_wraps,
+    }[kind]
+
+
+def _passes_through(consumer: Any) -> bool:
+    """Whether a call comes from busprop's own wrapper, or from an asyncio consumer driving this one."""
+    return untraced() or bool(getattr(consumer, "__dict__", {}).get(_DRIVEN))
 
 
 def _produce_wrapper(client: KafkaClient) -> Wrapper:
@@ -140,7 +154,7 @@ def _produce_wrapper(client: KafkaClient) -> Wrapper:
 def _patched_next(
     wrapped: Callable[..., Any], self: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if untraced():
+    if _passes_through(self):
         return wrapped(*args, **kwargs)
     _finish_current(self)
     record = wrapped(*args, **kwargs)
@@ -155,7 +169,7 @@ def _patched_next(
 async def _patched_anext(
     wrapped: Callable[..., Any], self: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """:func:`_patched_next` for a coroutine method; the record belongs to the awaiting task."""
+    """:func:`_patched_poll` for a coroutine method; the record belongs to the awaiting task."""
     if untraced():  # called by busprop's own ``traced_consumer``
         return await wrapped(*args, **kwargs)
     try:
@@ -165,9 +179,11 @@ async def _patched_anext(
         current = None
     _finish(current)
     record = await wrapped(*args, **kwargs)
-    if current is not None and _enabled():
+    if current is not None and record is not None and _enabled():
         try:
-            current.start(record_processing(record, group_of(self)))
+            processing = processing_of(record, group_of(self))
+            if processing is not None:
+                current.start(processing)
         except Exception:
             logger.debug("busprop: could not trace a Kafka record", exc_info=True)
     return record
@@ -177,7 +193,7 @@ def _patched_poll(
     wrapped: Callable[..., Any], self: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """:func:`_patched_next` for ``poll()``: ``None`` (nothing in time) or an error event starts nothing."""
-    if untraced():
+    if _passes_through(self):
         return wrapped(*args, **kwargs)
     _finish_current(self)
     record = wrapped(*args, **kwargs)
@@ -196,6 +212,21 @@ def _patched_close(
 ) -> Any:
     _finish_current(self)
     return wrapped(*args, **kwargs)
+
+
+def _patched_wraps(
+    wrapped: Callable[..., Any], self: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """An asyncio consumer's constructor: each consumer it keeps passes its calls through, so that
+    a message is processed once, in the task that awaited it, not on an executor thread."""
+    result = wrapped(*args, **kwargs)
+    try:
+        for value in list(vars(self).values()):
+            if is_consumer(value) and hasattr(value, "__dict__"):
+                value.__dict__[_DRIVEN] = True
+    except Exception:
+        logger.debug("busprop: could not find the consumer an asyncio consumer wraps", exc_info=True)
+    return result
 
 
 def _current_of(consumer: Any) -> CurrentProcessing:
