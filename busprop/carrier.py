@@ -296,11 +296,14 @@ def write(
     (Kafka). Every new value is known before the container is changed.
     """
     names = keys._names
+    if type(container) is list and not container:  # a new header list: nothing to merge or remove
+        _append_to_new_list(container, values, names, as_bytes)
+        return
     kind = type(container)
     is_mapping = kind is dict or (kind is not list and isinstance(container, MutableMapping))
     mapping = cast("MutableMapping[str, Any]", container) if is_mapping else None
     pairs = None if is_mapping else cast("MutableSequence[tuple[str, Any]]", container)
-    if pairs is not None and len(pairs) == 0:  # a new header list: nothing to merge, replace or remove
+    if pairs is not None and len(pairs) == 0:
         _append_to_new_list(pairs, values, names, as_bytes)
         return
     final: dict[str, str | bytes | None] = {}

@@ -167,8 +167,10 @@ class BusSettings:
 _buses_with_options: set[str] = set()
 
 
-def _state_of(bus: str | None) -> Resolved:
-    """The settings for ``bus``: its Integration's on the active client, else the global ones."""
+def resolved_for(bus: str | None = None) -> Resolved:
+    """The options in force for ``bus`` with their cached decisions, for a caller that reads
+    several of them per message: its Integration's on the active client (when it was given
+    options: one lookup of the Integration), else the global ones."""
     if bus is None or bus not in _buses_with_options:
         return _state
     try:
@@ -186,15 +188,9 @@ def reset() -> Config:
     return _state.config
 
 
-def resolved_for(bus: str | None = None) -> Resolved:
-    """The options in force for ``bus`` with their cached decisions, for a caller that reads
-    several of them per message (one lookup of the bus's Integration)."""
-    return _state_of(bus)
-
-
 def get_config(bus: str | None = None) -> Config:
     """The options in force; for ``bus`` (an Integration's identifier), with its Integration's options."""
-    return _state_of(bus).config
+    return resolved_for(bus).config
 
 
 def should_propagate(destination: str, bus: str | None = None, *, resolved: Resolved | None = None) -> bool:
@@ -215,5 +211,5 @@ def should_propagate(destination: str, bus: str | None = None, *, resolved: Reso
             return False
         destination = str.__str__(destination)
     if resolved is None:
-        resolved = _state if bus is None else _state_of(bus)
+        resolved = _state if bus is None else resolved_for(bus)
     return resolved.allows(destination)

@@ -56,25 +56,32 @@ def _writable(
     carrier: Any, destination: Any, system: str | None, keys: Any, bus: str | None
 ) -> Resolved | None:
     """The options in force when the trace may be written into ``carrier`` for ``destination``,
-    else ``None`` (with a debug record saying why)."""
-    sdk.warn_if_unsupported_sdk()
+    else ``None`` (with a debug record saying why). Asked once per send: the common case (a
+    ``str`` destination, a ``dict`` or ``list`` carrier) is decided without further calls."""
+    if sdk.sdk_check_pending:
+        sdk.warn_if_unsupported_sdk()
     resolved = resolved_for(bus)
-    if not should_propagate(destination, resolved=resolved):
+    if type(destination) is str:
+        allowed = resolved.propagate_all or resolved.allows(destination)
+    else:
+        allowed = should_propagate(destination, resolved=resolved)
+    if not allowed:
         if isinstance(destination, str):
             bus = str.__str__(system) if isinstance(system, str) else "a"
             logger.debug(
                 "busprop: %s destination %r is outside propagation_targets", bus, str.__str__(destination)
             )
         return None
-    if not _is_carrier(carrier) or not isinstance(keys, CarrierKeys):
-        logger.debug(
-            "busprop: no trace written into a %s with keys of type %s (a mutable mapping or list "
-            "with CarrierKeys is needed)",
-            type(carrier).__name__,
-            type(keys).__name__,
-        )
-        return None
-    return resolved
+    kind = type(carrier)
+    if (kind is dict or kind is list or _is_carrier(carrier)) and isinstance(keys, CarrierKeys):
+        return resolved
+    logger.debug(
+        "busprop: no trace written into a %s with keys of type %s (a mutable mapping or list "
+        "with CarrierKeys is needed)",
+        type(carrier).__name__,
+        type(keys).__name__,
+    )
+    return None
 
 
 def _write(
@@ -95,6 +102,91 @@ def _is_carrier(carrier: Any) -> bool:
     return isinstance(carrier, MutableSequence) and not isinstance(carrier, bytearray)
 
 
+class Route:
+    """What is the same for every send of one adapter: its messaging system, the span's origin,
+    the carrier's header names, whether values are bytes, and the bus whose options apply.
+
+    An adapter builds its route once; :func:`start_publish` then takes only what changes per
+    message, so the hot path passes no dozen keywords per send.
+    """
+
+    __slots__ = ("as_bytes", "bus", "keys", "origin", "system")
+
+    def __init__(
+        self,
+        system: str,
+        *,
+        origin: str = DEFAULT_ORIGIN,
+        keys: CarrierKeys = HEADER_KEYS,
+        as_bytes: bool = False,
+        bus: str | None = None,
+    ) -> None:
+        self.system, self.origin, self.keys, self.as_bytes, self.bus = system, origin, keys, as_bytes, bus
+
+
+class NotEnabled:
+    """What :func:`start_publish` returns when asked to trace only for an Integration that the
+    current client has not set up: nothing was started or written, the send goes out as it is."""
+
+    __slots__ = ()
+
+
+NOT_ENABLED = NotEnabled()
+
+
+def start_publish(
+    route: Route,
+    carrier: MutableCarrier,
+    destination: str,
+    body_size: int | None = None,
+    message_id: str | None = None,
+    name: str | None = None,
+    extra_data: Mapping[str, Any] | None = None,
+    *,
+    integration: str | None = None,
+) -> sdk.AnySpan | NotEnabled | None:
+    """Start a send's ``queue.publish`` span when there is a sampled parent, then write the trace
+    (the span's) into ``carrier``; the span, or ``None``. End it with :func:`finish_publish`.
+
+    :class:`Publishing` is this as a context manager; an adapter on a hot path calls the two
+    functions around its send instead, with no object per message. ``integration`` (an
+    Integration's identifier, for a patched send): when the current client has not set it up,
+    nothing is done and :data:`NOT_ENABLED` is returned, at no extra lookup of the client. Never
+    raises.
+    """
+    resolved = _writable(carrier, destination, route.system, route.keys, route.bus)
+    with_traceparent = resolved is not None and resolved.config.write_traceparent
+    try:
+        found = sdk.sampled_parent_or_values(with_traceparent, integration)
+        if found is None:
+            return NOT_ENABLED
+        parent, values = found
+    except Exception:
+        parent = values = None
+        logger.debug("busprop: could not read the current span", exc_info=True)
+    span = None
+    if parent is not None:
+        span = _start_span(parent, route, destination, body_size, message_id, name, extra_data)
+    if resolved is not None:
+        try:
+            if values is None:  # under a sampled parent: the values of the span just started
+                values = sdk.outgoing_values(with_traceparent)
+            if values:
+                write(carrier, values, keys=route.keys, as_bytes=route.as_bytes)
+        except Exception:
+            logger.debug("busprop: could not write trace headers", exc_info=True)
+    return span
+
+
+def finish_publish(span: sdk.AnySpan | None, error: BaseException | None = None) -> None:
+    """End what :func:`start_publish` started: ``ok``, or failed with ``error``. Never raises."""
+    if span is not None:
+        try:
+            sdk.finish_span(span, error)
+        except Exception:
+            logger.debug("busprop: could not finish the publish span", exc_info=True)
+
+
 class Publishing:
     """:func:`publish`: wrap a send (``with`` or ``async with``) in a ``queue.publish`` span, and
     write the trace into its message.
@@ -106,20 +198,7 @@ class Publishing:
     streamed span with the same data as attributes) and propagates unchanged.
     """
 
-    __slots__ = (
-        "as_bytes",
-        "body_size",
-        "bus",
-        "carrier",
-        "destination",
-        "extra_data",
-        "keys",
-        "message_id",
-        "name",
-        "origin",
-        "span",
-        "system",
-    )
+    __slots__ = ("body_size", "carrier", "destination", "extra_data", "message_id", "name", "route", "span")
 
     def __init__(
         self,
@@ -136,30 +215,28 @@ class Publishing:
         as_bytes: bool = False,
         bus: str | None = None,
     ) -> None:
-        self.carrier, self.system, self.destination = carrier, system, destination
-        self.message_id, self.body_size, self.name, self.origin = message_id, body_size, name, origin
-        self.extra_data, self.keys, self.as_bytes, self.bus = extra_data, keys, as_bytes, bus
+        self.route = Route(system, origin=origin, keys=keys, as_bytes=as_bytes, bus=bus)
+        self.carrier, self.destination, self.message_id = carrier, destination, message_id
+        self.body_size, self.name, self.extra_data = body_size, name, extra_data
         #: The ``queue.publish`` span, or ``None`` outside a sampled transaction (or segment).
         self.span: sdk.AnySpan | None = None
 
+    @property
+    def system(self) -> str:
+        return self.route.system
+
     def __enter__(self) -> sdk.AnySpan | None:
         """Start the span when there is a sampled parent, then write the trace (the span's)."""
-        resolved = _writable(self.carrier, self.destination, self.system, self.keys, self.bus)
-        with_traceparent = resolved is not None and resolved.config.write_traceparent
-        try:
-            parent, values = sdk.sampled_parent_or_values(with_traceparent)
-        except Exception:
-            parent = values = None
-            logger.debug("busprop: could not read the current span", exc_info=True)
-        if parent is not None:
-            self.span = _start_span(parent, self)
-        if resolved is not None:
-            try:
-                if values is None:  # under a sampled parent: the values of the span just started
-                    values = sdk.outgoing_values(with_traceparent)
-                _write(self.carrier, values, self.keys, self.as_bytes)
-            except Exception:
-                logger.debug("busprop: could not write trace headers", exc_info=True)
+        span = start_publish(
+            self.route,
+            self.carrier,
+            self.destination,
+            self.body_size,
+            self.message_id,
+            self.name,
+            self.extra_data,
+        )
+        self.span = None if isinstance(span, NotEnabled) else span
         return self.span
 
     def __exit__(
@@ -169,11 +246,7 @@ class Publishing:
         traceback: TracebackType | None,
     ) -> None:
         span, self.span = self.span, None
-        if span is not None:
-            try:
-                sdk.finish_span(span, exc)
-            except Exception:
-                logger.debug("busprop: could not finish the publish span", exc_info=True)
+        finish_publish(span, exc)
 
     async def __aenter__(self) -> sdk.AnySpan | None:
         return self.__enter__()
@@ -187,22 +260,26 @@ class Publishing:
         self.__exit__(exc_type, exc, traceback)
 
 
-def _start_span(parent: sdk.AnySpan, publishing: Publishing) -> sdk.AnySpan | None:
+def _start_span(
+    parent: sdk.AnySpan,
+    route: Route,
+    destination: str,
+    body_size: int | None,
+    message_id: str | None,
+    name: str | None,
+    extra_data: Mapping[str, Any] | None,
+) -> sdk.AnySpan | None:
     try:
         data = messaging_data(
-            system=publishing.system,
-            destination=publishing.destination,
+            system=route.system,
+            destination=destination,
             operation="publish",
-            message_id=publishing.message_id,
-            body_size=publishing.body_size,
-            extra=publishing.extra_data,
+            message_id=message_id,
+            body_size=body_size,
+            extra=extra_data,
         )
         return sdk.start_child_span(
-            parent,
-            op=sdk.OP_PUBLISH,
-            name=publishing.name or publishing.destination,
-            origin=publishing.origin,
-            data=data,
+            parent, op=sdk.OP_PUBLISH, name=name or destination, origin=route.origin, data=data
         )
     except Exception:
         logger.debug("busprop: could not start the publish span", exc_info=True)

@@ -108,6 +108,10 @@ def _modes_of(client: Any, cache: ClientCache) -> tuple[bool, bool]:
     return modes
 
 
+#: A span argument not looked up by the caller (``None`` is a lookup's answer: no current span).
+_UNKNOWN: Any = object()
+
+
 def _span_of(scope: sentry_sdk.Scope, streams: bool) -> Any:
     """The span current on ``scope`` in the client's mode (2.x keeps streamed spans apart)."""
     if streams and _tracing is not None:
@@ -156,24 +160,40 @@ def outgoing_values(with_traceparent: bool = False) -> Mapping[str, str] | None:
     return _outgoing_values_of(scope, cache, _modes_of(client, cache), with_traceparent)
 
 
-def sampled_parent_or_values(with_traceparent: bool) -> tuple[AnySpan | None, Mapping[str, str] | None]:
+def sampled_parent_or_values(
+    with_traceparent: bool, integration: str | None = None
+) -> tuple[AnySpan | None, Mapping[str, str] | None] | None:
     """What a send asks first, in one lookup of scope and client: ``(parent, None)`` when the
     current span is sampled (the send's ``queue.publish`` span is its child, and the values are
-    that span's, asked for once it started), else ``(None, values)``: :func:`outgoing_values`."""
-    scope = sentry_sdk.get_current_scope()
+    that span's, asked for once it started), else ``(None, values)``: :func:`outgoing_values`.
+    ``None`` when ``integration`` (an identifier) is given and the client has not set it up."""
+    scope = _current_scope()
     client = scope.get_client()
+    if integration is not None and integration not in client.integrations:
+        return None
     cache = cache_of(client)
-    modes = _modes_of(client, cache)
-    parent = _span_of(scope, modes[1])
-    if span_sampled(parent):
+    modes = cache.modes or _modes_of(client, cache)
+    parent = scope.streamed_span if modes[1] and _tracing is not None else scope.span  # _span_of
+    if parent is not None and parent.sampled and not _is_noop_streamed(parent):  # span_sampled
         return parent, None
-    return None, _outgoing_values_of(scope, cache, modes, with_traceparent)
+    return None, _outgoing_values_of(scope, cache, modes, with_traceparent, parent)
+
+
+#: ``sentry_sdk.get_current_scope`` and ``get_client`` without the module-level functions around
+#: them: every send and every patched call asks.
+_current_scope = sentry_sdk.Scope.get_current_scope
+_current_client = sentry_sdk.Scope.get_client
 
 
 def _outgoing_values_of(
-    scope: sentry_sdk.Scope, cache: ClientCache, modes: tuple[bool, bool], with_traceparent: bool
+    scope: sentry_sdk.Scope,
+    cache: ClientCache,
+    modes: tuple[bool, bool],
+    with_traceparent: bool,
+    span: Any = _UNKNOWN,
 ) -> Mapping[str, str] | None:
-    key, baggage = _outgoing_key(scope, modes, with_traceparent)
+    """:func:`outgoing_values` given what the caller looked up (``span``: the current span, when known)."""
+    key, baggage = _outgoing_key(scope, modes, with_traceparent, span)
     last_key, last_values, last_members = cache.last_outgoing
     if key is not None and key == last_key and _same_members(baggage, last_members):
         return last_values
@@ -201,7 +221,7 @@ def _members(baggage: Baggage) -> tuple[Baggage, dict[str, Any], str | None]:
 
 
 def _outgoing_key(
-    scope: sentry_sdk.Scope, modes: tuple[bool, bool], with_traceparent: bool
+    scope: sentry_sdk.Scope, modes: tuple[bool, bool], with_traceparent: bool, span: Any = _UNKNOWN
 ) -> tuple[Hashable | None, Baggage | None]:
     """What the outgoing values depend on: the current span's ids and decision, with tracing
     enabled; otherwise the propagation context's ids and decision and its baggage, once built
@@ -209,7 +229,8 @@ def _outgoing_key(
     SDK rewrites members in place). ``None``: nothing to key on, the values are computed afresh."""
     tracing, streams = modes
     if tracing:
-        span = _span_of(scope, streams)
+        if span is _UNKNOWN:
+            span = _span_of(scope, streams)
         if span is not None:
             return ("span", span.trace_id, span.span_id, span.sampled, with_traceparent), None
     context = scope.get_active_propagation_context()
@@ -607,8 +628,8 @@ def capture_exception(error: BaseException, *, mechanism: str, handled: bool = F
 
 def integration_enabled(integration: type[_Integration] | str) -> bool:
     """Whether the current client has ``integration`` (a class or its identifier) set up."""
-    identifier = integration if isinstance(integration, str) else integration.identifier
-    return identifier in sentry_sdk.get_client().integrations
+    identifier = integration if type(integration) is str else integration.identifier  # type: ignore[union-attr]
+    return identifier in _current_client().integrations
 
 
 def enabled_integrations() -> Mapping[str, _Integration]:
@@ -779,7 +800,7 @@ MIN_SDK_VERSION = (2, 74, 0)
 #: The first major version busprop is not written for (3.0 streams spans).
 UNSUPPORTED_SDK_MAJOR = 3
 
-_sdk_warning_pending = True
+sdk_check_pending = True
 
 
 def unsupported_sdk() -> str | None:
@@ -830,9 +851,9 @@ def warn_if_unsupported_sdk() -> None:
     at debug level only, so on an SDK that is too old nothing else would say why traces break.
     After the first call this is one global read.
     """
-    global _sdk_warning_pending
-    if _sdk_warning_pending:
-        _sdk_warning_pending = False
+    global sdk_check_pending
+    if sdk_check_pending:
+        sdk_check_pending = False
         problem = unsupported_sdk()
         if problem is not None:
             logger.warning("%s", problem)

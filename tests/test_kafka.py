@@ -226,10 +226,14 @@ def test_producer_decorator_needs_a_headers_parameter() -> None:
         busprop.kafka.producer(topic="t")(lambda value: None)
 
 
-def test_delivery_failure_is_reported_and_reaches_the_caller_unchanged(sentry_init: SentryInit) -> None:
+@pytest.mark.parametrize("rate", [1.0, 0.0], ids=["sampled", "unsampled"])
+def test_delivery_failure_is_reported_and_reaches_the_caller_unchanged(
+    sentry_init: SentryInit, rate: float
+) -> None:
+    """An unsampled send has no span to describe: only its failure is watched, and reported."""
     from busprop.demo.brokers import start_embedded_kafka
 
-    captured = sentry_init(traces_sample_rate=1.0)
+    captured = sentry_init(traces_sample_rate=rate)
     broker = start_embedded_kafka()
     plain = KafkaProducer(
         bootstrap_servers=broker.bootstrap_servers,

@@ -36,6 +36,7 @@ from hypothesis import strategies as st
 
 import busprop.kafka
 from busprop.kafka import _confluent, _integration
+from busprop.testing import LOCAL_DSN, CapturingTransport
 from tests import test_http_hops, test_kafka
 from tests.conftest import Captured
 from tests.processes import read_captured, run_app, start_app
@@ -696,6 +697,33 @@ def test_integration_swaps_the_classes_keeps_isinstance_and_uninstall_restores(
     assert values_of(read_raw(kafka_bootstrap, topic, 5)[-1], "sentry-trace") == []
     sentry_init(traces_sample_rate=1.0, integrations=[integration()])  # can be installed again
     assert confluent_kafka.Producer is not cimpl.Producer
+
+
+def test_a_client_without_the_integration_sends_untouched_while_the_patches_are_installed(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    """The patched ``produce`` asks whether the current client has KafkaIntegration in the lookup
+    it makes for the trace anyway; a scope bound to another client gets the library's own call."""
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    producer = producer_of(kafka_bootstrap, confluent_kafka.Producer)
+    topic = new_topic()
+    other = sentry_sdk.Client(LOCAL_DSN, transport=CapturingTransport, traces_sample_rate=1.0)
+    with sentry_sdk.isolation_scope() as scope:
+        scope.set_client(other)
+        with sentry_sdk.start_transaction(name="elsewhere"):
+            producer.produce(topic, b"plain", headers=[("kept", b"1")])
+    with sentry_sdk.start_transaction(name="head"):
+        producer.produce(topic, b"traced", headers=[("kept", b"2")])
+    producer.flush(10)
+    plain, traced = read_raw(kafka_bootstrap, topic, 2)
+    assert plain.headers() == [("kept", b"1")]
+    assert [name for name, _ in traced.headers()] == ["kept", "sentry-trace", "baggage"]
+    elsewhere, head = captured.transactions()
+    assert elsewhere["transaction"] == "elsewhere" and elsewhere["spans"] == []
+    assert [span["op"] for span in head["spans"]] == ["queue.publish"]
 
 
 ORIGINAL_SERIALIZING_PRODUCE = SerializingProducer.__dict__["produce"]

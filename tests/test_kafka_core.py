@@ -18,7 +18,7 @@ import sentry_sdk
 
 import busprop.kafka
 from busprop.kafka import _core
-from busprop.kafka._client import Delivery, KafkaClient, ProduceArguments
+from busprop.kafka._client import Delivery, KafkaClient
 
 
 class Message:
@@ -64,18 +64,15 @@ class AsyncProducer:
         return "future"
 
 
-def wrap_on_delivery(arguments: ProduceArguments, delivery: Delivery) -> None:
-    callback = arguments.get("on_delivery")
-
+def report_delivery(callback: Callable[..., Any], delivery: Delivery) -> Callable[..., Any]:
     def on_delivery(error: Any, message: Message) -> None:
         if error is None:
             delivery.delivered(message.topic(), 0, message.offset())
         else:
             delivery.failed(error)
-        if callback is not None:
-            callback(error, message)
+        callback(error, message)
 
-    arguments.set("on_delivery", on_delivery)
+    return on_delivery
 
 
 METHODS = KafkaClient(
@@ -95,7 +92,8 @@ METHODS = KafkaClient(
     produce_method="produce",
     produce_parameters=("topic", "value", "key", "headers", "on_delivery"),
     mapping_headers=True,
-    watch_arguments=wrap_on_delivery,
+    delivery_callbacks=("on_delivery",),
+    report_delivery=report_delivery,
 )
 ASYNC = KafkaClient(
     name="async",
@@ -181,9 +179,11 @@ def test_a_delivery_callback_argument_reports_the_id_and_keeps_the_users_callbac
 def test_a_failed_delivery_is_reported_in_the_sends_trace(sentry_init: Callable[..., Any]) -> None:
     captured = sentry_init(traces_sample_rate=1.0)
     producer = busprop.kafka.traced_producer(Producer(fails=True))
+    errors: list[Any] = []
     with sentry_sdk.start_transaction(name="head") as head:
-        producer.produce("orders", b"x")
+        producer.produce("orders", b"x", on_delivery=lambda error, message: errors.append(error))
         producer.flush()  # after the send's span: the failure is reported in its scopes all the same
+    assert len(errors) == 1  # the caller's callback still runs, once
     (error,) = captured.errors()
     assert error["exception"]["values"][-1]["mechanism"]["type"] == "busprop.kafka.delivery"
     assert error["contexts"]["trace"]["trace_id"] == head.trace_id

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def installed(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
     """``installed("2.73.0")``: the check sees that version; the warning is due again."""
-    monkeypatch.setattr(sdk, "_sdk_warning_pending", True)
+    monkeypatch.setattr(sdk, "sdk_check_pending", True)
 
     def pretend(version: str) -> None:
         monkeypatch.setattr(sentry_sdk, "VERSION", version)

@@ -48,6 +48,8 @@ def _watch_future(future: Any, delivery: Delivery) -> None:
         if error is not None:
             delivery.failed(error)
             return
+        if not delivery.describes:
+            return
         metadata = result.result()
         delivery.sent(partition=metadata.partition)
         delivery.delivered(metadata.topic, metadata.partition, metadata.offset)

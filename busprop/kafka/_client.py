@@ -29,7 +29,6 @@ __all__ = [
     "Delivery",
     "KafkaClient",
     "PatchPoint",
-    "ProduceArguments",
     "import_library",
     "types_in",
 ]
@@ -55,18 +54,12 @@ WRAPS = "wraps"
 PatchPoint = tuple[type, str, str]
 
 
-class ProduceArguments(Protocol):
-    """The arguments of one produce call, by parameter name (as the client's produce method names them)."""
-
-    def get(self, name: str) -> Any:
-        """The argument given for ``name``, ``None`` when not given."""
-
-    def set(self, name: str, value: Any) -> None:
-        """Pass ``value`` for ``name`` (in place of what the caller gave, if anything)."""
-
-
 class Delivery(Protocol):
     """What the core does with what a client learns about a send; every method is safe to call."""
+
+    #: Whether the send has a span to describe (``sent``, ``delivered``); without one (an unsampled
+    #: send) only a failure is reported, and a client need not wait for the rest.
+    describes: bool
 
     def sent(self, *, body_size: Any = None, partition: Any = None) -> None:
         """Describe the send (on its ``queue.publish`` span) with what is known before the broker answers."""
@@ -78,8 +71,8 @@ class Delivery(Protocol):
         """The record was not stored: report ``error`` in the send's scopes, mark the span failed."""
 
 
-def _no_watch(_arguments: ProduceArguments, _delivery: Delivery) -> None:
-    return None
+def _unreported(callback: Callable[..., Any], _delivery: Delivery) -> Callable[..., Any]:
+    return callback
 
 
 def _no_result_watch(_result: Any, _delivery: Delivery) -> None:
@@ -162,9 +155,12 @@ class KafkaClient:
     produce_callers: tuple[str, ...] = ()
     #: Whether the produce call accepts headers as a mapping (then the core copies it into a dict).
     mapping_headers: bool = False
-    #: Called before the produce call with its arguments: a client that reports delivery through a
-    #: callback argument wraps it here (``delivery.delivered`` / ``delivery.failed``).
-    watch_arguments: Callable[[ProduceArguments, Delivery], None] = _no_watch
+    #: The produce parameters that take a per-record delivery callback, the one the client calls
+    #: when several are given first (confluent-kafka's ``callback`` over its alias ``on_delivery``).
+    delivery_callbacks: tuple[str, ...] = ()
+    #: The callback the caller gave, wrapped to report to ``delivery`` (``delivery.delivered`` /
+    #: ``delivery.failed``) before it runs as before. A call that gives none gets none.
+    report_delivery: Callable[[Callable[..., Any], Delivery], Callable[..., Any]] = _unreported
     #: Called with what the produce call returned (a future): report its outcome to ``delivery``.
     watch_result: Callable[[Any, Delivery], None] = _no_result_watch
     #: A consumer's records as the client yields them (``traced_consumer`` wraps this iterator).
@@ -181,6 +177,11 @@ class KafkaClient:
     #: ``Producer``): their patch points are installed on a subclass that replaces ``module.name``
     #: while the integration is installed (see :func:`busprop.patching.patchable_subclass`).
     replaced_classes: Callable[[], list[tuple[ModuleType, str]]] = _no_classes
+
+    @cached_property
+    def watches_result(self) -> bool:
+        """Whether the client reports a send's outcome through what its produce call returns."""
+        return self.watch_result is not KafkaClient.watch_result
 
     @cached_property
     def produce_positions(self) -> dict[str, int]:

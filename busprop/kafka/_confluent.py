@@ -35,7 +35,6 @@ from busprop.kafka._client import (
     Delivery,
     KafkaClient,
     PatchPoint,
-    ProduceArguments,
     import_library,
     types_in,
 )
@@ -46,15 +45,6 @@ __all__ = ["CLIENT", "SERIALIZING"]
 MINIMUM_VERSION = (2, 0)
 #: How long one ``poll()`` of :func:`_records` waits: between polls signals (Ctrl+C) are delivered.
 POLL_SECONDS = 1.0
-
-
-def _watch_callback(arguments: ProduceArguments, delivery: Delivery) -> None:
-    """Wrap the delivery callback the call gives, under the name it gave it (the winning one)."""
-    for name in ("callback", "on_delivery"):
-        callback = arguments.get(name)
-        if callback is not None:
-            arguments.set(name, _reporting(callback, delivery))
-            return
 
 
 def _reporting(callback: Callable[[Any, Any], Any], delivery: Delivery) -> Callable[[Any, Any], Any]:
@@ -155,7 +145,8 @@ CLIENT = KafkaClient(
         "headers",
     ),
     mapping_headers=True,
-    watch_arguments=_watch_callback,
+    delivery_callbacks=("callback", "on_delivery"),
+    report_delivery=_reporting,
     records=_records,
     is_error=lambda message: message.error() is not None,
     patch_points=_patch_points,
@@ -168,6 +159,7 @@ SERIALIZING = dataclasses.replace(
     producer_types=types_in("confluent_kafka", "SerializingProducer"),
     consumer_types=types_in("confluent_kafka", "DeserializingConsumer"),
     produce_parameters=("topic", "key", "value", "partition", "on_delivery", "timestamp", "headers"),
+    delivery_callbacks=("on_delivery",),
     patch_points=_serializing_patch_points,
     replaced_classes=lambda: [],
 )

@@ -13,9 +13,10 @@ Adding a client (say ``busprop/kafka/_confluent.py``):
    every field). Import the client library only inside the functions that need it
    (``record_types``, ``producer_types``, ``consumer_types``, ``patch_points``): it is optional.
    The record readers are one-liners (``lambda message: message.topic()``); a client whose produce
-   call takes a delivery callback wraps it in ``watch_arguments`` (``arguments.get("on_delivery")``,
-   ``arguments.set(...)``, calling ``delivery.delivered(topic, partition, offset)`` or
-   ``delivery.failed(error)``); one that returns a future reports it in ``watch_result``.
+   call takes a delivery callback names its parameters in ``delivery_callbacks`` and wraps it in
+   ``report_delivery`` (calling ``delivery.delivered(topic, partition, offset)`` or
+   ``delivery.failed(error)``, then the callback); one that returns a future reports it in
+   ``watch_result``.
 2. Add its ``CLIENT`` to :data:`CLIENTS` (top of this module). From then on ``traced_producer``,
    ``traced_consumer``, ``traced_records``, ``record_processing``, ``process_batch`` and
    ``@consumer`` accept its producers, consumers and records (dispatch on their type), and
@@ -34,6 +35,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, cast, overload
@@ -45,7 +47,7 @@ from busprop.iteration import TracedAsyncIterator, TracedIterator, _processing_f
 from busprop.kafka import _aiokafka, _confluent, _kafka_python
 from busprop.kafka._client import KafkaClient
 from busprop.processing import MessageProcessing, continue_trace
-from busprop.publishing import Publishing, publish
+from busprop.publishing import NotEnabled, Publishing, Route, finish_publish, publish, start_publish
 
 logger = logging.getLogger("busprop")
 
@@ -131,9 +133,9 @@ def is_consumer(candidate: Any) -> bool:
 _UNTRACED: contextvars.ContextVar[bool] = contextvars.ContextVar("busprop_kafka_untraced", default=False)
 
 
-def untraced() -> bool:
-    """Whether the current call comes from busprop's own wrapper (the patch must not trace it)."""
-    return _UNTRACED.get()
+#: ``untraced()``: whether the current call comes from busprop's own wrapper (the patch must not
+#: trace it). The variable's own method: every patched call asks.
+untraced: Callable[[], bool] = _UNTRACED.get
 
 
 def call_untraced(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -176,6 +178,8 @@ def header_list(headers: Any) -> Headers | None:
 
 def header_copy(headers: Any) -> Headers | dict[Any, Any] | None:
     """A copy to write the trace into: a list as :func:`header_list`, a new dict for a mapping."""
+    if headers is None:
+        return []
     if isinstance(headers, Mapping):
         try:
             return dict(headers)
@@ -185,43 +189,69 @@ def header_copy(headers: Any) -> Headers | dict[Any, Any] | None:
     return header_list(headers)
 
 
-def _value_size(value: Any) -> int | None:
-    if type(value) in (bytes, bytearray, memoryview, str):
-        return len(value)
-    return None
+#: The value types whose ``len`` is the body size a send's span records.
+_SIZED = frozenset((bytes, bytearray, memoryview, str))
 
 
 # --- producer -------------------------------------------------------------------------------------
 
 
-class _Arguments:
-    """A produce call's arguments, read and replaced by parameter name in the place the caller put
-    them (positionally or by keyword), so the client receives the call as written, with only the
-    values busprop replaced (never in the caller's containers: tuples and dicts are rebuilt)."""
+#: The position of a parameter that cannot be given positionally (past any call's arguments).
+_KEYWORD_ONLY = sys.maxsize
 
-    __slots__ = ("args", "changed", "kwargs", "positions")
 
-    def __init__(self, positions: Mapping[str, int], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if len(args) > len(positions) or (
-            kwargs and any(positions.get(name, len(args)) < len(args) for name in kwargs)
-        ):
-            raise TypeError("arguments the produce method does not take")
-        self.positions, self.args, self.kwargs = positions, args, kwargs
-        self.changed = False
+class _Untouched(Exception):
+    """A produce call busprop leaves as it is (see :class:`_Send`)."""
 
-    def get(self, name: str) -> Any:
-        position = self.positions.get(name)
-        if position is not None and position < len(self.args):
-            return self.args[position]
-        return self.kwargs.get(name)
+
+class _Send:
+    """One traced produce call: its arguments, read and replaced by parameter name in the place
+    the caller put them (positionally or by keyword), so the client receives the call as written,
+    with only the values busprop replaced (never in the caller's containers: tuples and dicts are
+    rebuilt). The caller's headers are replaced by a copy (``carrier``) that the trace is
+    written into, for the ``topic`` given.
+
+    Raises :class:`_Untouched` for headers busprop cannot copy, a topic that is no ``str``, or
+    arguments the produce method does not take: the call is then sent untouched (no span), and
+    the client raises for it exactly as it would alone.
+    """
+
+    __slots__ = ("args", "body_size", "carrier", "count", "kwargs", "named", "positions", "topic")
+
+    def __init__(self, client: KafkaClient, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        positions, count = client.produce_positions, len(args)
+        if count > len(positions):
+            raise _Untouched("arguments the produce method does not take")
+        named = dict(zip(client.produce_parameters, args, strict=False))
+        if kwargs:
+            for name in kwargs:
+                if positions.get(name, count) < count:
+                    raise _Untouched("an argument given twice")
+            named.update(kwargs)
+        headers, topic = named.get("headers"), named.get("topic")
+        value: Any = named.get("value")
+        copy: Headers | dict[Any, Any] | None = []
+        if headers is not None:
+            copy = header_copy(headers) if client.mapping_headers else header_list(headers)
+        if copy is None:
+            raise _Untouched("headers busprop cannot copy")
+        if type(topic) is not str and not isinstance(topic, str):
+            logger.debug("busprop: a Kafka topic of type %s: record sent untouched", type(topic).__name__)
+            raise _Untouched("a topic that is no str")
+        #: Every argument given, by name.
+        self.named, self.positions, self.args, self.kwargs, self.count = named, positions, args, kwargs, count
+        self.carrier: Headers | dict[Any, Any] = copy
+        self.topic: str = topic
+        self.body_size = len(value) if type(value) in _SIZED else None
+        self.set("headers", copy)
 
     def set(self, name: str, value: Any) -> None:
-        position = self.positions.get(name)
-        if position is not None and position < len(self.args):
+        position = self.positions.get(name, _KEYWORD_ONLY)
+        if position < self.count:
             self.args = (*self.args[:position], value, *self.args[position + 1 :])
         else:
             self.kwargs = {**self.kwargs, name: value}
-        self.changed = True
+        self.named[name] = value
 
 
 class _Delivery:
@@ -231,8 +261,11 @@ class _Delivery:
     thread or loop) and is captured in the scopes and span of the send.
     """
 
+    __slots__ = ("current_span", "describes", "scopes", "span")
+
     def __init__(self, span: sdk.AnySpan | None) -> None:
         self.span = span
+        self.describes = span is not None
         self.scopes: sdk.Scopes | None = None
         self.current_span: sdk.AnySpan | None = None
 
@@ -273,72 +306,50 @@ class _Delivery:
             logger.debug("busprop: could not report a Kafka delivery failure", exc_info=True)
 
 
-def _watch(watch: Callable[[Any, _Delivery], None], subject: Any, delivery: _Delivery) -> None:
-    try:
-        watch(subject, delivery)
-    except Exception:
-        logger.debug("busprop: could not watch the delivery of a Kafka record", exc_info=True)
+#: What every Kafka send shares: header values are bytes, KafkaIntegration's options apply.
+ROUTE = Route(SYSTEM, origin=ORIGIN, as_bytes=True, bus=BUS)
 
 
-class _Send:
-    """One traced produce call (built by :func:`_send_of`): its arguments, the header copy that
-    carries the trace, and the ``queue.publish`` context it is made in."""
-
-    __slots__ = ("arguments", "carrier", "publishing")
-
-    def __init__(
-        self, arguments: _Arguments, carrier: Headers | dict[Any, Any], publishing: Publishing
-    ) -> None:
-        self.arguments, self.carrier, self.publishing = arguments, carrier, publishing
-
-    def start(self, client: KafkaClient, span: sdk.AnySpan | None) -> _Delivery | None:
-        """Inside the ``queue.publish`` span: the headers in the call, its delivery watched."""
-        arguments = self.arguments
-        arguments.set("headers", self.carrier)
-        watched = client.watch_arguments is not KafkaClient.watch_arguments
-        if span is None and not watched and client.watch_result is KafkaClient.watch_result:
-            return None  # nothing would be reported: no span to describe, no outcome to watch
-        delivery = _Delivery(span)
-        arguments.changed = False
-        _watch(client.watch_arguments, arguments, delivery)
-        if arguments.changed or client.watch_result is not KafkaClient.watch_result:
-            delivery.keep_scopes()  # a callback or a future will report the outcome
-        return delivery
-
-
-def _send_of(client: KafkaClient, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Send | None:
-    """The produce call with a header copy to carry the trace, or ``None``: sent untouched.
-
-    Headers busprop cannot copy, or a topic that is no ``str``, leave the call untouched (no
-    span), and so do arguments the produce method does not take: the client raises for them
-    exactly as it would alone.
-    """
-    try:
-        arguments = _Arguments(client.produce_positions, args, kwargs)
-    except TypeError:
-        return None
-    headers, topic = arguments.get("headers"), arguments.get("topic")
-    carrier = header_copy(headers) if client.mapping_headers else header_list(headers)
-    if carrier is None:
-        return None
-    if type(topic) is not str and not isinstance(topic, str):
-        logger.debug("busprop: a Kafka topic of type %s: record sent untouched", type(topic).__name__)
-        return None
-    publishing = Publishing(
-        carrier,
-        system=SYSTEM,
-        destination=topic,
-        body_size=_value_size(arguments.get("value")),
-        origin=ORIGIN,
-        bus=BUS,
-        as_bytes=True,
+def _start(
+    client: KafkaClient, send: _Send, patched: bool
+) -> tuple[sdk.AnySpan | NotEnabled | None, _Delivery | None]:
+    """Inside the send's ``queue.publish`` span (``None`` when not sampled), with the trace in its
+    headers: the delivery watched, or ``None`` when nothing would be reported (no span to
+    describe, no callback or future to report the outcome). ``patched``: a call KafkaIntegration's
+    patch made, traced only when the current client has KafkaIntegration (else ``NOT_ENABLED``)."""
+    span = start_publish(
+        ROUTE, send.carrier, send.topic, send.body_size, integration=BUS if patched else None
     )
-    return _Send(arguments, carrier, publishing)
+    if isinstance(span, NotEnabled):
+        return span, None
+    named = send.named
+    callback = name = None
+    for name in client.delivery_callbacks:
+        callback = named.get(name)
+        if callback is not None:
+            break
+    if span is None and callback is None and not client.watches_result:
+        return None, None
+    delivery = _Delivery(span)
+    if callback is not None and name is not None:
+        try:
+            send.set(name, client.report_delivery(callback, delivery))
+        except Exception:
+            logger.debug("busprop: could not watch the delivery of a Kafka record", exc_info=True)
+    if callback is not None or client.watches_result:
+        delivery.keep_scopes()  # a callback or a future will report the outcome
+    return span, delivery
 
 
-def _watched(client: KafkaClient, result: Any, delivery: _Delivery | None) -> Any:
-    if delivery is not None and client.watch_result is not KafkaClient.watch_result:
-        _watch(client.watch_result, result, delivery)
+def _sent(client: KafkaClient, span: sdk.AnySpan | None, delivery: _Delivery | None, result: Any) -> Any:
+    """After the produce call returned ``result``: its outcome watched, the span finished."""
+    if delivery is not None and client.watches_result:
+        try:
+            client.watch_result(result, delivery)
+        except Exception:
+            logger.debug("busprop: could not watch the delivery of a Kafka record", exc_info=True)
+    if span is not None:
+        finish_publish(span)
     return result
 
 
@@ -348,34 +359,58 @@ def traced_produce(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     *,
-    original: bool = False,
+    patched: bool = False,
 ) -> Any:
     """Call ``produce`` (a bound produce method) in a ``queue.publish`` span, trace in the headers.
 
-    ``original``: ``produce`` is the client's own method (KafkaIntegration's patch calls it), which
-    calls nothing busprop patches, so it needs no mark against being traced a second time.
+    ``patched``: ``produce`` is the client's own method and KafkaIntegration's patch calls it: the
+    call is traced only when the current client has KafkaIntegration, and needs no mark against
+    being traced a second time (the original calls nothing busprop patches). The span is started
+    and finished by :mod:`busprop.publishing`'s functions, with no context manager object per
+    record: this is the hot path of every send.
     """
-    send = _send_of(client, args, kwargs)
-    call = produce if original else functools.partial(call_untraced, produce)
-    if send is None:
-        return call(*args, **kwargs)
-    with send.publishing as span:
-        delivery = send.start(client, span)
-        arguments = send.arguments
-        return _watched(client, call(*arguments.args, **arguments.kwargs), delivery)
+    try:
+        send = _Send(client, args, kwargs)
+    except _Untouched:
+        return produce(*args, **kwargs) if patched else call_untraced(produce, *args, **kwargs)
+    span, delivery = _start(client, send, patched)
+    if isinstance(span, NotEnabled):
+        return produce(*args, **kwargs)
+    try:
+        if patched:
+            result = produce(*send.args, **send.kwargs)
+        else:
+            result = call_untraced(produce, *send.args, **send.kwargs)
+    except BaseException as error:
+        finish_publish(span, error)
+        raise
+    return _sent(client, span, delivery, result)
 
 
 async def traced_produce_async(
-    client: KafkaClient, produce: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    client: KafkaClient,
+    produce: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    patched: bool = False,
 ) -> Any:
-    """:func:`traced_produce` for a produce coroutine function: awaited inside the span."""
-    send = _send_of(client, args, kwargs)
-    if send is None:
-        return await await_untraced(produce, *args, **kwargs)
-    with send.publishing as span:
-        delivery = send.start(client, span)
-        arguments = send.arguments
-        return _watched(client, await await_untraced(produce, *arguments.args, **arguments.kwargs), delivery)
+    """:func:`traced_produce` for a produce coroutine function: awaited inside the span (``patched``
+    as there: the original coroutine function, awaited without the mark against a second trace)."""
+    call = produce if patched else functools.partial(await_untraced, produce)
+    try:
+        send = _Send(client, args, kwargs)
+    except _Untouched:
+        return await call(*args, **kwargs)
+    span, delivery = _start(client, send, patched)
+    if isinstance(span, NotEnabled):
+        return await call(*args, **kwargs)
+    try:
+        result = await call(*send.args, **send.kwargs)
+    except BaseException as error:
+        finish_publish(span, error)
+        raise
+    return _sent(client, span, delivery, result)
 
 
 def traced_send(send: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -402,11 +437,13 @@ class TracedProducer:
             async def produce_async(*args: Any, **kwargs: Any) -> Any:
                 return await traced_produce_async(client, attribute, args, kwargs)
 
+            self.__dict__[name] = produce_async  # built once: the next lookups find it here
             return produce_async
 
         def produce(*args: Any, **kwargs: Any) -> Any:
             return traced_produce(client, attribute, args, kwargs)
 
+        self.__dict__[name] = produce
         return produce
 
     def __enter__(self) -> TracedProducer:

@@ -141,12 +141,13 @@ def _produce_wrapper(client: KafkaClient) -> Wrapper:
     def patched_produce(
         produce: Callable[..., Any], _producer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        """The produce method as :func:`~busprop.kafka._core.traced_produce`; ``produce`` is the original."""
-        if untraced() or not _enabled():
+        """The produce method as :func:`~busprop.kafka._core.traced_produce` (which checks that the
+        current client has KafkaIntegration, in the lookup it makes anyway); ``produce`` is the original."""
+        if untraced():
             return produce(*args, **kwargs)
         if client.produce_is_async:
-            return traced_produce_async(client, produce, args, kwargs)
-        return traced_produce(client, produce, args, kwargs, original=True)
+            return traced_produce_async(client, produce, args, kwargs, patched=True)
+        return traced_produce(client, produce, args, kwargs, patched=True)
 
     return patched_produce
 

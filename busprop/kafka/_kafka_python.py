@@ -22,12 +22,14 @@ def _group_id(consumer: Any) -> Any:
 
 
 def _watch_future(future: Any, delivery: Delivery) -> None:
-    """The send's size and partition now, its offset (or failure) when the broker answers."""
-    # Private: kafka-python exposes a send's partition only once acknowledged (tests/test_seam.py).
-    delivery.sent(body_size=future.args[4], partition=future._produce_future.topic_partition.partition)
-    future.add_callback(
-        lambda metadata: delivery.delivered(metadata.topic, metadata.partition, metadata.offset)
-    )
+    """The send's size and partition now, its offset (or failure) when the broker answers; only
+    a failure for a send with no span to describe."""
+    if delivery.describes:
+        # Private: kafka-python exposes a send's partition only once acknowledged (tests/test_seam.py).
+        delivery.sent(body_size=future.args[4], partition=future._produce_future.topic_partition.partition)
+        future.add_callback(
+            lambda metadata: delivery.delivered(metadata.topic, metadata.partition, metadata.offset)
+        )
     future.add_errback(delivery.failed)
 
 
