@@ -6,6 +6,7 @@
 #   ./dev.sh bench [args]         every performance goal in one table (bench/goals.py; --json PATH)
 #   ./dev.sh bench --all          each benchmark script in bench/ with its own tables
 #   ./dev.sh bench --profile      where each microsecond goes, per adapter (bench/attribution.py)
+#   ./dev.sh bench --instructions instructions per message on the hottest paths (callgrind; bench/instructions.py)
 #   ./dev.sh matrix [pytest args] the declared version range (noxfile.py); `test` runs it too under CI=true
 #   ./dev.sh proof [--quick]      bad input, load and memory at docs/proof.md's sizes (hours), one table
 #   ./dev.sh mutate [mutant ...]  mutation-test the core modules against the fast tests, print the score
@@ -111,6 +112,7 @@ case "$command" in
         for script in bench/bench_*.py; do "$VENV/bin/python" "$script" "$@"; done
         ;;
       --profile) shift && exec "$VENV/bin/python" bench/attribution.py "$@" ;;
+      --instructions) shift && exec "$VENV/bin/python" bench/instructions.py "$@" ;;
       *) exec "$VENV/bin/python" bench/goals.py "$@" ;;
     esac
     ;;

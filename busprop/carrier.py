@@ -166,19 +166,37 @@ def _pairs(container: Any) -> Iterable[Sequence[Any]]:
 
 
 def _read(container: Any, keys: CarrierKeys) -> tuple[str | None, str | None, str | None]:
-    """The first usable ``sentry-trace``, ``baggage`` and ``traceparent`` of one container."""
+    """The first usable ``sentry-trace``, ``baggage`` and ``traceparent`` of one container.
+
+    A container of any type: one that is none, or not a mapping or a sequence of pairs, or whose
+    reading raises, is skipped (with a debug record). Runs once per message: a list or tuple of
+    pairs (Kafka's headers) is walked in place, an item that is no pair skipped on the way."""
     sentry_trace: str | None = None
     baggage: str | None = None
     traceparent: str | None = None
-    for key, value in _pairs(container):
-        if key == keys.sentry_trace:
-            if sentry_trace is None:
-                sentry_trace = parse_sentry_trace(value)
-        elif key == keys.baggage:
-            if baggage is None:
-                baggage = parse_baggage(value)
-        elif key == keys.traceparent and traceparent is None:
-            traceparent = traceparent_to_sentry_trace(value)
+    if container is None:
+        return None, None, None
+    kind = type(container)
+    mapping = kind is not list and kind is not tuple and isinstance(container, Mapping)
+    if not mapping and not isinstance(container, (list, tuple)):
+        logger.debug("busprop: a carrier of type %s is no header container", type(container).__name__)
+        return None, None, None
+    try:
+        for item in container.items() if mapping else container:
+            if not isinstance(item, (list, tuple)) or len(item) != 2:
+                continue
+            key, value = item
+            if key == keys.sentry_trace:
+                if sentry_trace is None:
+                    sentry_trace = parse_sentry_trace(value)
+            elif key == keys.baggage:
+                if baggage is None:
+                    baggage = parse_baggage(value)
+            elif key == keys.traceparent and traceparent is None:
+                traceparent = traceparent_to_sentry_trace(value)
+    except Exception:
+        logger.debug("busprop: unreadable %s carrier, skipped", type(container).__name__, exc_info=True)
+        return None, None, None
     return sentry_trace, baggage, traceparent
 
 
@@ -199,27 +217,12 @@ def extract(*containers: Any, keys: CarrierKeys = HEADER_KEYS) -> IncomingTrace:
         return NO_TRACE
     fallback: IncomingTrace | None = None
     for container in containers:
-        sentry_trace, baggage, traceparent = _read_guarded(container, keys)
+        sentry_trace, baggage, traceparent = _read(container, keys)
         if sentry_trace is not None:
             return IncomingTrace(sentry_trace, baggage)
         if traceparent is not None and fallback is None:
             fallback = IncomingTrace(traceparent, baggage)
     return fallback or NO_TRACE
-
-
-def _read_guarded(container: Any, keys: CarrierKeys) -> tuple[str | None, str | None, str | None]:
-    """:func:`_read`, for a container of any type: one that is none, or raises, is skipped."""
-    if container is None:
-        return None, None, None
-    kind = type(container)
-    if kind is not list and kind is not dict and not isinstance(container, (Mapping, list, tuple)):
-        logger.debug("busprop: a carrier of type %s is no header container", type(container).__name__)
-        return None, None, None
-    try:
-        return _read(container, keys)
-    except Exception:
-        logger.debug("busprop: unreadable %s carrier, skipped", type(container).__name__, exc_info=True)
-        return None, None, None
 
 
 def _existing_value(container: MutableCarrier, key: str) -> Any:

@@ -47,7 +47,8 @@ class MessageProcessing:
         self.one_message = True
 
     def __enter__(self) -> sdk.ProcessingSpan | None:
-        sdk.warn_if_unsupported_sdk()
+        if sdk.sdk_check_pending:
+            sdk.warn_if_unsupported_sdk()
         carriers, keys, arguments = self._arguments
         try:
             self.trace = extract(*carriers, keys=keys)
@@ -67,13 +68,10 @@ class MessageProcessing:
             logger.debug("busprop: could not open an isolation scope", exc_info=True)
             return None
         try:
-            kind = sdk.transaction_kind(sdk.continue_propagation(scope, self.trace))
+            name = arguments["name"] or arguments["destination"]
+            kind, transaction = sdk.continue_message(scope, self.trace, name=name, origin=arguments["origin"])
             if kind == sdk.UNSAMPLED_TRANSACTION:
-                name = arguments["name"] or arguments["destination"]
-                self.transaction = sdk.start_unsampled_transaction(
-                    scope, name=name, origin=arguments["origin"]
-                )
-                self._kind = kind
+                self.transaction, self._kind = transaction, kind
             elif kind == sdk.SAMPLED_TRANSACTION:
                 self._start(scope, arguments)
         except Exception:

@@ -79,6 +79,13 @@ ProcessingSpan: TypeAlias = "Transaction | NoOpSpan | StreamedSpan"
 STATUS_OK, STATUS_ERROR_STREAMED, STATUS_ERROR_CLASSIC = "ok", "error", "internal_error"
 
 
+#: ``sentry_sdk.get_current_scope``, ``get_isolation_scope`` and ``get_client`` without the
+#: module-level functions around them: every message and every patched call asks, several times.
+_current_scope = sentry_sdk.Scope.get_current_scope
+_isolation_scope = sentry_sdk.Scope.get_isolation_scope
+_current_client = sentry_sdk.Scope.get_client
+
+
 def streaming(options: Mapping[str, Any] | None = None) -> bool:
     """Whether the SDK streams spans (``options``: the current client's when not given).
 
@@ -90,7 +97,7 @@ def streaming(options: Mapping[str, Any] | None = None) -> bool:
     if _has_span_streaming_enabled is None:
         return False
     if options is None:
-        return _modes(sentry_sdk.get_client())[1]
+        return _modes(_current_client())[1]
     return bool(_has_span_streaming_enabled(options))
 
 
@@ -154,7 +161,7 @@ def outgoing_values(with_traceparent: bool = False) -> Mapping[str, str] | None:
     by its ids and decision, so the cache keeps no span alive. In streaming mode the span is the
     current streamed span, whose segment holds the decision and the frozen baggage.
     """
-    scope = sentry_sdk.get_current_scope()
+    scope = _current_scope()
     client = scope.get_client()
     cache = cache_of(client)
     return _outgoing_values_of(scope, cache, _modes_of(client, cache), with_traceparent)
@@ -177,12 +184,6 @@ def sampled_parent_or_values(
     if parent is not None and parent.sampled and not _is_noop_streamed(parent):  # span_sampled
         return parent, None
     return None, _outgoing_values_of(scope, cache, modes, with_traceparent, parent)
-
-
-#: ``sentry_sdk.get_current_scope`` and ``get_client`` without the module-level functions around
-#: them: every send and every patched call asks.
-_current_scope = sentry_sdk.Scope.get_current_scope
-_current_client = sentry_sdk.Scope.get_client
 
 
 def _outgoing_values_of(
@@ -246,7 +247,7 @@ def outgoing_sampled() -> bool | None:
     Lets an adapter leave out what only a sampled consumer would use (AMQP's publish-time header)
     when the head has already decided against sampling.
     """
-    traceparent = _traceparent(sentry_sdk.get_current_scope())
+    traceparent = _traceparent(_current_scope())
     if not traceparent:
         return None
     _, _, *flag = traceparent.split("-")
@@ -298,7 +299,7 @@ def _serialize(baggage: Baggage, cache: ClientCache) -> str:
     return serialized
 
 
-def _incoming_context(incoming: IncomingTrace) -> PropagationContext | None:
+def _incoming_context(incoming: IncomingTrace, cache: ClientCache | None = None) -> PropagationContext | None:
     """The SDK's propagation context for ``incoming``, parsed once per distinct header pair.
 
     ``PropagationContext.from_incoming_data`` is most of the cost of continuing a trace (about
@@ -313,7 +314,8 @@ def _incoming_context(incoming: IncomingTrace) -> PropagationContext | None:
     """
     if incoming.sentry_trace is None:
         return None
-    cache = cache_of(sentry_sdk.get_client())
+    if cache is None:
+        cache = cache_of(_current_client())
     key = (incoming.sentry_trace, incoming.baggage)
     parsed = cache.parsed.get(key)
     if parsed is None:
@@ -343,7 +345,12 @@ def _copy_context(parsed: PropagationContext) -> PropagationContext:
     return context
 
 
-def continue_propagation(scope: sentry_sdk.Scope, incoming: IncomingTrace) -> bool | None:
+def continue_propagation(
+    scope: sentry_sdk.Scope,
+    incoming: IncomingTrace,
+    streams: bool | None = None,
+    cache: ClientCache | None = None,
+) -> bool | None:
     """Make the incoming trace the propagation context of ``scope``; return the head's decision.
 
     The SDK decides whether the trace is continued at all (``strict_trace_continuation``, a
@@ -352,10 +359,11 @@ def continue_propagation(scope: sentry_sdk.Scope, incoming: IncomingTrace) -> bo
     An outer ``sentry_sdk.traces.continue_trace`` (what the SDK's streaming Celery, rq and arq
     integrations call) also gives the current scope a context of its own, which would shadow the
     isolation scope's: the message's context then replaces it there as well, as the SDK's
-    ``continue_trace`` of streaming mode does.
+    ``continue_trace`` of streaming mode does. ``streams`` and ``cache``: the client's mode and
+    cache, when the caller looked them up already.
     """
-    context = _incoming_context(incoming)
-    current = sentry_sdk.get_current_scope()
+    context = _incoming_context(incoming, cache)
+    current = _current_scope()
     if context is None:
         scope.generate_propagation_context(incoming.as_headers())
         context = scope.get_active_propagation_context()
@@ -367,7 +375,7 @@ def continue_propagation(scope: sentry_sdk.Scope, incoming: IncomingTrace) -> bo
         current._propagation_context = context
     # A span active where the message is processed (the server's, a batch's) is not the
     # message's parent: outgoing messages must carry the continued trace, not that span's.
-    _set_span_of(current, None, streaming())
+    _set_span_of(current, None, streaming() if streams is None else streams)
     return context.parent_sampled
 
 
@@ -376,23 +384,31 @@ def continue_propagation(scope: sentry_sdk.Scope, incoming: IncomingTrace) -> bo
 NO_TRANSACTION, UNSAMPLED_TRANSACTION, SAMPLED_TRANSACTION = 0, 1, 2
 
 
-def transaction_kind(parent_sampled: bool | None) -> int:
-    """Which transaction processing a message needs, given the head's decision.
+def continue_message(
+    scope: sentry_sdk.Scope, incoming: IncomingTrace, *, name: str, origin: str
+) -> tuple[int, ProcessingSpan | None]:
+    """Continue ``incoming`` on ``scope`` (:func:`continue_propagation`) and say which
+    transaction processing the message needs, with the unsampled one already current.
 
     Tracing disabled: none; the SDK's HTTP integrations then propagate from the scope's
-    propagation context, which :func:`continue_propagation` set. An unsampled head (and no
-    ``traces_sampler`` that could overrule it): a transaction that is never sampled, because with
+    propagation context. An unsampled head (and no ``traces_sampler`` that could overrule it):
+    a transaction that is never sampled (:func:`start_unsampled_transaction`), because with
     tracing enabled the SDK's HTTP integrations take their headers from the current span and send
-    nothing without one; building it directly costs a fraction of ``start_transaction``. In
-    streaming mode it is the SDK's own no-op segment, which says ``-0`` the same way.
-    Otherwise the SDK decides, as for any transaction.
+    nothing without one; building it directly costs a fraction of ``start_transaction``.
+    Otherwise (``SAMPLED_TRANSACTION``, ``None``): the SDK decides, as for any transaction. The
+    client, its cache and its modes are looked up once, for all of it: this runs per message.
     """
-    options = sentry_sdk.get_client().options
-    if not has_tracing_enabled(options):
-        return NO_TRANSACTION
-    if parent_sampled is False and options.get("traces_sampler") is None:
-        return UNSAMPLED_TRANSACTION
-    return SAMPLED_TRANSACTION
+    client = _current_client()
+    cache = cache_of(client)
+    tracing, streams = cache.modes or _modes_of(client, cache)
+    parent_sampled = continue_propagation(scope, incoming, streams, cache)
+    if not tracing:
+        return NO_TRANSACTION, None
+    if parent_sampled is False and client.options.get("traces_sampler") is None:
+        return UNSAMPLED_TRANSACTION, start_unsampled_transaction(
+            scope, name=name, origin=origin, streams=streams
+        )
+    return SAMPLED_TRANSACTION, None
 
 
 def _transaction_from_context(
@@ -431,17 +447,19 @@ def _start_segment(name: str, origin: str, data: Mapping[str, Any]) -> StreamedS
     return segment
 
 
-def start_unsampled_transaction(scope: sentry_sdk.Scope, *, name: str, origin: str) -> ProcessingSpan:
+def start_unsampled_transaction(
+    scope: sentry_sdk.Scope, *, name: str, origin: str, streams: bool | None = None
+) -> ProcessingSpan:
     """Make a never-sampled transaction current: what the SDK propagates inside it says ``-0``.
 
     It is set on the current scope of the message's isolation scope, which takes it away when
     the processing ends; :func:`drop_unsampled_transaction` then accounts for it. In streaming
     mode the SDK's segment for an unsampled parent is that span already.
     """
-    if streaming():
+    if streaming() if streams is None else streams:
         return _start_segment(name, origin, {})
     transaction = _transaction_from_context(scope, name=name, origin=origin, sampled=False)
-    sentry_sdk.get_current_scope().span = transaction
+    _current_scope().span = transaction
     return transaction
 
 
@@ -455,7 +473,7 @@ def drop_unsampled_transaction(transaction: ProcessingSpan | None = None) -> Non
     if transaction is not None and _is_streamed(transaction):
         transaction.end()
         return
-    client = sentry_sdk.get_client()
+    client = _current_client()
     transport = client.transport
     if transport is not None and client.is_active():
         reason = "backpressure" if client.monitor and client.monitor.downsample_factor > 0 else "sample_rate"
@@ -496,11 +514,11 @@ def hold_propagation(scope: sentry_sdk.Scope) -> None:
     never finished: it lives on the current scope of the isolation scope that holds the work, and
     goes with it.
     """
-    if not has_tracing_enabled(sentry_sdk.get_client().options):
+    if not has_tracing_enabled(_current_client().options):
         return
     context = scope.get_active_propagation_context()
     sampled = context.parent_sampled
-    current = sentry_sdk.get_current_scope()
+    current = _current_scope()
     if streaming():
         # Starting it sets it current on ``current``; it is never ended.
         # Only what propagation reads: nothing else of it is ever looked at.
@@ -513,7 +531,7 @@ def hold_propagation(scope: sentry_sdk.Scope) -> None:
 
 def sampled_parent() -> AnySpan | None:
     """The current span when it is sampled (and recorded): the parent a ``queue.publish`` span needs."""
-    parent = _span_of(sentry_sdk.get_current_scope(), streaming())
+    parent = _span_of(_current_scope(), streaming())
     return parent if span_sampled(parent) else None
 
 
@@ -603,7 +621,7 @@ def fail_current_span() -> None:
     aio-pika's RPC server turns the function's exception into an error reply, so the processing
     around it ends without one.
     """
-    span = _span_of(sentry_sdk.get_current_scope(), streaming())
+    span = _span_of(_current_scope(), streaming())
     if span is None:
         return
     set_span_status(span, STATUS_ERROR_CLASSIC)
@@ -615,7 +633,7 @@ def fail_current_span() -> None:
 
 def capture_exception(error: BaseException, *, mechanism: str, handled: bool = False) -> None:
     """Report ``error`` with a mechanism naming busprop, unhandled by default (a consumer raised)."""
-    client = sentry_sdk.get_client()
+    client = _current_client()
     if not client.is_active():
         return
     described = {"type": mechanism, "handled": handled}
@@ -634,7 +652,7 @@ def integration_enabled(integration: type[_Integration] | str) -> bool:
 
 def enabled_integrations() -> Mapping[str, _Integration]:
     """The integrations the current client has set up, by identifier (one lookup for several)."""
-    return sentry_sdk.get_client().integrations
+    return _current_client().integrations
 
 
 def enabled_integration_attribute(identifier: str, name: str) -> Any:
@@ -642,12 +660,12 @@ def enabled_integration_attribute(identifier: str, name: str) -> Any:
 
     How an adapter reads the options its Integration was built with, per message: two lookups.
     """
-    return getattr(sentry_sdk.get_client().integrations.get(identifier), name, None)
+    return getattr(_current_client().integrations.get(identifier), name, None)
 
 
 def user_listed_integration(identifier: str) -> bool:
     """Whether the current client's ``integrations=[...]`` option listed ``identifier``."""
-    listed = sentry_sdk.get_client().options.get("integrations") or ()
+    listed = _current_client().options.get("integrations") or ()
     return any(getattr(integration, "identifier", None) == identifier for integration in listed)
 
 
@@ -741,12 +759,12 @@ def isolation_scope() -> AbstractContextManager[sentry_sdk.Scope]:
 
 def current_scopes() -> Scopes:
     """The scopes work runs in now, to run later work in the same ones (:func:`using_scopes`)."""
-    return sentry_sdk.get_current_scope(), sentry_sdk.get_isolation_scope()
+    return _current_scope(), _isolation_scope()
 
 
 def current_isolation_scope() -> sentry_sdk.Scope:
     """The isolation scope work runs in now."""
-    return sentry_sdk.get_isolation_scope()
+    return _isolation_scope()
 
 
 @contextmanager
@@ -771,23 +789,23 @@ def in_isolation_scope(isolation: sentry_sdk.Scope) -> AbstractContextManager[se
 
 def current_span() -> AnySpan | None:
     """The span new spans and outgoing messages are children of, if any (in the client's mode)."""
-    span: AnySpan | None = _span_of(sentry_sdk.get_current_scope(), streaming())
+    span: AnySpan | None = _span_of(_current_scope(), streaming())
     return span
 
 
 def set_current_span(span: AnySpan | None) -> None:
     """Make ``span`` the current scope's span (``None``: none)."""
-    _set_span_of(sentry_sdk.get_current_scope(), span, streaming())
+    _set_span_of(_current_scope(), span, streaming())
 
 
 def current_client() -> Any:
     """The active client, as an opaque key (to remember what was said about it)."""
-    return sentry_sdk.get_client()
+    return _current_client()
 
 
 def client_options() -> Mapping[str, Any]:
     """The options the current client was initialised with."""
-    return sentry_sdk.get_client().options
+    return _current_client().options
 
 
 # --- the sentry-sdk versions busprop is proven with --------------------------------------------
@@ -893,7 +911,7 @@ def parse_incoming(incoming: IncomingTrace) -> TraceFacts | None:
 
 def continued_trace() -> TraceFacts:
     """The trace the current scope is in: the propagation context a message continued."""
-    context = sentry_sdk.get_current_scope().get_active_propagation_context()
+    context = _current_scope().get_active_propagation_context()
     baggage = context.baggage
     return TraceFacts(
         trace_id=context.trace_id,
@@ -918,13 +936,13 @@ def org_allows_continuation(incoming: IncomingTrace) -> bool:
 
 def client_org_id() -> str | None:
     """The org id of the current client: its ``org_id`` option, or the one in its DSN's host."""
-    parsed = sentry_sdk.get_client().parsed_dsn
+    parsed = _current_client().parsed_dsn
     return None if parsed is None else parsed.org_id
 
 
 def tracing_enabled() -> bool:
     """Whether the current client records transactions (``traces_sample_rate`` or ``traces_sampler``)."""
-    return has_tracing_enabled(sentry_sdk.get_client().options)
+    return has_tracing_enabled(_current_client().options)
 
 
 def span_sampled(span: ProcessingSpan | AnySpan | None) -> bool:
@@ -935,7 +953,7 @@ def span_sampled(span: ProcessingSpan | AnySpan | None) -> bool:
 
 def client_initialised() -> bool:
     """Whether ``sentry_sdk.init`` has been called in this process."""
-    return sentry_sdk.get_client().is_active()
+    return _current_client().is_active()
 
 
 def init(**options: Any) -> None:
@@ -954,7 +972,7 @@ def keep_envelopes_local(transport: type[Transport]) -> None:
     For a diagnosis run with the application's own ``sentry_sdk.init``: every option stays as the
     application set it (the DSN too, so its org id), only where envelopes go changes.
     """
-    client = sentry_sdk.get_client()
+    client = _current_client()
     previous = client.transport
     if previous is None:  # no DSN: the client sends nothing anyway
         return

@@ -1,0 +1,193 @@
+"""Instructions per message on busprop's hottest paths, counted by valgrind's callgrind.
+
+Wall-clock ratios on a shared 2-core machine swing by a third from run to run; an instruction
+count does not (the same binary, inputs and environment give the same total, whatever else the
+machine is doing). Each path runs in its own process under ``valgrind --tool=callgrind`` twice,
+with ``--small`` and ``--large`` messages; the difference divided by the difference in messages
+is the cost of one message, with the interpreter's start-up and the imports cancelled out.
+
+Paths, with no broker (what is timed is the Python around the client's C call):
+
+- ``produce``: confluent-kafka's ``Producer.produce()`` into librdkafka's local queue (the broker
+  address is unreachable, the queue purged at the end): bare with the two trace headers as static
+  bytes (the floor), KafkaIntegration with tracing off and in an unsampled transaction, and
+  OpenTelemetry's confluent-kafka instrumentation in an unsampled root span.
+- ``consume``: confluent-kafka ``Message`` objects, each of a distinct unsampled trace, iterated
+  bare and through ``busprop.kafka.traced_records`` (tracing off, and unsampled: an isolation
+  scope, the SDK's parse of the headers and a never-sampled transaction per message), the body
+  asking ``sentry_sdk.get_traceparent()``.
+
+Usage: python bench/instructions.py [--small 1000] [--large 6000]. Needs valgrind (Debian's
+package). The table gives instructions per message and busprop's excess over the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+STATIC_HEADERS = [
+    ("sentry-trace", b"771a43a4192642f0b136d5159a501700-b2bd6e9b3e4c5a1f-1"),
+    (
+        "baggage",
+        b"sentry-trace_id=771a43a4192642f0b136d5159a501700,sentry-sample_rand=0.5,sentry-sampled=true",
+    ),
+]
+#: path: [(scenario, label)], the first the floor the others are compared with.
+PATHS: dict[str, list[tuple[str, str]]] = {
+    "produce": [
+        ("floor", "bare produce(), static trace headers (the floor)"),
+        ("off", "KafkaIntegration, tracing off"),
+        ("unsampled", "KafkaIntegration, unsampled transaction"),
+        ("otel", "OpenTelemetry, ParentBased(ALWAYS_OFF) root span"),
+    ],
+    "consume": [
+        ("bare", "bare iteration (the floor)"),
+        ("off", "traced_records, tracing off"),
+        ("unsampled", "traced_records, unsampled heads"),
+    ],
+}
+
+
+def _init(scenario: str) -> None:
+    import sentry_sdk
+
+    from busprop.kafka import KafkaIntegration
+    from busprop.testing import LOCAL_DSN
+
+    class Dropping(sentry_sdk.transport.Transport):
+        def capture_envelope(self, envelope: Any) -> None:
+            pass
+
+    if scenario == "otel":
+        from bench_peers import init_otel
+        from opentelemetry.instrumentation.confluent_kafka import ConfluentKafkaInstrumentor
+
+        ConfluentKafkaInstrumentor().instrument(tracer_provider=init_otel(False))
+        return
+    if scenario in ("floor", "bare"):
+        return
+    options: dict[str, Any] = {"dsn": LOCAL_DSN, "transport": Dropping, "default_integrations": False}
+    options["integrations"] = [KafkaIntegration()]
+    if scenario == "unsampled":
+        options["traces_sample_rate"] = 0.0
+    sentry_sdk.init(**options)
+
+
+def _produce(scenario: str, count: int) -> None:
+    import confluent_kafka
+    import sentry_sdk
+
+    producer = confluent_kafka.Producer(
+        {"bootstrap.servers": "127.0.0.1:9", "queue.buffering.max.messages": 1_000_000, "log_level": 0}
+    )
+    if scenario == "otel":
+        from opentelemetry import trace
+
+        root = trace.get_tracer("bench").start_as_current_span("request")
+        root.__enter__()
+    elif scenario == "unsampled":
+        sentry_sdk.start_transaction(name="request").__enter__()
+    value = b"x" * 100
+    for _ in range(200):  # warm-up: caches and lazy imports out of the count
+        producer.produce("topic", value)
+    if scenario == "floor":
+        for _ in range(count):
+            producer.produce("topic", value, headers=STATIC_HEADERS)
+    else:
+        for _ in range(count):
+            producer.produce("topic", value)
+    producer.purge()
+
+
+def _consume(scenario: str, count: int) -> None:
+    import confluent_kafka
+    import sentry_sdk
+
+    import busprop.kafka
+
+    def messages(number: int) -> list[Any]:
+        return [
+            confluent_kafka.Message(
+                topic="orders",
+                partition=0,
+                offset=offset,
+                value=b"x" * 100,
+                headers=[
+                    ("sentry-trace", f"{uuid.uuid4().hex}-b2bd6e9b3e4c5a1f-0".encode()),
+                    ("baggage", f"sentry-trace_id={uuid.uuid4().hex},sentry-sampled=false".encode()),
+                ],
+            )
+            for offset in range(number)
+        ]
+
+    def run(batch: list[Any]) -> None:
+        if scenario == "bare":
+            for message in batch:
+                message.headers()
+            return
+        for _message in busprop.kafka.traced_records(batch):
+            sentry_sdk.get_traceparent()
+
+    run(messages(200))
+    run(messages(count))
+
+
+def _child(path: str, scenario: str, count: int) -> None:
+    _init(scenario)
+    (_produce if path == "produce" else _consume)(scenario, count)
+    os._exit(0)  # librdkafka's threads and the SDK's worker are not waited for
+
+
+def _instructions(path: str, scenario: str, count: int) -> int:
+    with tempfile.TemporaryDirectory() as directory:
+        out = Path(directory) / "callgrind.out"
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable]
+        result = subprocess.run(
+            [*command, __file__, "--child", path, scenario, str(count)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    found = re.search(r"Collected : (\d+)", result.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count from callgrind: {result.stderr[-500:]}")
+    return int(found.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", type=int, default=1000)
+    parser.add_argument("--large", type=int, default=6000)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.child:
+        path, scenario, count = options.child
+        _child(path, scenario, int(count))
+    for path, scenarios in PATHS.items():
+        print(f"\n{path}: instructions per message ({options.small:,} and {options.large:,} messages)\n")
+        print("| scenario | instructions | over the floor |")
+        print("| --- | ---: | ---: |")
+        floor = None
+        for scenario, label in scenarios:
+            small = _instructions(path, scenario, options.small)
+            large = _instructions(path, scenario, options.large)
+            per_message = (large - small) // (options.large - options.small)
+            floor = per_message if floor is None else floor
+            excess = "" if per_message == floor else f"{per_message - floor:+,}"
+            print(f"| {label} | {per_message:,} | {excess} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
