@@ -270,9 +270,10 @@ class _Delivery:
         self.current_span: sdk.AnySpan | None = None
 
     def keep_scopes(self) -> None:
-        """Remember the send's scopes for a later failure (skipped when nothing watches the send)."""
+        """Remember the send's scopes for a later failure (skipped when nothing watches the send),
+        and its current span: the ``queue.publish`` span while it runs (no lookup), else the parent."""
         self.scopes = sdk.current_scopes()
-        self.current_span = sdk.current_span()
+        self.current_span = self.span if self.span is not None else sdk.current_span()
 
     def sent(self, *, body_size: Any = None, partition: Any = None) -> None:
         try:
