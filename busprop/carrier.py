@@ -34,7 +34,8 @@ MAX_TRACE_HEADER_LENGTH = 128
 #: Longest ``baggage`` accepted on the way in: the W3C limit.
 MAX_BAGGAGE_LENGTH = 8192
 
-_SENTRY_TRACE_RE = re.compile(r"[ \t]*([0-9a-f]{32})-([0-9a-f]{16})(?:-([01]))?[ \t]*")
+#: A trace id and a span id of lowercase hex, neither all zeros, and an optional sampling flag.
+_SENTRY_TRACE_RE = re.compile(r"[ \t]*(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}(?:-[01])?[ \t]*")
 _TRACEPARENT_RE = re.compile(r"[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?[ \t]*")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
@@ -94,13 +95,25 @@ class IncomingTrace:
 
 NO_TRACE = IncomingTrace()
 
+_new_object = object.__new__
+
+
+def _incoming(sentry_trace: str, baggage: str | None) -> IncomingTrace:
+    """``IncomingTrace(sentry_trace, baggage)`` of values already validated, in a third of the
+    time: a frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``."""
+    trace = _new_object(IncomingTrace)
+    fields = trace.__dict__
+    fields["sentry_trace"] = sentry_trace
+    fields["baggage"] = baggage
+    return trace
+
 
 def _as_text(value: Any, limit: int) -> str | None:
     if type(value) is bytes:  # Kafka's header values: the common case first
         if len(value) > limit * 4:
             return None
         try:
-            text = value.decode("utf-8", errors="strict")
+            text = value.decode()  # strict UTF-8
         except UnicodeDecodeError:
             return None
     elif isinstance(value, str):
@@ -109,7 +122,7 @@ def _as_text(value: Any, limit: int) -> str | None:
         if len(value) > limit * 4:
             return None
         try:
-            text = bytes(value).decode("utf-8", errors="strict")
+            text = bytes(value).decode()
         except UnicodeDecodeError:
             return None
     else:
@@ -124,8 +137,7 @@ def parse_sentry_trace(value: Any) -> str | None:
     text = _as_text(value, MAX_TRACE_HEADER_LENGTH)
     if text is None:
         return None
-    match = _SENTRY_TRACE_RE.fullmatch(text)
-    if match is None or match.group(1) == _ZERO_TRACE or match.group(2) == _ZERO_SPAN:
+    if _SENTRY_TRACE_RE.fullmatch(text) is None:
         return None
     return text.strip()
 
@@ -133,9 +145,7 @@ def parse_sentry_trace(value: Any) -> str | None:
 def parse_baggage(value: Any) -> str | None:
     """Return ``value`` as a ``baggage`` string when it is printable and within the W3C limits."""
     text = _as_text(value, MAX_BAGGAGE_LENGTH)
-    if text is None or not text.strip():
-        return None
-    if not text.isprintable() or not text.isascii():
+    if text is None or not text.isascii() or not text.isprintable() or not text or text.isspace():
         return None
     return text
 
@@ -181,19 +191,20 @@ def _read(container: Any, keys: CarrierKeys) -> tuple[str | None, str | None, st
     if not mapping and not isinstance(container, (list, tuple)):
         logger.debug("busprop: a carrier of type %s is no header container", type(container).__name__)
         return None, None, None
+    names = keys.sentry_trace, keys.baggage, keys.traceparent
     try:
         for item in container.items() if mapping else container:
-            if not isinstance(item, (list, tuple)) or len(item) != 2:
-                continue
-            key, value = item
-            if key == keys.sentry_trace:
-                if sentry_trace is None:
-                    sentry_trace = parse_sentry_trace(value)
-            elif key == keys.baggage:
-                if baggage is None:
-                    baggage = parse_baggage(value)
-            elif key == keys.traceparent and traceparent is None:
-                traceparent = traceparent_to_sentry_trace(value)
+            if (type(item) is tuple or isinstance(item, (list, tuple))) and len(item) == 2:
+                key, value = item
+                if key in names:  # at most three comparisons for a header that is no trace header
+                    if key == names[0]:
+                        if sentry_trace is None:
+                            sentry_trace = parse_sentry_trace(value)
+                    elif key == names[1]:
+                        if baggage is None:
+                            baggage = parse_baggage(value)
+                    elif traceparent is None:
+                        traceparent = traceparent_to_sentry_trace(value)
     except Exception:
         logger.debug("busprop: unreadable %s carrier, skipped", type(container).__name__, exc_info=True)
         return None, None, None
@@ -219,9 +230,9 @@ def extract(*containers: Any, keys: CarrierKeys = HEADER_KEYS) -> IncomingTrace:
     for container in containers:
         sentry_trace, baggage, traceparent = _read(container, keys)
         if sentry_trace is not None:
-            return IncomingTrace(sentry_trace, baggage)
+            return _incoming(sentry_trace, baggage)
         if traceparent is not None and fallback is None:
-            fallback = IncomingTrace(traceparent, baggage)
+            fallback = _incoming(traceparent, baggage)
     return fallback or NO_TRACE
 
 

@@ -333,10 +333,10 @@ class TracedAsyncIterator(Generic[T]):
         self._current.finish(exc)
 
 
-def _processing_for(start: Callable[[T], MessageProcessing], item: T) -> MessageProcessing:
-    """``start(item)``, or an empty processing (a fresh trace) when the adapter's reader fails."""
+def _processing_for(start: Callable[..., MessageProcessing], item: T, *args: Any) -> MessageProcessing:
+    """``start(item, *args)``, or an empty processing (a fresh trace) when the adapter's reader fails."""
     try:
-        return start(item)
+        return start(item, *args)
     except Exception:
         logger.debug("busprop: could not read the message's details", exc_info=True)
         return continue_trace(system="unknown", destination="unknown")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import importlib
 import logging
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from types import ModuleType
@@ -362,8 +362,20 @@ def continue_propagation(
     ``continue_trace`` of streaming mode does. ``streams`` and ``cache``: the client's mode and
     cache, when the caller looked them up already.
     """
-    context = _incoming_context(incoming, cache)
     current = _current_scope()
+    streams = streaming() if streams is None else streams
+    return _continue_on(scope, current, incoming, streams, cache).parent_sampled
+
+
+def _continue_on(
+    scope: sentry_sdk.Scope,
+    current: sentry_sdk.Scope,
+    incoming: IncomingTrace,
+    streams: bool,
+    cache: ClientCache | None,
+) -> PropagationContext:
+    """:func:`continue_propagation` given the current scope; the context it set."""
+    context = _incoming_context(incoming, cache)
     if context is None:
         scope.generate_propagation_context(incoming.as_headers())
         context = scope.get_active_propagation_context()
@@ -375,8 +387,8 @@ def continue_propagation(
         current._propagation_context = context
     # A span active where the message is processed (the server's, a batch's) is not the
     # message's parent: outgoing messages must carry the continued trace, not that span's.
-    _set_span_of(current, None, streaming() if streams is None else streams)
-    return context.parent_sampled
+    _set_span_of(current, None, streams)
+    return context
 
 
 #: What processing a message needs: nothing but the propagation context, an unsampled transaction
@@ -398,16 +410,15 @@ def continue_message(
     Otherwise (``SAMPLED_TRANSACTION``, ``None``): the SDK decides, as for any transaction. The
     client, its cache and its modes are looked up once, for all of it: this runs per message.
     """
-    client = _current_client()
+    current = _current_scope()
+    client = current.get_client()
     cache = cache_of(client)
     tracing, streams = cache.modes or _modes_of(client, cache)
-    parent_sampled = continue_propagation(scope, incoming, streams, cache)
+    context = _continue_on(scope, current, incoming, streams, cache)
     if not tracing:
         return NO_TRANSACTION, None
-    if parent_sampled is False and client.options.get("traces_sampler") is None:
-        return UNSAMPLED_TRANSACTION, start_unsampled_transaction(
-            scope, name=name, origin=origin, streams=streams
-        )
+    if context.parent_sampled is False and client.options.get("traces_sampler") is None:
+        return UNSAMPLED_TRANSACTION, _start_unsampled(context, current, name, origin, streams)
     return SAMPLED_TRANSACTION, None
 
 
@@ -419,11 +430,16 @@ def _transaction_from_context(
     Built as ``continue_trace`` builds it, from the propagation context already there:
     ``continue_trace`` would parse the headers a second time.
     """
-    context = scope.get_active_propagation_context()
+    return _transaction_of(scope.get_active_propagation_context(), name=name, origin=origin, sampled=sampled)
+
+
+def _transaction_of(
+    context: PropagationContext, *, name: str, origin: str, sampled: bool | None = None
+) -> Transaction:
     transaction: Transaction = _tracing.Transaction(
         op=OP_TASK,
         name=name,
-        source=_tracing.TransactionSource.TASK,
+        source=_TASK_SOURCE,
         origin=origin,
         trace_id=context.trace_id,
         parent_span_id=context.parent_span_id,
@@ -433,6 +449,10 @@ def _transaction_from_context(
         same_process_as_parent=False,
     )
     return transaction
+
+
+#: The source of a message's transaction name (``TransactionSource.TASK``), looked up once.
+_TASK_SOURCE: Any = None if _tracing is None else _tracing.TransactionSource.TASK
 
 
 def _start_segment(name: str, origin: str, data: Mapping[str, Any]) -> StreamedSpan:
@@ -456,10 +476,18 @@ def start_unsampled_transaction(
     the processing ends; :func:`drop_unsampled_transaction` then accounts for it. In streaming
     mode the SDK's segment for an unsampled parent is that span already.
     """
-    if streaming() if streams is None else streams:
+    streams = streaming() if streams is None else streams
+    return _start_unsampled(scope.get_active_propagation_context(), _current_scope(), name, origin, streams)
+
+
+def _start_unsampled(
+    context: PropagationContext, current: sentry_sdk.Scope, name: str, origin: str, streams: bool
+) -> ProcessingSpan:
+    """:func:`start_unsampled_transaction` in ``context``, made current on ``current``."""
+    if streams:
         return _start_segment(name, origin, {})
-    transaction = _transaction_from_context(scope, name=name, origin=origin, sampled=False)
-    _current_scope().span = transaction
+    transaction = _transaction_of(context, name=name, origin=origin, sampled=False)
+    current.span = transaction
     return transaction
 
 
@@ -752,9 +780,9 @@ capture_internal_exceptions = _capture_internal_exceptions
 Scopes = tuple[sentry_sdk.Scope, sentry_sdk.Scope]
 
 
-def isolation_scope() -> AbstractContextManager[sentry_sdk.Scope]:
-    """A new isolation scope (and current scope) for one message's work."""
-    return sentry_sdk.isolation_scope()
+#: A new isolation scope (and current scope) for one message's work: the SDK's own, called
+#: directly (every message enters one).
+isolation_scope: Callable[[], AbstractContextManager[sentry_sdk.Scope]] = sentry_sdk.isolation_scope
 
 
 def current_scopes() -> Scopes:

@@ -96,7 +96,7 @@ def _sampled_message() -> None:
         ("sdk.isolation_scope", _fail, _sampled_message, [("busprop: could not open an isolation scope", ZeroDivisionError)]),
         ("sdk.isolation_scope", _scope_that_fails_to_close, _sampled_message,
          [("busprop: could not close the isolation scope", ZeroDivisionError)]),
-        ("sdk.continue_propagation", _fail, _sampled_message, [NOT_CONTINUED]),
+        ("sdk._continue_on", _fail, _sampled_message, [NOT_CONTINUED]),
         ("sdk.capture_exception", _fail, lambda: process(headers("1"), raises=True),
          [("busprop: could not report the exception", ZeroDivisionError)]),
         ("sdk.finish_span", _fail, _sampled_message, [

@@ -36,7 +36,7 @@ import functools
 import inspect
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, cast, overload
 
@@ -552,9 +552,14 @@ class _HeaderArgument:
 # --- consumer -------------------------------------------------------------------------------------
 
 
-def record_processing(record: Any, group_id: str | None = None) -> MessageProcessing:
-    """The core's processing of one record: its trace, its ``queue.process`` transaction and data."""
-    client = client_of_record(record)
+def record_processing(
+    record: Any, group_id: str | None = None, client: KafkaClient | None = None
+) -> MessageProcessing:
+    """The core's processing of one record: its trace, its ``queue.process`` transaction and data.
+
+    ``client``: the record's client, when the caller looked it up already."""
+    if client is None:
+        client = client_of_record(record)
     return continue_trace(
         client.headers(record),
         system=SYSTEM,
@@ -652,19 +657,23 @@ def traced_consumer(
         return TracedAsyncIterator(
             _RawAsyncRecords(client.async_records(consumer)), lambda record: record_processing(record, group)
         )
-    return _TracedRecords(
-        _RawRecords(client.records(consumer)), lambda record: record_processing(record, group)
-    )
+    return _TracedRecords(_RawRecords(client.records(consumer)), group)
 
 
 class _TracedRecords(TracedIterator[Any]):
     """A :class:`TracedIterator` over records among which an error event (``is_error``) starts nothing."""
 
+    def __init__(self, records: Iterable[Any], group_id: str | None) -> None:
+        super().__init__(records, functools.partial(record_processing, group_id=group_id))
+        self._group = group_id
+
     def __next__(self) -> Any:
-        self._current.finish()
+        current = self._current
+        current.finish()
         record = next(self._iterator)
-        if not client_of_record(record).is_error(record):
-            self._current.start(_processing_for(self._start, record))
+        client = client_of_record(record)  # looked up once for both questions
+        if not client.is_error(record):
+            current.start(_processing_for(record_processing, record, self._group, client))
         return record
 
 
@@ -704,7 +713,7 @@ def records_of(batch: Any) -> list[Any]:
 def traced_records(batch: Any, *, consumer: Any = None, group_id: str | None = None) -> TracedIterator[Any]:
     """Iterate a ``poll()`` batch with one scope and transaction per record, as :func:`traced_consumer`."""
     group = group_id if group_id is not None else group_of(consumer) if consumer is not None else None
-    return _TracedRecords(records_of(batch), lambda record: record_processing(record, group))
+    return _TracedRecords(records_of(batch), group)
 
 
 @overload
