@@ -338,6 +338,7 @@ def test_kafka_methods_taken_while_patched_run_the_originals_after_an_uninstall(
 def test_kafka_integration_installs_and_uninstalls_concurrently_while_in_use(
     sentry_init: Callable[..., Any], kafka_bootstrap: str
 ) -> None:
+    busprop.kafka.uninstall()  # an Integration an earlier test set up stays installed for the process
     originals = attributes(KAFKA_PATCHED)
     sentry_init(traces_sample_rate=1.0, integrations=[KafkaIntegration()])
     topic = new_topic(kafka_bootstrap)
@@ -380,6 +381,7 @@ def test_kafka_integration_installs_and_uninstalls_concurrently_while_in_use(
 def test_aio_pika_integration_installs_and_uninstalls_concurrently_while_in_use(
     sentry_init: Callable[..., Any], amqp_url: str
 ) -> None:
+    AioPikaIntegration.uninstall()  # an Integration an earlier test set up stays installed for the process
     originals = attributes(AIO_PIKA_PATCHED)
     sentry_init(traces_sample_rate=1.0, integrations=[AioPikaIntegration()])
 
