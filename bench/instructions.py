@@ -15,10 +15,14 @@ Paths, with no broker (what is timed is the Python around the client's C call):
 - ``consume``: confluent-kafka ``Message`` objects, each of a distinct unsampled trace, iterated
   bare and through ``busprop.kafka.traced_records`` (tracing off, and unsampled: an isolation
   scope, the SDK's parse of the headers and a never-sampled transaction per message), the body
-  asking ``sentry_sdk.get_traceparent()``.
+  asking ``sentry_sdk.get_traceparent()``; and, as the floor busprop's own code sits on, the
+  sentry-sdk calls busprop makes per message written out by hand (``sdk-off``, ``sdk-unsampled``):
+  an isolation scope, the SDK's parse of the headers made its propagation context, for an unsampled
+  head a never-sampled transaction made current and counted as dropped, and the same body.
 
 Usage: python bench/instructions.py [--small 1000] [--large 6000]. Needs valgrind (Debian's
-package). The table gives instructions per message and busprop's excess over the floor.
+package). The table gives instructions per message, the excess over the floor and, for busprop's
+consume rows, busprop's own part: the excess over sentry-sdk alone doing the same work.
 """
 
 from __future__ import annotations
@@ -54,7 +58,9 @@ PATHS: dict[str, list[tuple[str, str]]] = {
     ],
     "consume": [
         ("bare", "bare iteration (the floor)"),
+        ("sdk-off", "sentry-sdk alone, what busprop asks of it, tracing off"),
         ("off", "traced_records, tracing off"),
+        ("sdk-unsampled", "sentry-sdk alone, what busprop asks of it, unsampled heads"),
         ("unsampled", "traced_records, unsampled heads"),
     ],
 }
@@ -79,8 +85,9 @@ def _init(scenario: str) -> None:
     if scenario in ("floor", "bare"):
         return
     options: dict[str, Any] = {"dsn": LOCAL_DSN, "transport": Dropping, "default_integrations": False}
-    options["integrations"] = [KafkaIntegration()]
-    if scenario == "unsampled":
+    if not scenario.startswith("sdk-"):
+        options["integrations"] = [KafkaIntegration()]
+    if scenario.endswith("unsampled"):
         options["traces_sample_rate"] = 0.0
     sentry_sdk.init(**options)
 
@@ -137,11 +144,46 @@ def _consume(scenario: str, count: int) -> None:
             for message in batch:
                 message.headers()
             return
+        if scenario.startswith("sdk-"):
+            for message in batch:
+                sdk_alone(message, scenario == "sdk-unsampled")
+            return
         for _message in busprop.kafka.traced_records(batch):
             sentry_sdk.get_traceparent()
 
     run(messages(200))
     run(messages(count))
+
+
+def sdk_alone(message: Any, unsampled: bool) -> None:
+    """One message's sentry-sdk work, as busprop asks for it, without busprop around it."""
+    import sentry_sdk
+    from sentry_sdk.tracing import Transaction, TransactionSource
+
+    headers = {key: value.decode() for key, value in message.headers()}
+    with sentry_sdk.isolation_scope() as scope:
+        scope.generate_propagation_context(headers)
+        if unsampled:
+            context = scope.get_active_propagation_context()
+            sentry_sdk.get_current_scope().span = Transaction(
+                op="queue.task.busprop",
+                name=message.topic(),
+                source=TransactionSource.TASK,
+                trace_id=context.trace_id,
+                parent_span_id=context.parent_span_id,
+                parent_sampled=context.parent_sampled,
+                sampled=False,
+                baggage=context.baggage,
+                same_process_as_parent=False,
+            )
+        sentry_sdk.get_traceparent()
+        if unsampled:
+            client = sentry_sdk.get_client()
+            reason = (
+                "backpressure" if client.monitor and client.monitor.downsample_factor > 0 else "sample_rate"
+            )
+            client.transport.record_lost_event(reason, data_category="transaction")
+            client.transport.record_lost_event(reason, data_category="span")
 
 
 def _child(path: str, scenario: str, count: int) -> None:
@@ -177,16 +219,22 @@ def main() -> None:
         _child(path, scenario, int(count))
     for path, scenarios in PATHS.items():
         print(f"\n{path}: instructions per message ({options.small:,} and {options.large:,} messages)\n")
-        print("| scenario | instructions | over the floor |")
-        print("| --- | ---: | ---: |")
+        print("| scenario | instructions | over the floor | busprop's own (over sentry-sdk alone) |")
+        print("| --- | ---: | ---: | ---: |")
         floor = None
+        sdk_alone_figure: dict[str, int] = {}
         for scenario, label in scenarios:
             small = _instructions(path, scenario, options.small)
             large = _instructions(path, scenario, options.large)
             per_message = (large - small) // (options.large - options.small)
             floor = per_message if floor is None else floor
             excess = "" if per_message == floor else f"{per_message - floor:+,}"
-            print(f"| {label} | {per_message:,} | {excess} |", flush=True)
+            own = ""
+            if scenario.startswith("sdk-"):
+                sdk_alone_figure[scenario[len("sdk-") :]] = per_message
+            elif scenario in sdk_alone_figure:
+                own = f"{per_message - sdk_alone_figure[scenario]:+,}"
+            print(f"| {label} | {per_message:,} | {excess} | {own} |", flush=True)
 
 
 if __name__ == "__main__":
