@@ -13,6 +13,10 @@ resident memory, then the same run with it on). Goal: under 2 MiB each.
 Run: ``python bench/memory.py`` (200,000 messages per adapter after 5,000 of warm-up);
 ``--messages N``, ``--warmup N``, ``--adapters core,kafka,...``, ``--rss-only`` (no tracemalloc pass);
 ``--json`` prints one JSON line. ``./dev.sh proof`` runs it at the sizes docs/proof.md claims.
+``--kafka-with recipe`` runs the Kafka flow with Sentry's hand-written "Instrument Queues" recipe
+(an isolation scope per record) instead of busprop, the same loop otherwise: what sentry-sdk and
+the allocator keep without busprop. ``--series N`` also records, every N messages, RSS and
+glibc's own account of its heap (``mallinfo2``: bytes in use, bytes free but kept, mapped).
 Kafka uses ``KAFKA_BOOTSTRAP_SERVERS`` or an embedded Tansu; AMQP and Celery the local RabbitMQ
 and Redis (``AMQP_URL``, ``REDIS_URL``); Celery's worker runs in a thread of the measured process.
 Exits 1 when a growth is over the limit or a message was not processed.
@@ -38,6 +42,7 @@ from typing import Any
 import sentry_sdk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_peers import recipe_process, recipe_publish
 from load import ROOT, brokers, head, init_sentry, kind_of, wait_until
 
 import busprop
@@ -55,6 +60,109 @@ def resident() -> int:
     """Resident set size of this process, in bytes."""
     with open("/proc/self/statm", encoding="ascii") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def allocator() -> dict[str, int]:
+    """glibc's account of its heap (``mallinfo2``), in bytes; empty where there is none.
+
+    ``in_use`` is what C code and Python's allocator (for blocks over 512 bytes, and pymalloc's
+    arenas) hold; ``free_kept`` is freed memory glibc keeps in its heaps (counted in RSS once
+    touched); ``mmapped`` the large blocks it maps on their own."""
+    import ctypes
+    import ctypes.util
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in (
+                "arena",
+                "ordblks",
+                "smblks",
+                "hblks",
+                "hblkhd",
+                "usmblks",
+                "fsmblks",
+                "uordblks",
+                "fordblks",
+                "keepcost",
+            )
+        ]
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.mallinfo2.restype = MallInfo2
+        info = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return {}
+    return {"in_use": info.uordblks, "free_kept": info.fordblks, "mmapped": info.hblkhd}
+
+
+def resident_by_mapping() -> dict[str, int]:
+    """RSS in bytes by kind of mapping (``/proc/self/smaps``): glibc's main heap, anonymous maps
+    (Python's small-object arenas, glibc's thread arenas, thread stacks, large blocks), files."""
+    kinds = {"rss_heap": 0, "rss_anonymous": 0, "rss_files": 0}
+    kind = "rss_anonymous"
+    with open("/proc/self/smaps", encoding="ascii", errors="replace") as smaps:
+        for line in smaps:
+            first, _, rest = line.partition(" ")
+            if "-" in first and not first.endswith(":"):
+                fields = rest.split()
+                name = fields[4] if len(fields) >= 5 else ""
+                kind = (
+                    "rss_heap"
+                    if name == "[heap]"
+                    else "rss_files"
+                    if name.startswith("/")
+                    else "rss_anonymous"
+                )
+            elif first == "Rss:":
+                kinds[kind] += int(rest.split()[0]) * 1024
+    return kinds
+
+
+def python_allocator() -> dict[str, int]:
+    """Python's small-object allocator (``sys._debugmallocstats``): its arenas (1 MiB maps) in
+    use, and the bytes of blocks allocated and free in them."""
+    import re
+    import tempfile
+
+    wanted = {
+        "python_arenas": r"# arenas allocated current\s*=\s*([\d,]+)",
+        "python_blocks": r"# bytes in allocated blocks\s*=\s*([\d,]+)",
+        "python_free_blocks": r"# bytes in available blocks\s*=\s*([\d,]+)",
+    }
+    with tempfile.TemporaryFile(mode="w+") as out:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(out.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read()
+    found = {key: re.search(pattern, text) for key, pattern in wanted.items()}
+    return {key: int(match.group(1).replace(",", "")) for key, match in found.items() if match}
+
+
+#: Every ``SERIES[0]`` messages (0: never) a reading of RSS and the allocator goes to ``SERIES[1]``.
+SERIES: tuple[int, list[dict[str, int]]] = (0, [])
+
+
+def record_reading(done: int) -> None:
+    every, readings = SERIES
+    if every and done % every == 0:
+        gc.collect()
+        readings.append(
+            {
+                "messages": done,
+                "rss": resident(),
+                **resident_by_mapping(),
+                **allocator(),
+                **python_allocator(),
+            }
+        )
 
 
 def chunks(count: int) -> list[range]:
@@ -79,7 +187,7 @@ def core_flow() -> Flow:
     return run
 
 
-def kafka_flow() -> Flow:
+def kafka_flow(recipe: bool = False) -> Flow:
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.admin import KafkaAdminClient, NewTopic
 
@@ -97,19 +205,43 @@ def kafka_flow() -> Flow:
     )
     consumer.assign([TopicPartition(topic, 0)])
 
+    def send(index: int) -> None:
+        kind = kind_of(index)
+        with head(kind):
+            if kind == "untraced":
+                raw.send(topic, b"%d" % index)
+            elif recipe:
+                with recipe_publish(topic, b"%d" % index) as headers:
+                    raw.send(topic, b"%d" % index, headers=[(k, v.encode()) for k, v in headers.items()])
+            else:
+                producer.send(topic, b"%d" % index)
+
+    def consume_recipe(count: int, processed: int) -> int:
+        for record in consumer:
+            headers = {key: value.decode() for key, value in record.headers}
+            with sentry_sdk.isolation_scope():
+                sent_at = record.timestamp / 1000
+                with recipe_process(headers, topic, record.value, str(record.offset), sent_at):
+                    processed += 1
+            if processed % CHUNK == 0 or processed == count:
+                break
+        return processed
+
     def run(count: int) -> int:
         processed = 0
         for part in chunks(count):
             for index in part:
-                kind = kind_of(index)
-                with head(kind):
-                    (raw if kind == "untraced" else producer).send(topic, b"%d" % index)
+                send(index)
             raw.flush()
-            with busprop.kafka.traced_consumer(consumer) as records:
-                for _ in records:
-                    processed += 1
-                    if processed % CHUNK == 0 or processed == count:
-                        break
+            if recipe:
+                processed = consume_recipe(count, processed)
+            else:
+                with busprop.kafka.traced_consumer(consumer) as records:
+                    for _ in records:
+                        processed += 1
+                        if processed % CHUNK == 0 or processed == count:
+                            break
+            record_reading(processed)
         return processed
 
     return run
@@ -244,7 +376,9 @@ FLOWS: dict[str, Callable[[], Flow]] = {
 }
 
 
-def measure(adapter: str, messages: int, warmup: int, traced: bool) -> dict[str, Any]:
+def measure(
+    adapter: str, messages: int, warmup: int, traced: bool, options: argparse.Namespace
+) -> dict[str, Any]:
     """Warm up, then ``messages`` through the adapter; the growth of RSS, or of tracemalloc's total.
 
     Two passes, each in a fresh process: ``tracemalloc`` keeps a trace for every live block and
@@ -253,9 +387,14 @@ def measure(adapter: str, messages: int, warmup: int, traced: bool) -> dict[str,
     with it on for what Python still holds.
     """
     init_sentry()
-    flow = FLOWS[adapter]()
+    flow = (
+        kafka_flow(recipe=True) if adapter == "kafka" and options.kafka_with == "recipe" else FLOWS[adapter]()
+    )
     flow(warmup)
     gc.collect()
+    global SERIES
+    SERIES = (options.series, [])
+    record_reading(0)
     if traced:
         tracemalloc.start()
     rss_before, traced_before = resident(), tracemalloc.get_traced_memory()[0]
@@ -267,6 +406,8 @@ def measure(adapter: str, messages: int, warmup: int, traced: bool) -> dict[str,
     top = tracemalloc.take_snapshot().statistics("lineno")[:3] if traced else []
     tracemalloc.stop()
     result: dict[str, Any] = {"adapter": adapter, "messages": messages, "processed": processed}
+    if options.series:
+        result["series"] = SERIES[1]
     if traced:
         return {
             **result,
@@ -277,7 +418,9 @@ def measure(adapter: str, messages: int, warmup: int, traced: bool) -> dict[str,
     return {**result, "rss_growth": rss_growth, "rss_seconds": round(seconds, 1)}
 
 
-def run_pass(adapter: str, messages: int, warmup: int, env: dict[str, str], traced: bool) -> dict[str, Any]:
+def run_pass(
+    adapter: str, messages: int, warmup: int, env: dict[str, str], traced: bool, extra: list[str]
+) -> dict[str, Any]:
     """One pass over one adapter in a fresh process; its result."""
     command = [
         sys.executable,
@@ -288,6 +431,7 @@ def run_pass(adapter: str, messages: int, warmup: int, env: dict[str, str], trac
         str(messages),
         "--warmup",
         str(warmup),
+        *extra,
     ]
     if traced:
         command.append("--traced")
@@ -299,16 +443,21 @@ def run_pass(adapter: str, messages: int, warmup: int, env: dict[str, str], trac
 
 
 def run_adapter(
-    adapter: str, messages: int, warmup: int, env: dict[str, str], rss_only: bool = False
+    adapter: str,
+    messages: int,
+    warmup: int,
+    env: dict[str, str],
+    rss_only: bool = False,
+    extra: list[str] | None = None,
 ) -> dict[str, Any]:
     """The RSS pass, then (unless ``rss_only``: long runs where only the plateau matters) the
     tracemalloc pass, which takes several times as long; one row."""
-    rss = run_pass(adapter, messages, warmup, env, traced=False)
+    rss = run_pass(adapter, messages, warmup, env, False, extra or [])
     if "error" in rss:
         return rss
     if rss_only:
         return {**rss, "tracemalloc_growth": None, "seconds": None}
-    traced = run_pass(adapter, messages, warmup, env, traced=True)
+    traced = run_pass(adapter, messages, warmup, env, True, extra or [])
     if "error" in traced:
         return traced
     return {**traced, **rss, "processed": min(rss["processed"], traced["processed"])}
@@ -344,11 +493,20 @@ def main() -> int:
     parser.add_argument("--adapters", default=",".join(ADAPTERS))
     parser.add_argument("--rss-only", action="store_true", help="skip the (slower) tracemalloc pass")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON line")
+    parser.add_argument(
+        "--kafka-with",
+        choices=("busprop", "recipe"),
+        default="busprop",
+        help="the Kafka flow's tracing: busprop, or Sentry's hand-written recipe around the bare client",
+    )
+    parser.add_argument(
+        "--series", type=int, default=0, help="also read RSS and glibc's heap every N messages"
+    )
     parser.add_argument("--adapter", choices=ADAPTERS, help=argparse.SUPPRESS)
     parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.adapter:
-        print(json.dumps(measure(args.adapter, args.messages, args.warmup, args.traced)))
+        print(json.dumps(measure(args.adapter, args.messages, args.warmup, args.traced, args)))
         os._exit(0)  # the Celery worker thread and open connections need no orderly shutdown
     results = []
     print(
@@ -357,7 +515,8 @@ def main() -> int:
     with brokers.kafka_bootstrap_servers() as bootstrap:
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
         for adapter in args.adapters.split(","):
-            results.append(run_adapter(adapter, args.messages, args.warmup, env, args.rss_only))
+            extra = ["--kafka-with", args.kafka_with, "--series", str(args.series)]
+            results.append(run_adapter(adapter, args.messages, args.warmup, env, args.rss_only, extra))
             report(results[-1])
     if args.json:
         print(json.dumps(results))

@@ -126,6 +126,27 @@ def test_memory_stays_flat_through_every_adapter(kafka_bootstrap: str) -> None:
         assert row["rss_growth"] < 2 * 1024 * 1024, output
 
 
+def test_the_kafka_memory_flow_runs_with_the_recipe_and_reads_the_allocators_along_the_way(
+    kafka_bootstrap: str,
+) -> None:
+    """``bench/memory.py --kafka-with recipe --series N``: the comparison docs/proof.md makes of the
+    Kafka plateau with and without busprop, and where its memory is."""
+    code, rows, output = run_bench(
+        "memory.py",
+        *("--adapters", "kafka", "--messages", "1000", "--warmup", "100", "--rss-only"),
+        *("--kafka-with", "recipe", "--series", "500"),
+        kafka=kafka_bootstrap,
+        timeout=300,
+    )
+    assert code == 0, output
+    [row] = rows
+    assert row["processed"] == 1000, output
+    assert [reading["messages"] for reading in row["series"]] == [0, 500, 1000], output
+    for reading in row["series"]:
+        assert reading["rss"] > 0 and reading["rss_anonymous"] > 0, output
+        assert reading["in_use"] > 0 and reading["python_arenas"] > 0 and reading["python_blocks"] > 0, output
+
+
 def junit_case(module: str, name: str, output: str = "", failure: str | None = None) -> ET.Element:
     case = ET.Element("testcase", classname=f"tests.{module}", name=name)
     ET.SubElement(case, "system-out").text = output
