@@ -216,15 +216,23 @@ def kafka_flow(recipe: bool = False) -> Flow:
             else:
                 producer.send(topic, b"%d" % index)
 
-    def consume_recipe(count: int, processed: int) -> int:
+    def consume_recipe(target: int, processed: int) -> int:
         for record in consumer:
             headers = {key: value.decode() for key, value in record.headers}
             with sentry_sdk.isolation_scope():
                 sent_at = record.timestamp / 1000
                 with recipe_process(headers, topic, record.value, str(record.offset), sent_at):
                     processed += 1
-            if processed % CHUNK == 0 or processed == count:
+            if processed == target:
                 break
+        return processed
+
+    def consume(target: int, processed: int) -> int:
+        with busprop.kafka.traced_consumer(consumer) as records:
+            for _ in records:
+                processed += 1
+                if processed == target:
+                    break
         return processed
 
     def run(count: int) -> int:
@@ -233,14 +241,11 @@ def kafka_flow(recipe: bool = False) -> Flow:
             for index in part:
                 send(index)
             raw.flush()
-            if recipe:
-                processed = consume_recipe(count, processed)
-            else:
-                with busprop.kafka.traced_consumer(consumer) as records:
-                    for _ in records:
-                        processed += 1
-                        if processed % CHUNK == 0 or processed == count:
-                            break
+            # The consumer gives up after two quiet seconds; a loaded machine may need more than
+            # one try, and records left for later would count in memory as a backlog.
+            deadline = time.monotonic() + 60
+            while processed < part.stop and time.monotonic() < deadline:
+                processed = (consume_recipe if recipe else consume)(part.stop, processed)
             record_reading(processed)
         return processed
 
