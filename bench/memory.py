@@ -187,8 +187,10 @@ def core_flow() -> Flow:
     return run
 
 
-def kafka_flow(recipe: bool = False) -> Flow:
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+def kafka_sender(recipe: bool = False) -> tuple[Callable[[int], None], Any, str]:
+    """A new topic, and a send of record ``index`` into it with the head ``kind_of(index)`` gives,
+    traced by busprop (``traced_producer``) or by Sentry's recipe; also the bare producer, to flush."""
+    from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
 
     import busprop.kafka
@@ -200,10 +202,6 @@ def kafka_flow(recipe: bool = False) -> Flow:
     admin.close()
     raw = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     producer = busprop.kafka.traced_producer(raw)
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, consumer_timeout_ms=2000, auto_offset_reset="earliest"
-    )
-    consumer.assign([TopicPartition(topic, 0)])
 
     def send(index: int) -> None:
         kind = kind_of(index)
@@ -215,6 +213,22 @@ def kafka_flow(recipe: bool = False) -> Flow:
                     raw.send(topic, b"%d" % index, headers=[(k, v.encode()) for k, v in headers.items()])
             else:
                 producer.send(topic, b"%d" % index)
+
+    return send, raw, topic
+
+
+def kafka_flow(recipe: bool = False) -> Flow:
+    from kafka import KafkaConsumer, TopicPartition
+
+    import busprop.kafka
+
+    send, raw, topic = kafka_sender(recipe)
+    consumer = KafkaConsumer(
+        bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+        consumer_timeout_ms=2000,
+        auto_offset_reset="earliest",
+    )
+    consumer.assign([TopicPartition(topic, 0)])
 
     def consume_recipe(target: int, processed: int) -> int:
         for record in consumer:

@@ -147,6 +147,19 @@ def test_the_kafka_memory_flow_runs_with_the_recipe_and_reads_the_allocators_alo
         assert reading["in_use"] > 0 and reading["python_arenas"] > 0 and reading["python_blocks"] > 0, output
 
 
+def test_what_a_kafka_producer_holds_for_unacknowledged_records_goes_with_the_flush(
+    kafka_bootstrap: str,
+) -> None:
+    """``bench/in_flight.py``: busprop's sends keep what a failure report needs until the broker
+    answers, and nothing after (docs/proof.md, the Kafka plateau)."""
+    code, rows, output = run_bench("in_flight.py", "--records", "300", kafka=kafka_bootstrap, timeout=300)
+    assert code == 0, output
+    assert [row["variant"] for row in rows] == ["busprop", "recipe"], output
+    for row in rows:
+        assert row["in_flight"] > 0, output
+        assert abs(row["after_flush"]) < 64 * 1024, output
+
+
 def junit_case(module: str, name: str, output: str = "", failure: str | None = None) -> ET.Element:
     case = ET.Element("testcase", classname=f"tests.{module}", name=name)
     ET.SubElement(case, "system-out").text = output
