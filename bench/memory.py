@@ -15,8 +15,9 @@ Run: ``python bench/memory.py`` (200,000 messages per adapter after 5,000 of war
 ``--json`` prints one JSON line. ``./dev.sh proof`` runs it at the sizes docs/proof.md claims.
 ``--kafka-with recipe`` runs the Kafka flow with Sentry's hand-written "Instrument Queues" recipe
 (an isolation scope per record) instead of busprop, the same loop otherwise: what sentry-sdk and
-the allocator keep without busprop. ``--series N`` also records, every N messages, RSS and
-glibc's own account of its heap (``mallinfo2``: bytes in use, bytes free but kept, mapped).
+the allocator keep without busprop. ``--series N`` (a multiple of 500, the chunk) also records,
+every N messages, RSS by kind of mapping, glibc's own account of its heaps (``mallinfo2``: bytes in
+use, bytes freed but kept, mapped) and Python's small-object allocator (arenas, bytes in blocks).
 Kafka uses ``KAFKA_BOOTSTRAP_SERVERS`` or an embedded Tansu; AMQP and Celery the local RabbitMQ
 and Redis (``AMQP_URL``, ``REDIS_URL``); Celery's worker runs in a thread of the measured process.
 Exits 1 when a growth is over the limit or a message was not processed.
