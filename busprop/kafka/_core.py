@@ -552,14 +552,13 @@ class _HeaderArgument:
 # --- consumer -------------------------------------------------------------------------------------
 
 
-def record_processing(
-    record: Any, group_id: str | None = None, client: KafkaClient | None = None
-) -> MessageProcessing:
-    """The core's processing of one record: its trace, its ``queue.process`` transaction and data.
+def record_processing(record: Any, group_id: str | None = None) -> MessageProcessing:
+    """The core's processing of one record: its trace, its ``queue.process`` transaction and data."""
+    return _processing_of_record(record, group_id, client_of_record(record))
 
-    ``client``: the record's client, when the caller looked it up already."""
-    if client is None:
-        client = client_of_record(record)
+
+def _processing_of_record(record: Any, group_id: str | None, client: KafkaClient) -> MessageProcessing:
+    """:func:`record_processing`, the record's client looked up already (by an iterator, per record)."""
     return continue_trace(
         client.headers(record),
         system=SYSTEM,
@@ -673,7 +672,7 @@ class _TracedRecords(TracedIterator[Any]):
         record = next(self._iterator)
         client = client_of_record(record)  # looked up once for both questions
         if not client.is_error(record):
-            current.start(_processing_for(record_processing, record, self._group, client))
+            current.start(_processing_for(_processing_of_record, record, self._group, client))
         return record
 
 
