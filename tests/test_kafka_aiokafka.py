@@ -636,13 +636,13 @@ def test_integration_skips_an_aiokafka_too_old_or_missing_with_a_debug_log(
         monkeypatch.setattr(aiokafka, "__version__", "0.10.0")
     else:
         monkeypatch.setitem(sys.modules, "aiokafka", None)  # import aiokafka raises ImportError
-    kafka_python_send = busprop.kafka._kafka_python._patch_points()[0][0].__dict__["send"]
+    kafka_python_send = busprop.kafka._kafka_python.CLIENT.patch_points()[0][0].__dict__["send"]
     with caplog.at_level(logging.DEBUG, logger="busprop"):
         sentry_init(traces_sample_rate=1.0, integrations=[integration()])
     assert originals_in_place()
     assert "aiokafka not patched" in caplog.text
     assert ("older than 0.11" in caplog.text) == (why == "too old")
-    assert busprop.kafka._kafka_python._patch_points()[0][0].__dict__["send"] is not kafka_python_send
+    assert busprop.kafka._kafka_python.CLIENT.patch_points()[0][0].__dict__["send"] is not kafka_python_send
 
 
 # --- separate processes, a consumer group ---------------------------------------------------------

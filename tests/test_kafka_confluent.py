@@ -736,17 +736,18 @@ def test_a_client_too_old_is_skipped_with_a_debug_log(
     caplog: pytest.LogCaptureFixture,
     integration: type[busprop.kafka.KafkaIntegration],
 ) -> None:
-    monkeypatch.setattr(_confluent, "MINIMUM_VERSION", (99, 0))
+    monkeypatch.setattr(confluent_kafka, "__version__", "1.9.2")
     for name in ("confluent-kafka", "confluent-kafka serializing"):
         monkeypatch.delitem(_integration._PATCHES, name, raising=False)
     with caplog.at_level(logging.DEBUG, logger="busprop"):
         sentry_init(traces_sample_rate=1.0, integrations=[integration()])
     assert confluent_kafka.Producer is cimpl.Producer
     assert SerializingProducer.__dict__["produce"] is ORIGINAL_SERIALIZING_PRODUCE
-    assert "confluent-kafka not patched: confluent_kafka 2.16" in caplog.text
+    assert "confluent-kafka not patched: confluent_kafka 1.9.2 is older than 2.0" in caplog.text
+    assert "confluent-kafka serializing not patched: confluent_kafka 1.9.2" in caplog.text
     integration.uninstall()
     for name in ("confluent-kafka", "confluent-kafka serializing"):
-        _integration._PATCHES.pop(name, None)  # built again, at today's minimum, by the next install
+        _integration._PATCHES.pop(name, None)  # built again, at today's version, by the next install
 
 
 # --- threads, separate processes, Sentry's Node SDK ----------------------------------------------

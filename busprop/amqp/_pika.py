@@ -29,20 +29,6 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
 from busprop.amqp import _core
-from busprop.amqp._core import (
-    INTEGRATION,
-    Delivery,
-    already_publishing,
-    integration_enabled,
-    outgoing_headers,
-    processing_once,
-    propagates_to,
-    publish_span,
-    published_at_now,
-    published_at_of,
-    publishing,
-    retry_count_of,
-)
 from busprop.iteration import TracedIterator
 from busprop.patching import Patches
 from busprop.processing import MessageProcessing
@@ -72,7 +58,7 @@ def _headers(properties: Any) -> Any:
 
 def retry_count(method: Basic.Deliver, properties: BasicProperties | None) -> int:
     """How many times the message was delivered before (see :func:`busprop.amqp._core.retry_count_of`)."""
-    return retry_count_of(_headers(properties), getattr(method, "redelivered", False))
+    return _core.retry_count_of(_headers(properties), getattr(method, "redelivered", False))
 
 
 def message_processing(
@@ -92,15 +78,17 @@ def message_processing(
     )
 
 
-def _delivery(method: Basic.Deliver, properties: BasicProperties | None, body: bytes | None) -> Delivery:
+def _delivery(
+    method: Basic.Deliver, properties: BasicProperties | None, body: bytes | None
+) -> _core.Delivery:
     headers = _headers(properties)
-    return Delivery(
+    return _core.Delivery(
         message_id=getattr(properties, "message_id", None),
         body=body,
         routing_key=method.routing_key,
         delivery_tag=method.delivery_tag,
-        retry_count=retry_count_of(headers, method.redelivered),
-        published_at=published_at_of(headers, getattr(properties, "timestamp", None)),
+        retry_count=_core.retry_count_of(headers, method.redelivered),
+        published_at=_core.published_at_of(headers, getattr(properties, "timestamp", None)),
         correlation_id=getattr(properties, "correlation_id", None),
     )
 
@@ -109,7 +97,7 @@ def _processing_once(
     method: Basic.Deliver, properties: BasicProperties | None, body: bytes | None, name: str | None = None
 ) -> AbstractContextManager[None]:
     """Process the message inside its trace, unless this context already does (then a no-op)."""
-    return processing_once(method, lambda: message_processing(method, properties, body, name), ORIGIN)
+    return _core.processing_once(method, lambda: message_processing(method, properties, body, name), ORIGIN)
 
 
 def processing_for_call(
@@ -147,7 +135,7 @@ def _publish_arguments(
 def _outgoing_properties(properties: Any) -> BasicProperties:
     """A copy of the caller's properties (a new one for ``None``) with a headers table of its own."""
     outgoing = copy.copy(properties) if properties is not None else BasicProperties()
-    outgoing.headers = outgoing_headers(_headers(properties), published_at_now())
+    outgoing.headers = _core.outgoing_headers(_headers(properties), _core.published_at_now())
     return outgoing
 
 
@@ -157,13 +145,13 @@ def traced_publish(send: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     Arguments that are not pika's (a ``TypeError`` from pika's own call) and properties busprop
     cannot read are passed on as given, untraced.
     """
-    if already_publishing():
+    if _core.already_publishing():
         return send(*args, **kwargs)
     try:
         exchange, routing_key, body, properties, mandatory = _publish_arguments(*args, **kwargs)
-        outgoing = _outgoing_properties(properties) if propagates_to(exchange, routing_key) else None
+        outgoing = _outgoing_properties(properties) if _core.propagates_to(exchange, routing_key) else None
         sent = outgoing if outgoing is not None else properties
-        span = publish_span(
+        span = _core.publish_span(
             outgoing.headers if outgoing is not None else None,
             exchange,
             routing_key,
@@ -175,7 +163,7 @@ def traced_publish(send: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     except Exception:
         logger.debug("busprop: could not prepare the pika message for tracing", exc_info=True)
         return send(*args, **kwargs)
-    with publishing(span):
+    with _core.publishing(span):
         return send(exchange, routing_key, body, sent, mandatory)
 
 
@@ -275,7 +263,7 @@ _generators: weakref.WeakKeyDictionary[Any, weakref.WeakSet[TracedConsume]] = we
 def _patched_publish(
     wrapped: Callable[..., Any], _channel: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if not integration_enabled():
+    if not _core.integration_enabled():
         return wrapped(*args, **kwargs)
     return traced_publish(wrapped, *args, **kwargs)
 
@@ -303,7 +291,7 @@ def _with_traced_callback(
 def _patched_consume(
     wrapped: Callable[..., Any], _channel: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if integration_enabled():
+    if _core.integration_enabled():
         args, kwargs = _with_traced_callback(args, kwargs)
     return wrapped(*args, **kwargs)
 
@@ -312,7 +300,7 @@ def _patched_generator(
     wrapped: Callable[..., Any], channel: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     generator = wrapped(*args, **kwargs)
-    if not integration_enabled():
+    if not _core.integration_enabled():
         return generator
     traced = TracedConsume(generator)
     try:
@@ -337,7 +325,7 @@ def _patched_cancel(
 
 #: What :class:`busprop.amqp.AMQPIntegration` patches in pika.
 PATCHES = Patches(
-    f"{INTEGRATION}.pika",
+    f"{_core.INTEGRATION}.pika",
     [
         (BlockingChannel, "basic_publish", _patched_publish),
         (pika.channel.Channel, "basic_publish", _patched_publish),

@@ -21,8 +21,7 @@ from busprop.kafka._client import (
     PRODUCE,
     Delivery,
     KafkaClient,
-    PatchPoint,
-    import_library,
+    methods_in,
     types_in,
 )
 
@@ -57,16 +56,6 @@ def _watch_future(future: Any, delivery: Delivery) -> None:
     future.add_done_callback(done)
 
 
-def _patch_points() -> list[PatchPoint]:
-    aiokafka = import_library("aiokafka", MINIMUM_VERSION)
-    producer, consumer = aiokafka.AIOKafkaProducer, aiokafka.AIOKafkaConsumer
-    return [
-        (producer, "send", PRODUCE),
-        (consumer, "getone", ANEXT),
-        (consumer, "stop", CLOSE),
-    ]
-
-
 CLIENT = KafkaClient(
     name="aiokafka",
     library="aiokafka",
@@ -80,5 +69,11 @@ CLIENT = KafkaClient(
     produce_callers=("send_and_wait",),
     async_records=lambda consumer: consumer.__aiter__(),
     watch_result=_watch_future,
-    patch_points=_patch_points,
+    patch_points=methods_in(
+        "aiokafka",
+        MINIMUM_VERSION,
+        ("AIOKafkaProducer", "send", PRODUCE),
+        ("AIOKafkaConsumer", "getone", ANEXT),
+        ("AIOKafkaConsumer", "stop", CLOSE),
+    ),
 )

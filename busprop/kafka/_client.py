@@ -30,6 +30,7 @@ __all__ = [
     "KafkaClient",
     "PatchPoint",
     "import_library",
+    "methods_in",
     "types_in",
 ]
 
@@ -114,6 +115,19 @@ def import_library(name: str, minimum: tuple[int, ...]) -> ModuleType:
         wanted = ".".join(map(str, minimum))
         raise ImportError(f"{name} {getattr(library, '__version__', '?')} is older than {wanted}")
     return library
+
+
+def methods_in(
+    module: str, minimum: tuple[int, ...], *points: tuple[str, str, str]
+) -> Callable[[], list[PatchPoint]]:
+    """A ``patch_points`` function of a :class:`KafkaClient`: ``(class name, attribute, kind)``
+    of ``module``, imported when asked for (``ImportError`` when absent or older than ``minimum``)."""
+
+    def patch_points() -> list[PatchPoint]:
+        library = import_library(module, minimum)
+        return [(getattr(library, owner), attribute, kind) for owner, attribute, kind in points]
+
+    return patch_points
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -36,6 +36,7 @@ from busprop.kafka._client import (
     KafkaClient,
     PatchPoint,
     import_library,
+    methods_in,
     types_in,
 )
 
@@ -102,17 +103,6 @@ def _asyncio_patch_points() -> list[PatchPoint]:
     ]
 
 
-def _serializing_patch_points() -> list[PatchPoint]:
-    library = _library()
-    producer, consumer = library.SerializingProducer, library.DeserializingConsumer
-    return [
-        (producer, "produce", PRODUCE),
-        (consumer, "poll", POLL),
-        (consumer, "consume", CLOSE),
-        (consumer, "close", CLOSE),
-    ]
-
-
 def _replaced_classes() -> list[tuple[ModuleType, str]]:
     library = _library()
     return [(library, "Producer"), (library, "Consumer")]
@@ -160,6 +150,13 @@ SERIALIZING = dataclasses.replace(
     consumer_types=types_in("confluent_kafka", "DeserializingConsumer"),
     produce_parameters=("topic", "key", "value", "partition", "on_delivery", "timestamp", "headers"),
     delivery_callbacks=("on_delivery",),
-    patch_points=_serializing_patch_points,
+    patch_points=methods_in(
+        "confluent_kafka",
+        MINIMUM_VERSION,
+        ("SerializingProducer", "produce", PRODUCE),
+        ("DeserializingConsumer", "poll", POLL),
+        ("DeserializingConsumer", "consume", CLOSE),
+        ("DeserializingConsumer", "close", CLOSE),
+    ),
     replaced_classes=lambda: [],
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from busprop.kafka._client import CLOSE, NEXT, PRODUCE, Delivery, KafkaClient, PatchPoint, types_in
+from busprop.kafka._client import CLOSE, NEXT, PRODUCE, Delivery, KafkaClient, methods_in, types_in
 
 __all__ = ["CLIENT"]
 
@@ -33,16 +33,6 @@ def _watch_future(future: Any, delivery: Delivery) -> None:
     future.add_errback(delivery.failed)
 
 
-def _patch_points() -> list[PatchPoint]:
-    from kafka import KafkaConsumer, KafkaProducer
-
-    return [
-        (KafkaProducer, "send", PRODUCE),
-        (KafkaConsumer, "__next__", NEXT),
-        (KafkaConsumer, "close", CLOSE),
-    ]
-
-
 CLIENT = KafkaClient(
     name="kafka-python",
     library="kafka",
@@ -53,5 +43,11 @@ CLIENT = KafkaClient(
     produce_method="send",
     produce_parameters=("topic", "value", "key", "headers", "partition", "timestamp_ms"),
     watch_result=_watch_future,
-    patch_points=_patch_points,
+    patch_points=methods_in(
+        "kafka",
+        (),
+        ("KafkaProducer", "send", PRODUCE),
+        ("KafkaConsumer", "__next__", NEXT),
+        ("KafkaConsumer", "close", CLOSE),
+    ),
 )
