@@ -288,6 +288,130 @@ def test_exception_in_a_callback_is_reported_in_the_messages_trace_and_leaves_st
     assert error["exception"]["values"][-1]["mechanism"]["handled"] is False
 
 
+Delivery = tuple[bool, bytes, dict[str, Any]]
+
+
+def test_an_exception_in_a_callback_leaves_the_message_unacknowledged_and_redelivered_unchanged(
+    sentry_init: Callable[..., Any], connection: pika.BlockingConnection, integration: type[AMQPIntegration]
+) -> None:
+    """busprop never acks, nacks or rejects: the same failing callback (``auto_ack=False``), bare and under
+    the Integration, leaves its message to the broker, which redelivers it once the channel is closed."""
+
+    def scenario() -> list[Delivery]:
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=1)
+        queue = exclusive_queue(channel)  # exclusive to the connection: it outlives the channel
+        publish_traced(channel, queue, [b"flaky"])
+        deliveries: list[Delivery] = []
+        raised = Boom("flaky")
+
+        def handle(ch: BlockingChannel, method: Any, properties: Any, body: bytes) -> None:
+            deliveries.append((method.redelivered, body, dict(properties.headers)))
+            if len(deliveries) == 1:
+                raise raised
+            ch.basic_ack(method.delivery_tag)
+            ch.stop_consuming()
+
+        channel.basic_consume(queue, handle, auto_ack=False)
+        with pytest.raises(Boom) as caught:
+            channel.start_consuming()
+        assert caught.value is raised
+        channel.close()  # the unacknowledged message goes back to the queue
+        again = connection.channel()
+        again.basic_consume(queue, handle, auto_ack=False)
+        again.start_consuming()
+        again.close()
+        return deliveries
+
+    sentry_init(traces_sample_rate=1.0)
+    bare = scenario()
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    traced = scenario()
+    for deliveries in (bare, traced):
+        assert [(redelivered, body) for redelivered, body, _ in deliveries] == [
+            (False, b"flaky"),
+            (True, b"flaky"),
+        ]
+        assert deliveries[0][2] == deliveries[1][2] and "sentry-trace" in deliveries[0][2]
+    events = processed(captured.transactions())
+    assert [trace_of(event)["status"] for event in events] == ["internal_error", "ok"]
+    assert [trace_of(event)["data"]["messaging.message.retry.count"] for event in events] == [0, 1]
+    assert {trace_of(event)["trace_id"] for event in events} == {traced[0][2]["sentry-trace"][:32]}
+    (error,) = [error for error in captured.errors() if mechanism_of(error) == "busprop.pika"]
+    assert error["exception"]["values"][-1]["value"] == "flaky"
+    assert error["contexts"]["trace"]["trace_id"] == trace_of(events[0])["trace_id"]
+
+
+def test_retry_count_of_a_requeued_then_dead_lettered_message(
+    sentry_init: Callable[..., Any], channel: BlockingChannel, integration: type[AMQPIntegration]
+) -> None:
+    """Real broker headers: ``redelivered`` after ``basic_nack(requeue=True)``, ``x-death`` after a
+    rejected message went through a dead-letter exchange, and both together."""
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    retries = exclusive_queue(channel)
+    arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": retries}
+    queue = str(channel.queue_declare(unique(), exclusive=True, arguments=arguments).method.queue)
+    (sent,) = publish_traced(channel, queue, [b"job"])
+    attempts: list[tuple[bool, int]] = []
+
+    def handle(ch: BlockingChannel, method: Any, properties: Any, body: bytes) -> None:
+        attempts.append((method.redelivered, busprop.amqp.retry_count(method, properties)))
+        if len(attempts) in (1, 3):
+            ch.basic_nack(method.delivery_tag, requeue=True)  # back to the same queue: redelivered
+        elif len(attempts) == 2:
+            ch.basic_reject(method.delivery_tag, requeue=False)  # to the dead-letter queue: x-death
+        else:
+            ch.basic_ack(method.delivery_tag)
+        if len(attempts) in (2, 4):
+            ch.stop_consuming()
+
+    channel.basic_consume(queue, handle)
+    channel.start_consuming()
+    channel.basic_consume(retries, handle)
+    channel.start_consuming()
+    assert attempts == [(False, 0), (True, 1), (False, 1), (True, 2)]
+    events = processed(captured.transactions())
+    assert [trace_of(event)["data"]["messaging.message.retry.count"] for event in events] == [0, 1, 1, 2]
+    assert [trace_of(event)["data"]["messaging.destination.name"] for event in events] == [
+        f"/{queue}",
+        f"/{queue}",
+        f"/{retries}",
+        f"/{retries}",
+    ]
+    assert {trace_of(event)["trace_id"] for event in events} == {sent[:32]}
+    assert {trace_of(event)["status"] for event in events} == {"ok"}
+
+
+def test_tracing_disabled_still_propagates_trace_ids(
+    sentry_init: Callable[..., Any], channel: BlockingChannel, integration: type[AMQPIntegration]
+) -> None:
+    first, second = exclusive_queue(channel), exclusive_queue(channel)
+    upstream = pika.BasicProperties(headers={"sentry-trace": f"{HEAD}-b2bd6e9b3e4c5a1f-1"})
+    channel.basic_publish("", first, b"upstream", upstream)  # before the Integration: as a peer sent it
+    captured = sentry_init(traces_sample_rate=None, integrations=[integration()])
+    own = traced_now()[:32]
+    channel.basic_publish("", second, b"own")
+    _, delivered, _ = receive(channel, second)
+    assert (
+        isinstance(delivered.headers["sentry-trace"], str) and delivered.headers["sentry-trace"][:32] == own
+    )
+    assert (
+        isinstance(delivered.headers["baggage"], str)
+        and f"sentry-trace_id={own}" in delivered.headers["baggage"]
+    )
+    inside: list[str] = []
+
+    def forward(ch: BlockingChannel, method: Any, properties: Any, body: bytes) -> None:
+        inside.append(traced_now())
+        ch.basic_publish("", second, b"forwarded")
+
+    consume(channel, first, 1, forward)
+    _, forwarded, _ = receive(channel, second)
+    assert inside[0][:32] == forwarded.headers["sentry-trace"][:32] == HEAD
+    assert traced_now()[:32] == own  # the consumer's trace ended with the message
+    assert captured.transactions() == []
+
+
 def test_decorated_callback_under_the_integration_is_one_transaction(
     sentry_init: Callable[..., Any], channel: BlockingChannel, integration: type[AMQPIntegration]
 ) -> None:
@@ -420,6 +544,39 @@ def test_an_exception_in_the_loop_body_leaves_the_loop_with_the_message_ended(
     channel.cancel()
 
 
+@pytest.mark.parametrize("managed", [False, True])
+def test_a_loop_body_exception_ends_the_message_ok_in_a_for_and_failed_in_the_with_form(
+    sentry_init: Callable[..., Any],
+    channel: BlockingChannel,
+    integration: type[AMQPIntegration],
+    managed: bool,
+) -> None:
+    """docs/api.md's loop table: a bare ``for`` never sees the exception (status ``ok``, nothing
+    reported); ``with traced_iterator(...)`` does at its exit (``internal_error``, reported)."""
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    queue = exclusive_queue(channel)
+    (sent,) = publish_traced(channel, queue, [b"bad"])
+    raised = Boom("loop body")
+    with pytest.raises(Boom) as caught:
+        if managed:
+            with busprop.amqp.traced_iterator(channel.consume(queue, auto_ack=True)) as messages:
+                for _method, _properties, _body in messages:
+                    raise raised
+        else:
+            for _method, _properties, _body in channel.consume(queue, auto_ack=True):
+                raise raised
+    assert caught.value is raised  # unchanged, in both forms
+    assert not traced_now().startswith(sent[:32])
+    (event,) = processed(captured.transactions())
+    assert trace_of(event)["trace_id"] == sent[:32]
+    assert trace_of(event)["status"] == ("internal_error" if managed else "ok")
+    reported = [error for error in captured.errors() if error["contexts"]["trace"]["trace_id"] == sent[:32]]
+    assert [error["exception"]["values"][-1]["value"] for error in reported] == (
+        ["loop body"] if managed else []
+    )
+    channel.cancel()
+
+
 # --- RPC over reply_to / correlation_id -----------------------------------------------------------
 
 
@@ -534,6 +691,80 @@ def test_select_connection_exception_is_reported_then_pika_aborts_the_connection
     assert error["contexts"]["trace"]["trace_id"] == result["published"][0][:32]
 
 
+def select_publish_and_receive(
+    url: str, queue: str, publish: Callable[[Any], None], count: int
+) -> list[tuple[pika.BasicProperties, bytes]]:
+    """``publish(channel)`` on a ``SelectConnection``'s ``Channel`` once ``queue`` is declared; the
+    ``count`` messages consumed back there, as delivered, in order (the ioloop runs in this thread)."""
+    delivered: list[tuple[pika.BasicProperties, bytes]] = []
+
+    def on_open(connection: pika.SelectConnection) -> None:
+        connection.channel(on_open_callback=on_channel)
+
+    def on_channel(channel: Any) -> None:
+        channel.queue_declare(queue, exclusive=True, callback=lambda _frame: on_queue(channel))
+
+    def on_queue(channel: Any) -> None:
+        channel.basic_consume(queue, on_message, auto_ack=True)
+        publish(channel)
+
+    def on_message(channel: Any, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
+        delivered.append((properties, body))
+        if len(delivered) >= count:
+            channel.connection.close()
+
+    connection = pika.SelectConnection(
+        pika.URLParameters(url),
+        on_open_callback=on_open,
+        on_close_callback=lambda connection, _reason: connection.ioloop.stop(),
+    )
+    timer = connection.ioloop.call_later(30, connection.ioloop.stop)
+    connection.ioloop.start()
+    connection.ioloop.remove_timeout(timer)
+    return delivered
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_select_connection_publish_writes_str_headers_into_a_copy_each_its_own_trace(
+    sentry_init: Callable[..., Any], amqp_url: str, integration: type[AMQPIntegration], explicit: bool
+) -> None:
+    """``Channel.basic_publish`` patched by the Integration, or ``busprop.amqp.basic_publish(channel, ...)``."""
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[] if explicit else [integration()])
+    queue = unique()
+    headers = {"x-user": "kept"}
+    shared = pika.BasicProperties(headers=headers, message_id="shared")
+    sent: dict[bytes, str] = {}
+
+    def publish(channel: Any) -> None:
+        for body, properties in ((b"none", None), (b"first", shared), (b"second", shared)):
+            with sentry_sdk.start_transaction(name=body.decode()):
+                if explicit:
+                    busprop.amqp.basic_publish(channel, "", queue, body, properties)
+                else:
+                    channel.basic_publish("", queue, body, properties)
+                sent[body] = traced_now()[:32]
+
+    delivered = select_publish_and_receive(amqp_url, queue, publish, 3)
+    assert shared.headers is headers and headers == {"x-user": "kept"}  # the caller's object is never changed
+    assert shared.message_id == "shared"
+    publishes = {span["trace_id"]: span for span in spans_of(captured.transactions(), "queue.publish")}
+    assert len(publishes) == len(set(sent.values())) == 3
+    assert [body for _, body in delivered] == [b"none", b"first", b"second"]
+    for properties, body in delivered:
+        span = publishes[sent[body]]
+        assert properties.headers["sentry-trace"] == f"{span['trace_id']}-{span['span_id']}-1"
+        assert isinstance(properties.headers["sentry-trace"], str)
+        assert isinstance(properties.headers["baggage"], str)
+        assert "busprop-published-at" in properties.headers
+        assert span["description"] == f"/{queue}"
+    (created, _), *reused = delivered
+    assert created.message_id is None and "x-user" not in created.headers  # None: new properties
+    assert [(properties.message_id, properties.headers["x-user"]) for properties, _ in reused] == [
+        ("shared", "kept"),
+        ("shared", "kept"),
+    ]
+
+
 # --- malformed headers ----------------------------------------------------------------------------
 
 
@@ -575,6 +806,35 @@ def test_generated_headers_from_rabbitmq_are_continued_or_start_a_fresh_trace(
 
     check()
     check_sent(captured, expectations, busprop.amqp.destination_of("", queue))
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_a_trace_in_a_bytes_or_byte_array_header_is_continued(
+    sentry_init: Callable[..., Any], channel: BlockingChannel, kind: Callable[[bytes], Any]
+) -> None:
+    """pika publishes a ``bytes`` value as an AMQP byte array (field type ``x``) and delivers it as
+    ``bytes``, as it does a long string that is not UTF-8; it refuses to publish a ``bytearray`` or a
+    ``memoryview``, so those reach a callback only in properties the application built itself."""
+    captured = sentry_init(traces_sample_rate=1.0)
+    queue = exclusive_queue(channel)
+    trace = f"{HEAD}-b2bd6e9b3e4c5a1f-1".encode()
+    if kind is not bytes:
+        with pytest.raises(pika.exceptions.UnsupportedAMQPFieldException):
+            channel.basic_publish(
+                "", queue, b"x", pika.BasicProperties(headers={"sentry-trace": kind(trace)})
+            )
+    channel.basic_publish("", queue, b"x", pika.BasicProperties(headers={"sentry-trace": trace}))
+    method, properties, body = receive(channel, queue)
+    assert type(properties.headers["sentry-trace"]) is bytes
+    properties.headers["sentry-trace"] = kind(properties.headers["sentry-trace"])
+
+    @busprop.amqp.consumer
+    def handle(ch: BlockingChannel, method: Any, properties: Any, body: bytes) -> str:
+        return traced_now()
+
+    assert handle(channel, method, properties, body).startswith(HEAD)
+    (event,) = processed(captured.transactions())
+    assert (trace_of(event)["trace_id"], trace_of(event)["parent_span_id"]) == (HEAD, "b2bd6e9b3e4c5a1f")
 
 
 # --- separate processes, threads -------------------------------------------------------------------

@@ -310,16 +310,17 @@ def test_loop_body_runs_inside_the_records_trace(
     assert processed[0]["transaction"] == topic
 
 
+#: sentry-sdk's options, and whether a record's key is then collected into the span data.
+KEY_COLLECTION = [
+    ({}, False),
+    ({"send_default_pii": True}, True),
+    ({"data_collection": {"queues": True}}, True),
+    ({"send_default_pii": True, "data_collection": {"queues": False}}, False),
+]
+
+
 @pytest.mark.filterwarnings("ignore:.*send_default_pii.* deprecated")
-@pytest.mark.parametrize(
-    ("options", "collected"),
-    [
-        ({}, False),
-        ({"send_default_pii": True}, True),
-        ({"data_collection": {"queues": True}}, True),
-        ({"send_default_pii": True, "data_collection": {"queues": False}}, False),
-    ],
-)
+@pytest.mark.parametrize(("options", "collected"), KEY_COLLECTION)
 def test_record_key_only_with_send_default_pii(
     sentry_init: SentryInit,
     kafka_bootstrap: str,

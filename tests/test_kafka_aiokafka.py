@@ -173,12 +173,14 @@ async def test_send_and_send_and_wait_write_the_trace_once_and_keep_the_users_he
     assert spans[0]["data"]["messaging.message.body.size"] == len(b"first")
 
 
+@pytest.mark.parametrize("rate", [1.0, 0.0], ids=["sampled", "unsampled"])
 async def test_delivery_failure_is_reported_in_the_sends_trace_and_reaches_the_caller_unchanged(
-    sentry_init: SentryInit,
+    sentry_init: SentryInit, rate: float
 ) -> None:
+    """An unsampled send has no span to describe: only its failure is watched, and reported."""
     from busprop.demo.brokers import start_embedded_kafka
 
-    captured = sentry_init(traces_sample_rate=1.0)
+    captured = sentry_init(traces_sample_rate=rate)
     broker = start_embedded_kafka()
     plain = AIOKafkaProducer(
         bootstrap_servers=broker.bootstrap_servers, request_timeout_ms=1000, retry_backoff_ms=50
@@ -203,6 +205,10 @@ async def test_delivery_failure_is_reported_in_the_sends_trace_and_reaches_the_c
         "handled": True,
     }
     assert error["contexts"]["trace"]["trace_id"] == head.trace_id
+    if rate == 0.0:
+        assert captured.transactions() == []
+        assert error["contexts"]["trace"]["span_id"] == head.span_id  # the send's current span
+        return
     transaction = only([event for event in captured.transactions() if event["transaction"] == "head"])
     span = only(publish_spans(transaction))
     assert error["contexts"]["trace"]["span_id"] == span["span_id"]
@@ -456,6 +462,24 @@ async def test_getmany_batches_through_traced_records_and_process_batch(
     assert batch_event["contexts"]["trace"]["data"]["messaging.batch.message_count"] == 2
 
 
+async def test_an_empty_getmany_creates_no_transaction(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    """A consumer polling an idle topic must not send one empty transaction per ``getmany()``."""
+    captured = sentry_init(traces_sample_rate=1.0)
+    async with assigned(kafka_bootstrap, new_topic()) as consumer:
+        batch = await consumer.getmany(timeout_ms=200)
+        assert batch == {}
+        with busprop.kafka.process_batch(batch, consumer=consumer) as records:
+            assert sentry_sdk.get_current_span() is None  # no transaction, not even an unsent one
+            assert list(records) == []
+        with busprop.kafka.traced_records(batch, consumer=consumer) as records:
+            assert list(records) == []
+        assert sentry_sdk.get_current_span() is None
+    assert captured.transactions() == []
+    assert captured.errors() == []
+
+
 # --- what arrives: junk, duplicated and generated trace headers, unsampled heads ------------------
 
 
@@ -621,6 +645,27 @@ async def test_integration_uninstall_restores_the_originals(
     assert publish_spans(only(captured.transactions())) == []
     sentry_init(traces_sample_rate=1.0, integrations=[integration()])  # can be installed again
     assert not originals_in_place()
+
+
+async def test_patched_methods_pass_through_for_a_client_without_the_integration(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    captured = sentry_init(traces_sample_rate=1.0)  # the patches stay, this client did not ask for them
+    assert not originals_in_place()
+    topic = new_topic()
+    async with started_producer(kafka_bootstrap) as producer:
+        with sentry_sdk.start_transaction(name="head"):
+            await producer.send_and_wait(topic, b"plain", headers=[("kept", b"1")])
+    async with assigned(kafka_bootstrap, topic) as consumer:
+        record = await consumer.getone()  # in this task
+        assert record.value == b"plain" and record.headers == (("kept", b"1"),)
+        assert sentry_sdk.get_current_span() is None  # no record's processing started
+    head = only(captured.transactions())
+    assert head["transaction"] == "head" and head["spans"] == []
 
 
 @pytest.mark.parametrize("why", ["too old", "missing"])

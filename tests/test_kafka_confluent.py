@@ -13,6 +13,7 @@ import inspect
 import itertools
 import json
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -35,7 +36,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import busprop.kafka
-from busprop.kafka import _confluent, _integration
+from busprop.kafka import _integration
 from busprop.testing import LOCAL_DSN, CapturingTransport
 from tests import test_http_hops, test_kafka
 from tests.conftest import Captured
@@ -268,8 +269,11 @@ def test_serializing_producer_traces_each_record_once_in_its_own_argument_order(
     assert messages[0].headers()[0] == ("a", b"1")
 
 
-def test_delivery_failure_is_reported_in_the_sends_trace(sentry_init: SentryInit) -> None:
-    captured = sentry_init(traces_sample_rate=1.0)
+@pytest.mark.parametrize("rate", [1.0, 0.0], ids=["sampled", "unsampled"])
+def test_delivery_failure_is_reported_in_the_sends_trace(sentry_init: SentryInit, rate: float) -> None:
+    """An unsampled send has no span to describe: its delivery callback still reports a failure
+    (without a callback nothing watches the send, as documented)."""
+    captured = sentry_init(traces_sample_rate=rate)
     unreachable = busprop.kafka.traced_producer(
         producer_of("127.0.0.1:9", **{"message.timeout.ms": 300, "log_level": 0})
     )
@@ -284,6 +288,10 @@ def test_delivery_failure_is_reported_in_the_sends_trace(sentry_init: SentryInit
     assert value["type"] == "KafkaException"
     assert value["mechanism"] == {"type": "busprop.kafka.delivery", "handled": True}
     assert event["contexts"]["trace"]["trace_id"] == head.trace_id
+    if rate == 0.0:
+        assert captured.transactions() == []
+        assert event["contexts"]["trace"]["span_id"] == head.span_id  # the send's current span
+        return
     span = only(publish_spans(only(captured.transactions())))
     assert span["status"] == "internal_error"
     assert event["contexts"]["trace"]["span_id"] == span["span_id"]
@@ -394,6 +402,76 @@ def test_consume_lists_through_traced_records_and_process_batch(
     assert batch_event["contexts"]["trace"]["data"]["messaging.batch.message_count"] == 2  # not the event
     spans = [span for span in batch_event["spans"] if span["op"] == "queue.process"]
     assert [span["data"]["busprop.link.span_id"] for span in spans] == publish_span_ids[1:]
+
+
+def test_loop_body_exception_marks_failed_and_propagates_unchanged(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    topic = new_topic()
+    trace_id, publish_span_ids = produce_traced(kafka_bootstrap, topic, [b"v"])
+    failure = LookupError("no such order")
+    with assigned(kafka_bootstrap, topic) as consumer:
+        with pytest.raises(LookupError) as raised, busprop.kafka.traced_consumer(consumer) as records:
+            for _message in records:
+                raise failure
+        assert sentry_sdk.get_current_span() is None  # ended at the block's end, not at close()
+    assert raised.value is failure
+    transaction = only(processed_records(captured))
+    trace = transaction["contexts"]["trace"]
+    assert (trace["trace_id"], trace["parent_span_id"]) == (trace_id, publish_span_ids[0])
+    assert trace["status"] == "internal_error"
+    error = only([event for event in captured.errors() if "exception" in event])
+    assert error["exception"]["values"][-1]["value"] == "no such order"
+    assert error["exception"]["values"][-1]["mechanism"] == {"type": "busprop.kafka", "handled": False}
+    assert error["contexts"]["trace"]["trace_id"] == trace_id
+    assert error["contexts"]["trace"]["span_id"] == process_span(transaction)["span_id"]
+
+
+@pytest.mark.filterwarnings("ignore:.*send_default_pii.* deprecated")
+@pytest.mark.parametrize(("options", "collected"), test_kafka.KEY_COLLECTION)
+def test_record_key_only_with_send_default_pii(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    options: dict[str, Any],
+    collected: bool,
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0, **options)
+    topic = new_topic()
+    raw = producer_of(kafka_bootstrap)
+    raw.produce(topic, b"v", key=b"customer-7")
+    assert raw.flush(10) == 0
+    with assigned(kafka_bootstrap, topic) as consumer:
+        for _message in busprop.kafka.traced_consumer(consumer):
+            break
+    data = only(processed_records(captured))["contexts"]["trace"]["data"]
+    assert data.get("messaging.kafka.message.key") == ("customer-7" if collected else None)
+
+
+@pytest.mark.parametrize("route", ["wrappers", "integration"])
+def test_an_empty_consume_creates_no_transaction(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    integration: type[busprop.kafka.KafkaIntegration],
+    route: str,
+) -> None:
+    """A consumer polling an idle topic must not send one empty transaction per ``consume()``."""
+    if route == "integration":
+        captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    else:
+        captured = sentry_init(traces_sample_rate=1.0)
+    with assigned(kafka_bootstrap, new_topic(), confluent_kafka.Consumer) as consumer:
+        batch = consumer.consume(num_messages=10, timeout=0.2)
+        assert batch == []
+        with busprop.kafka.process_batch(batch, consumer=consumer) as records:
+            assert sentry_sdk.get_current_span() is None  # no transaction, not even an unsent one
+            assert list(records) == []
+        assert list(busprop.kafka.traced_records(batch, consumer=consumer)) == []
+        assert sentry_sdk.get_current_span() is None
+    assert captured.transactions() == []
+    assert captured.errors() == []
 
 
 def test_deserializing_consumer_poll_is_traced_once(
@@ -699,6 +777,38 @@ def test_integration_swaps_the_classes_keeps_isinstance_and_uninstall_restores(
     assert confluent_kafka.Producer is not cimpl.Producer
 
 
+def test_integration_twice_and_with_the_wrappers_traces_once(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    swapped = (confluent_kafka.Producer, confluent_kafka.Consumer)
+    assert swapped != (cimpl.Producer, cimpl.Consumer)
+    busprop.kafka.install()
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    assert (confluent_kafka.Producer, confluent_kafka.Consumer) == swapped  # not a subclass of a subclass
+    topic = new_topic()
+    patched = producer_of(kafka_bootstrap, confluent_kafka.Producer)
+    wrapped = busprop.kafka.traced_producer(patched)
+    with sentry_sdk.start_transaction(name="head") as head:
+        wrapped.produce(topic, b"wrapper")
+        patched.produce(topic, b"patched")
+        wrapped.produce(topic, b"wrapper again")
+        assert patched.flush(10) == 0
+    spans = publish_spans(only(captured.transactions()))
+    assert len(spans) == 3  # one per produce: the wrapper's call passes the patch through
+    messages = read_raw(kafka_bootstrap, topic, 3)
+    assert [message.value() for message in messages] == [b"wrapper", b"patched", b"wrapper again"]
+    assert [len(values_of(message, "sentry-trace")) for message in messages] == [1, 1, 1]
+    assert [trace_of(message) for message in messages] == [(head.trace_id, span["span_id"]) for span in spans]
+    with assigned(kafka_bootstrap, topic, confluent_kafka.Consumer) as consumer:
+        for _message in busprop.kafka.traced_consumer(consumer):
+            break
+    assert len(processed_records(captured)) == 1  # not 2: the wrapper bypasses the patched poll()
+
+
 def test_a_client_without_the_integration_sends_untouched_while_the_patches_are_installed(
     sentry_init: SentryInit,
     kafka_bootstrap: str,
@@ -748,6 +858,32 @@ def test_a_client_too_old_is_skipped_with_a_debug_log(
     integration.uninstall()
     for name in ("confluent-kafka", "confluent-kafka serializing"):
         _integration._PATCHES.pop(name, None)  # built again, at today's version, by the next install
+
+
+def test_a_missing_client_is_skipped_with_a_debug_log(
+    sentry_init: SentryInit,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    for name in ("confluent-kafka", "confluent-kafka serializing"):
+        monkeypatch.delitem(_integration._PATCHES, name, raising=False)
+    monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # import confluent_kafka raises ImportError
+    with caplog.at_level(logging.DEBUG, logger="busprop"):
+        captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    assert confluent_kafka.Producer is cimpl.Producer and confluent_kafka.Consumer is cimpl.Consumer
+    assert SerializingProducer.__dict__["produce"] is ORIGINAL_SERIALIZING_PRODUCE
+    assert DeserializingConsumer.__dict__["poll"] is ORIGINAL_DESERIALIZING_POLL
+    assert "confluent-kafka not patched: import of confluent_kafka halted" in caplog.text
+    assert "confluent-kafka serializing not patched: import of confluent_kafka halted" in caplog.text
+    producer = producer_of("127.0.0.1:9", confluent_kafka.Producer, log_level=0)
+    with sentry_sdk.start_transaction(name="head"):
+        producer.produce("untraced", b"v")  # the library's own produce: no span
+    producer.purge()
+    assert only(captured.transactions())["spans"] == []
+    integration.uninstall()
+    for name in ("confluent-kafka", "confluent-kafka serializing"):
+        _integration._PATCHES.pop(name, None)  # built again, with the library importable, by the next install
 
 
 # --- threads, separate processes, Sentry's Node SDK ----------------------------------------------
