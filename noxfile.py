@@ -8,7 +8,7 @@ real-broker flow per bus:
   pyproject.toml declares and at the newest release below the ceiling;
 * ``clients(versions='minimum')`` and ``clients(versions='latest')``: kafka-python, crc32c,
   confluent-kafka, aiokafka, aio-pika, pika, celery and websockets at their declared minimums and at
-  their newest releases.
+  their newest releases, with a flow for each client (confluent-kafka and aiokafka as well).
 
 The pins are read from pyproject.toml, so raising a floor there is what the matrix then tests.
 """
@@ -66,6 +66,13 @@ BUS_FLOWS = [
     "tests/test_streaming.py::test_celery_task_continues_the_publish_span",
     "tests/test_streaming.py::test_websocket_message_continues_the_senders_publish_span",
 ]
+#: The clients sessions add a flow for each bus's other clients (their versions are what vary there).
+CLIENT_FLOWS = [
+    "tests/test_kafka_confluent.py::test_every_produce_form_writes_the_trace_once_and_keeps_the_users_headers",
+    "tests/test_kafka_confluent.py::test_poll_continues_each_records_trace_until_the_next_poll",
+    "tests/test_kafka_aiokafka.py::test_send_and_send_and_wait_write_the_trace_once_and_keep_the_users_headers",
+    "tests/test_kafka_aiokafka.py::test_integration_getone_and_async_for_bodies_run_in_each_records_trace",
+]
 
 
 def declared(package: str) -> tuple[str, str]:
@@ -83,10 +90,10 @@ def install(session: nox.Session, *pins: str) -> None:
     session.run("python", "-m", "pip", "list", "--format=freeze", silent=False)
 
 
-def run_tests(session: nox.Session) -> None:
+def run_tests(session: nox.Session, *flows: str) -> None:
     common = ["python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *session.posargs]
     session.run(*common, "-k", CORE_SELECTION, *CORE_TESTS)
-    session.run(*common, *BUS_FLOWS)
+    session.run(*common, *BUS_FLOWS, *flows)
 
 
 @nox.session
@@ -101,9 +108,9 @@ def matrix(session: nox.Session, sentry_sdk: str) -> None:
 @nox.session
 @nox.parametrize("versions", ["minimum", "latest"])
 def clients(session: nox.Session, versions: str) -> None:
-    """The core and a flow per bus with every client library at its declared minimum, or latest."""
+    """The core and a flow per client with every client library at its declared minimum, or latest."""
     if versions == "minimum":
         install(session, *(f"{client}=={declared(client)[0]}" for client in CLIENTS))
     else:
         install(session, "--upgrade", *CLIENTS)
-    run_tests(session)
+    run_tests(session, *CLIENT_FLOWS)

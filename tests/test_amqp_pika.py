@@ -912,19 +912,27 @@ def test_threads_with_a_connection_each_keep_their_messages_traces_apart(
 def test_integration_install_is_idempotent_and_uninstall_restores_the_originals(
     sentry_init: Callable[..., Any],
 ) -> None:
-    originals = {
-        name: BlockingChannel.__dict__[name] for name in ("basic_publish", "basic_consume", "consume")
-    }
-    channel_publish = pika.channel.Channel.__dict__["basic_publish"]
+    AMQPIntegration.uninstall()  # an earlier test's install is not this test's original
+    patched = [
+        (BlockingChannel, "basic_publish"),
+        (pika.channel.Channel, "basic_publish"),
+        (BlockingChannel, "basic_consume"),
+        (pika.channel.Channel, "basic_consume"),
+        (BlockingChannel, "consume"),
+        (BlockingChannel, "cancel"),
+        (BlockingChannel, "close"),
+    ]
+    originals = {(owner, name): owner.__dict__[name] for owner, name in patched}
     sentry_init(integrations=[AMQPIntegration()])
+    installed = {(owner, name): owner.__dict__[name] for owner, name in patched}
     AMQPIntegration.setup_once()  # a second install changes nothing
-    wrapped = BlockingChannel.__dict__["basic_publish"]
-    assert wrapped is not originals["basic_publish"] and wrapped.__wrapped__ is originals["basic_publish"]
+    assert {(owner, name): owner.__dict__[name] for owner, name in patched} == installed
+    for key, wrapped in installed.items():
+        assert wrapped is not originals[key] and wrapped.__wrapped__ is originals[key], key
     AMQPIntegration.uninstall()
-    assert {name: BlockingChannel.__dict__[name] for name in originals} == originals
-    assert pika.channel.Channel.__dict__["basic_publish"] is channel_publish
+    assert {(owner, name): owner.__dict__[name] for owner, name in patched} == originals
     sentry_init(integrations=[AMQPIntegration()])  # and a later init patches again
-    assert BlockingChannel.__dict__["basic_publish"] is not originals["basic_publish"]
+    assert BlockingChannel.__dict__["basic_publish"] is not originals[(BlockingChannel, "basic_publish")]
     AMQPIntegration.uninstall()
     assert busprop.amqp.AioPikaIntegration is AMQPIntegration
 

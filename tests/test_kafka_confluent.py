@@ -853,7 +853,7 @@ def test_a_client_too_old_is_skipped_with_a_debug_log(
         sentry_init(traces_sample_rate=1.0, integrations=[integration()])
     assert confluent_kafka.Producer is cimpl.Producer
     assert SerializingProducer.__dict__["produce"] is ORIGINAL_SERIALIZING_PRODUCE
-    assert "confluent-kafka not patched: confluent_kafka 1.9.2 is older than 2.0" in caplog.text
+    assert "confluent-kafka not patched: confluent_kafka 1.9.2 is older than 2.2" in caplog.text
     assert "confluent-kafka serializing not patched: confluent_kafka 1.9.2" in caplog.text
     integration.uninstall()
     for name in ("confluent-kafka", "confluent-kafka serializing"):
