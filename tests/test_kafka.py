@@ -87,6 +87,47 @@ def only(items: list[Any]) -> Any:
     return items[0]
 
 
+def check_batch_failure_then_unsampled_delivery(
+    sentry_init: Callable[..., Captured],
+    batch: Any,
+    topic: str,
+    consumer: Any,
+    value_of: Callable[[Any], Any],
+) -> None:
+    """Any client's records ``ok``, ``poison``, ``never`` through ``process_batch``: a raising body
+    fails the sampled batch and propagates unchanged; an unsampled batch delivers every record with
+    no span of its own."""
+    captured = sentry_init(traces_sample_rate=1.0)
+    failure = RuntimeError("poison record")
+    with pytest.raises(RuntimeError) as raised, busprop.kafka.process_batch(batch) as records:
+        for record in records:
+            if value_of(record) == b"poison":
+                raise failure
+    assert raised.value is failure
+    transaction = only(captured.transactions())
+    trace = transaction["contexts"]["trace"]
+    assert (trace["op"], transaction["transaction"], trace["status"]) == (
+        sdk.OP_TASK,
+        f"batch {topic}",
+        "internal_error",
+    )
+    assert [(span["op"], span["status"]) for span in transaction["spans"]] == [
+        ("queue.process", "ok"),
+        ("queue.process", "internal_error"),
+    ]
+    assert only(captured.errors())["exception"]["values"][-1]["value"] == "poison record"
+
+    captured = sentry_init(traces_sample_rate=0.0)
+    with busprop.kafka.process_batch(batch, consumer=consumer) as records:
+        delivered = []
+        for record in records:
+            span = sentry_sdk.get_current_span()  # the unsampled batch's, no span of the record's
+            assert span is not None and span.op == sdk.OP_TASK and span.sampled is False
+            delivered.append(value_of(record))
+    assert delivered == [b"ok", b"poison", b"never"]
+    assert captured.transactions() == []
+
+
 def publish_spans(transaction: dict[str, Any]) -> list[dict[str, Any]]:
     return [span for span in transaction["spans"] if span["op"] == "queue.publish"]
 
@@ -116,6 +157,26 @@ def processed_records(captured: Captured) -> list[dict[str, Any]]:
     for transaction in transactions:
         process_span(transaction)
     return transactions
+
+
+def check_decorated_handlers(
+    captured: Captured, head_trace_id: str, parents: list[str], seen: list[Any], topic: str
+) -> None:
+    """Three records handled by ``@busprop.kafka.consumer`` functions (the third raising, the
+    second in group ``async-group``): each body ran in its record's trace, under the span that
+    sent it (``parents``), with the Queues data filled and the failure reported in its record."""
+    processed = processed_records(captured)
+    assert seen == [
+        (head_trace_id, parent, process_span(event)["span_id"])
+        for parent, event in zip(parents, processed, strict=True)
+    ]
+    assert [event["contexts"]["trace"]["status"] for event in processed] == ["ok", "ok", "internal_error"]
+    data = [event["contexts"]["trace"]["data"] for event in processed]
+    assert [item["messaging.message.id"] for item in data] == [f"{topic}/0/{n}" for n in range(3)]
+    assert data[1]["messaging.consumer.group.name"] == "async-group"
+    error = only(captured.errors())
+    assert error["exception"]["values"][-1]["type"] == "ValueError"
+    assert error["contexts"]["trace"]["span_id"] == process_span(processed[2])["span_id"]
 
 
 def in_body() -> tuple[str, str | None, str]:

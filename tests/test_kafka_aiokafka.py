@@ -214,6 +214,39 @@ async def test_delivery_failure_is_reported_in_the_sends_trace_and_reaches_the_c
     assert error["contexts"]["trace"]["span_id"] == span["span_id"]
 
 
+async def test_traced_producer_without_tracing_carries_the_scopes_trace_into_the_loop_body(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=None)
+    topic = new_topic()
+    async with started_producer(kafka_bootstrap) as plain:
+        await busprop.kafka.traced_producer(plain).send_and_wait(topic, b"x")
+    trace_id = sentry_sdk.get_current_scope().get_active_propagation_context().trace_id
+    async with assigned(kafka_bootstrap, topic) as consumer:
+        async for record in busprop.kafka.traced_consumer(consumer):
+            await asyncio.sleep(0)  # the body may await: still the record's trace
+            inside = sentry_sdk.get_current_scope().get_active_propagation_context()
+            assert (inside.trace_id, inside.parent_span_id) == trace_of(record)  # not the outer context
+            break
+    assert trace_of(record)[0] == trace_id
+    assert f"sentry-trace_id={trace_id}".encode() in only(header_values(record, "baggage"))
+    assert captured.transactions() == []
+
+
+async def test_destination_outside_propagation_targets_gets_no_headers(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    busprop.configure(propagation_targets=["^payments$"])
+    topic = new_topic()
+    async with started_producer(kafka_bootstrap) as plain:
+        with sentry_sdk.start_transaction(name="head"):
+            await busprop.kafka.traced_producer(plain).send_and_wait(topic, b"x", headers=[("kept", b"1")])
+    assert only(await read_raw(kafka_bootstrap, topic, 1)).headers == (("kept", b"1"),)
+    span = only(publish_spans(only(captured.transactions())))  # the send itself is still traced
+    assert span["data"]["messaging.message.id"] == f"{topic}/0/0"
+
+
 # --- consumer: KafkaIntegration on unchanged code -------------------------------------------------
 
 
@@ -480,6 +513,57 @@ async def test_an_empty_getmany_creates_no_transaction(
     assert captured.errors() == []
 
 
+async def test_consumer_decorator_sync_and_async_handlers(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    topic = new_topic()
+    async with started_producer(kafka_bootstrap) as plain:
+        producer = busprop.kafka.traced_producer(plain)
+        with sentry_sdk.start_transaction(name="head") as head:
+            for value in (b"sync", b"async", b"bad"):
+                await producer.send_and_wait(topic, value)
+    records = await read_raw(kafka_bootstrap, topic, 3)
+    seen: list[tuple[str, str | None, str]] = []
+
+    @busprop.kafka.consumer
+    def handle(record: Any) -> str:
+        seen.append(in_body())
+        return "handled"
+
+    class Handlers:
+        @busprop.kafka.consumer(group_id="async-group")
+        async def handle(self, record: Any) -> None:  # after self: the decorator finds the record
+            await asyncio.sleep(0)
+            seen.append(in_body())
+            if record.value == b"bad":
+                raise ValueError("bad record")
+
+    assert handle(records[0]) == "handled"
+    await Handlers().handle(records[1])
+    with pytest.raises(ValueError, match="bad record"):
+        await Handlers().handle(records[2])
+    parents = [trace_of(record)[1] for record in records]
+    test_kafka.check_decorated_handlers(captured, head.trace_id, parents, seen, topic)
+
+
+async def test_batch_mode_exception_fails_the_batch_and_an_unsampled_batch_delivers_every_record(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic()
+    async with started_producer(kafka_bootstrap) as producer:
+        for value in (b"ok", b"poison", b"never"):
+            await producer.send_and_wait(topic, value)
+    async with assigned(kafka_bootstrap, topic) as consumer:
+        batch: dict[Any, list[Any]] = {}
+        while sum(map(len, batch.values())) < 3:
+            for partition, records in (await consumer.getmany(timeout_ms=5000)).items():
+                batch.setdefault(partition, []).extend(records)
+        test_kafka.check_batch_failure_then_unsampled_delivery(
+            sentry_init, batch, topic, consumer, lambda record: record.value
+        )
+
+
 # --- what arrives: junk, duplicated and generated trace headers, unsampled heads ------------------
 
 
@@ -740,7 +824,7 @@ def test_many_traces_across_processes_in_a_consumer_group(
         assert trace_of_span[parent_of_process_span[span_id]] == trace_id
 
 
-# --- interoperability with Sentry's Node SDK (kafkajs) --------------------------------------------
+# --- interoperability: Sentry's Node SDK (kafkajs) and OpenTelemetry ------------------------------
 
 
 async def test_records_from_sentrys_node_sdk_are_continued(
@@ -789,3 +873,34 @@ async def test_records_from_aiokafka_are_continued_by_sentrys_node_sdk(
         head.trace_id,
         publish_span["span_id"],
     )
+
+
+async def test_opentelemetry_traceparent_only_records_are_continued_and_write_traceparent_writes_one(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=0.0)  # the traceparent's sampled flag must win
+    busprop.configure(write_traceparent=True)
+    topic = new_topic()
+    otel_trace_id, otel_span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    stale = ("traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01")
+    async with started_producer(kafka_bootstrap) as plain:
+        otel = f"00-{otel_trace_id}-{otel_span_id}-01".encode()
+        await plain.send_and_wait(topic, b"otel", headers=[("traceparent", otel)])
+        with sentry_sdk.start_transaction(name="head", sampled=True) as head:
+            await busprop.kafka.traced_producer(plain).send_and_wait(topic, b"busprop", headers=[stale])
+    records = []
+    async with assigned(kafka_bootstrap, topic) as consumer:
+        async for record in busprop.kafka.traced_consumer(consumer):
+            records.append(record)
+            if len(records) == 2:
+                break
+    head_event = only([event for event in captured.transactions() if event["transaction"] == "head"])
+    publish_span = only(publish_spans(head_event))
+    assert trace_of(records[1]) == (head.trace_id, publish_span["span_id"])
+    traceparent = only(header_values(records[1], "traceparent")).decode()  # replaced, not appended
+    assert traceparent == f"00-{head.trace_id}-{publish_span['span_id']}-01"
+    traces = [event["contexts"]["trace"] for event in processed_records(captured)]
+    assert [(trace["trace_id"], trace["parent_span_id"]) for trace in traces] == [
+        (otel_trace_id, otel_span_id),
+        (head.trace_id, publish_span["span_id"]),
+    ]

@@ -297,6 +297,40 @@ def test_delivery_failure_is_reported_in_the_sends_trace(sentry_init: SentryInit
     assert event["contexts"]["trace"]["span_id"] == span["span_id"]
 
 
+def test_traced_producer_without_tracing_carries_the_scopes_trace_into_the_loop_body(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=None)
+    topic = new_topic()
+    producer = busprop.kafka.traced_producer(producer_of(kafka_bootstrap))
+    producer.produce(topic, b"x")
+    assert producer.flush(10) == 0
+    trace_id = sentry_sdk.get_current_scope().get_active_propagation_context().trace_id
+    with assigned(kafka_bootstrap, topic) as consumer:
+        for message in busprop.kafka.traced_consumer(consumer):
+            inside = sentry_sdk.get_current_scope().get_active_propagation_context()
+            assert (inside.trace_id, inside.parent_span_id) == trace_of(message)  # not the outer context
+            break
+    assert trace_of(message)[0] == trace_id
+    assert f"sentry-trace_id={trace_id}".encode() in only(values_of(message, "baggage"))
+    assert captured.transactions() == []
+
+
+def test_destination_outside_propagation_targets_gets_no_headers(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    busprop.configure(propagation_targets=["^payments$"])
+    topic = new_topic()
+    producer = busprop.kafka.traced_producer(producer_of(kafka_bootstrap))
+    with sentry_sdk.start_transaction(name="head"):
+        producer.produce(topic, b"x", headers=[("kept", b"1")])
+        assert producer.flush(10) == 0
+    assert only(read_raw(kafka_bootstrap, topic, 1)).headers() == [("kept", b"1")]
+    span = only(publish_spans(only(captured.transactions())))  # the send itself is still traced
+    assert span["data"]["messaging.destination.name"] == topic
+
+
 # --- consumer: poll() under the integration, the wrappers on existing consumers --------------------
 
 
@@ -492,6 +526,57 @@ def test_deserializing_consumer_poll_is_traced_once(
         assert message.value() == "text"
         assert in_body()[:2] == (trace_id, publish_span_ids[0])
     assert len(processed_records(captured)) == 1
+
+
+async def test_consumer_decorator_sync_and_async_handlers(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    topic = new_topic()
+    producer = busprop.kafka.traced_producer(producer_of(kafka_bootstrap))
+    with sentry_sdk.start_transaction(name="head") as head:
+        for value in (b"sync", b"async", b"bad"):
+            producer.produce(topic, value)
+        assert producer.flush(10) == 0
+    messages = read_raw(kafka_bootstrap, topic, 3)
+    seen: list[tuple[str, str | None, str]] = []
+
+    @busprop.kafka.consumer
+    def handle(message: Any) -> str:
+        seen.append(in_body())
+        return "handled"
+
+    class Handlers:
+        @busprop.kafka.consumer(group_id="async-group")
+        async def handle(self, message: Any) -> None:  # after self: the decorator finds the record
+            await asyncio.sleep(0)
+            seen.append(in_body())
+            if message.value() == b"bad":
+                raise ValueError("bad record")
+
+    assert handle(messages[0]) == "handled"
+    await Handlers().handle(messages[1])
+    with pytest.raises(ValueError, match="bad record"):
+        await Handlers().handle(messages[2])
+    parents = [trace_of(message)[1] for message in messages]
+    test_kafka.check_decorated_handlers(captured, head.trace_id, parents, seen, topic)
+
+
+def test_batch_mode_exception_fails_the_batch_and_an_unsampled_batch_delivers_every_record(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic()
+    raw = producer_of(kafka_bootstrap)
+    for value in (b"ok", b"poison", b"never"):
+        raw.produce(topic, value)
+    assert raw.flush(10) == 0
+    with assigned(kafka_bootstrap, topic) as consumer:
+        batch: list[Any] = []
+        while len(batch) < 3:
+            batch += consumer.consume(3, timeout=1)
+        test_kafka.check_batch_failure_then_unsampled_delivery(
+            sentry_init, batch, topic, consumer, lambda message: message.value()
+        )
 
 
 # --- the asyncio consumer (confluent_kafka.aio) --------------------------------------------------
@@ -886,7 +971,7 @@ def test_a_missing_client_is_skipped_with_a_debug_log(
         _integration._PATCHES.pop(name, None)  # built again, with the library importable, by the next install
 
 
-# --- threads, separate processes, Sentry's Node SDK ----------------------------------------------
+# --- threads, separate processes, Sentry's Node SDK, OpenTelemetry --------------------------------
 
 
 def test_threads_sharing_a_producer_and_each_polling_never_mix_traces(
@@ -1033,6 +1118,38 @@ def test_records_from_busprop_are_continued_by_sentrys_node_sdk(
     )
     assert seen == [
         {"value": "from-python", "trace_id": head.trace_id, "parent_span_id": publish_span["span_id"]}
+    ]
+
+
+def test_opentelemetry_traceparent_only_records_are_continued_and_write_traceparent_writes_one(
+    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    captured = sentry_init(traces_sample_rate=0.0)  # the traceparent's sampled flag must win
+    busprop.configure(write_traceparent=True)
+    topic = new_topic()
+    otel_trace_id, otel_span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    raw = producer_of(kafka_bootstrap)
+    raw.produce(topic, b"otel", headers=[("traceparent", f"00-{otel_trace_id}-{otel_span_id}-01".encode())])
+    producer = busprop.kafka.traced_producer(raw)
+    stale = ("traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01")
+    with sentry_sdk.start_transaction(name="head", sampled=True) as head:
+        producer.produce(topic, b"busprop", headers=[stale])
+        assert producer.flush(10) == 0
+    with assigned(kafka_bootstrap, topic) as consumer:
+        messages = []
+        for message in busprop.kafka.traced_consumer(consumer):
+            messages.append(message)
+            if len(messages) == 2:
+                break
+    head_event = only([event for event in captured.transactions() if event["transaction"] == "head"])
+    publish_span = only(publish_spans(head_event))
+    assert trace_of(messages[1]) == (head.trace_id, publish_span["span_id"])
+    traceparent = only(values_of(messages[1], "traceparent")).decode()  # replaced, not appended
+    assert traceparent == f"00-{head.trace_id}-{publish_span['span_id']}-01"
+    traces = [event["contexts"]["trace"] for event in processed_records(captured)]
+    assert [(trace["trace_id"], trace["parent_span_id"]) for trace in traces] == [
+        (otel_trace_id, otel_span_id),
+        (head.trace_id, publish_span["span_id"]),
     ]
 
 
