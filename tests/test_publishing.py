@@ -315,3 +315,62 @@ def test_inject_without_values_from_the_sdk_writes_nothing_and_says_so(
     carrier: dict[str, Any] = {}
     assert busprop.inject(carrier, destination="orders") is False
     assert carrier == {}
+
+
+def test_start_publish_for_an_integration_the_client_lacks_does_nothing(sentry_init: Init) -> None:
+    """A patched send asks for its Integration: a client without it gets the send as it was."""
+    from busprop.kafka import KafkaIntegration
+    from busprop.publishing import NOT_ENABLED, Route, finish_publish, start_publish
+
+    route = Route("kafka")  # values as str unless a route asks for bytes
+    sentry_init(traces_sample_rate=1.0)
+    headers: dict[str, Any] = {}
+    with sentry_sdk.start_transaction(name="producer"):
+        assert start_publish(route, headers, "orders", integration=KafkaIntegration.identifier) is NOT_ENABLED
+    assert headers == {}
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[KafkaIntegration()])
+    with sentry_sdk.start_transaction(name="producer") as root:
+        span = start_publish(
+            route, headers, "orders", name="order 7", integration=KafkaIntegration.identifier
+        )
+        assert not isinstance(span, type(NOT_ENABLED))
+        finish_publish(span)
+    (producer,) = captured.transactions()
+    (publish_span,) = producer["spans"]
+    assert publish_span["description"] == "order 7"
+    assert headers["sentry-trace"] == f"{root.trace_id}-{publish_span['span_id']}-1"
+
+
+@pytest.mark.parametrize("make", [collections.UserDict, collections.UserList])
+def test_publish_names_its_span_and_writes_into_any_mutable_mapping_or_list(
+    sentry_init: Init, make: Callable[[], Any]
+) -> None:
+    captured = sentry_init(traces_sample_rate=1.0)
+    carrier = make()
+    with (
+        sentry_sdk.start_transaction(name="producer"),
+        busprop.publish(carrier, system="custom", destination="orders", name="order 7") as span,
+    ):
+        assert span is not None
+    keys = set(carrier) if isinstance(carrier, collections.abc.Mapping) else {key for key, _ in carrier}
+    assert keys == {"sentry-trace", "baggage"}
+    (producer,) = captured.transactions()
+    assert producer["spans"][0]["description"] == "order 7"
+
+
+def test_outgoing_values_follow_each_unsampled_span_under_one_continued_trace(sentry_init: Init) -> None:
+    """Reused values are keyed on the current span when there is one: two unsampled transactions
+    under one continued (frozen) propagation context must not share the first one's headers."""
+    sentry_init(traces_sample_rate=0.0)
+    incoming = {
+        "sentry-trace": "771a43a4192642f0b136d5159a501700-b2bd6e9b3e4c5a1f-0",
+        "baggage": "sentry-trace_id=771a43a4192642f0b136d5159a501700,sentry-sampled=false,sentry-sample_rand=0.5",
+    }
+    with sentry_sdk.isolation_scope():
+        sentry_sdk.continue_trace(incoming)
+        for name in ("first", "second"):
+            with sentry_sdk.start_transaction(name=name, sampled=False) as transaction:
+                headers: dict[str, Any] = {}
+                with busprop.publish(headers, system="custom", destination="orders") as span:
+                    assert span is None  # an unsampled parent: no span, the current span's values
+                assert headers["sentry-trace"] == f"{transaction.trace_id}-{transaction.span_id}-0"
