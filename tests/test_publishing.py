@@ -374,3 +374,37 @@ def test_outgoing_values_follow_each_unsampled_span_under_one_continued_trace(se
                 with busprop.publish(headers, system="custom", destination="orders") as span:
                     assert span is None  # an unsampled parent: no span, the current span's values
                 assert headers["sentry-trace"] == f"{transaction.trace_id}-{transaction.span_id}-0"
+
+
+@pytest.mark.parametrize("sampled", [True, False])
+def test_publish_writes_under_the_callers_keys(sentry_init: Init, sampled: bool) -> None:
+    """A carrier with its own names (as WebSocket metadata's ``sentryTrace``) gets them, and only
+    them, from ``publish`` (the span's values, or the current trace's without one) and ``inject``."""
+    sentry_init(traces_sample_rate=1.0)
+    carrier: dict[str, Any] = {}
+    keys = busprop.CarrierKeys(sentry_trace="sentryTrace")
+    with contextlib.ExitStack() as stack:
+        if sampled:
+            stack.enter_context(sentry_sdk.start_transaction(name="producer"))
+        with busprop.publish(carrier, system="c", destination="d", keys=keys) as span:
+            assert (span is not None) is sampled
+        injected: dict[str, Any] = {}
+        assert busprop.inject(injected, destination="d", keys=keys) is True
+    assert set(carrier) == set(injected) == {"sentryTrace", "baggage"}
+
+
+class Destination(str):
+    """A ``str`` subclass, as some frameworks hand out for names."""
+
+
+def test_a_str_subclass_destination_is_matched_as_the_string_it_holds(sentry_init: Init) -> None:
+    sentry_init(traces_sample_rate=1.0)
+    written: dict[str, Any] = {}
+    with busprop.publish(written, system="c", destination=Destination("orders")):
+        pass
+    assert set(written) == {"sentry-trace", "baggage"}
+    busprop.configure(propagation_targets=["^payments$"])
+    outside: dict[str, Any] = {}
+    with busprop.publish(outside, system="c", destination=Destination("orders")):
+        pass
+    assert outside == {}
