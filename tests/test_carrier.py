@@ -264,3 +264,14 @@ def test_new_header_lists_written_with_the_same_values_follow_the_encoding_and_k
     assert as_text == again == [("sentry-trace", TRACE), ("baggage", "sentry-a=b")]
     assert as_bytes == [("sentry-trace", TRACE.encode()), ("baggage", b"sentry-a=b")]
     assert renamed == [("sentryTrace", TRACE.encode()), ("baggage", b"sentry-a=b")]
+
+
+@pytest.mark.parametrize("blank", ["", " ", "   "])
+def test_a_blank_baggage_is_no_baggage(blank: str) -> None:
+    """W3C baggage has at least one member: an empty or blank header is read as absent."""
+    from busprop.carrier import parse_baggage
+
+    assert parse_baggage(blank) is None
+    assert parse_baggage(blank.encode()) is None
+    incoming = extract({"sentry-trace": f"{'a' * 32}-{'b' * 16}-1", "baggage": blank})
+    assert incoming.baggage is None
