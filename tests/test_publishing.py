@@ -403,6 +403,15 @@ def test_a_str_subclass_destination_is_matched_as_the_string_it_holds(sentry_ini
     with busprop.publish(written, system="c", destination=Destination("orders")):
         pass
     assert set(written) == {"sentry-trace", "baggage"}
+    from busprop.kafka import KafkaIntegration
+
+    sentry_init(traces_sample_rate=1.0, integrations=[KafkaIntegration(propagation_targets=["^payments$"])])
+    on_the_bus: dict[str, Any] = {}
+    with busprop.publish(
+        on_the_bus, system="kafka", destination=Destination("orders"), bus=KafkaIntegration.identifier
+    ):
+        pass
+    assert on_the_bus == {}  # the bus's own targets apply to it as to a plain str
     busprop.configure(propagation_targets=["^payments$"])
     outside: dict[str, Any] = {}
     with busprop.publish(outside, system="c", destination=Destination("orders")):
