@@ -275,3 +275,12 @@ def test_a_blank_baggage_is_no_baggage(blank: str) -> None:
     assert parse_baggage(blank.encode()) is None
     incoming = extract({"sentry-trace": f"{'a' * 32}-{'b' * 16}-1", "baggage": blank})
     assert incoming.baggage is None
+
+
+def test_only_lists_and_tuples_are_header_pairs() -> None:
+    """A list of headers holds ``(name, value)`` pairs as tuples or lists: any other two-item
+    container (a user list, a dict of two keys) is not a header, whatever it unpacks to."""
+    trace = f"{'a' * 32}-{'b' * 16}-1"
+    assert extract([("sentry-trace", trace)]) is not NO_TRACE
+    assert extract([UserList(["sentry-trace", trace])]) is NO_TRACE
+    assert extract([{"sentry-trace": None, trace: None}]) is NO_TRACE
