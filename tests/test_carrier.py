@@ -284,3 +284,11 @@ def test_only_lists_and_tuples_are_header_pairs() -> None:
     assert extract([("sentry-trace", trace)]) is not NO_TRACE
     assert extract([UserList(["sentry-trace", trace])]) is NO_TRACE
     assert extract([{"sentry-trace": None, trace: None}]) is NO_TRACE
+
+
+@pytest.mark.parametrize("make", [list, UserList])
+def test_write_into_an_empty_sequence_encodes_as_asked(make: Any) -> None:
+    values = {"sentry-trace": f"{'a' * 32}-{'b' * 16}-1", "baggage": "sentry-trace_id=" + "a" * 32}
+    carrier = make()
+    write(carrier, values, as_bytes=True)
+    assert list(carrier) == [(name, value.encode()) for name, value in values.items()]
