@@ -105,8 +105,11 @@ def receive(channel: BlockingChannel, queue: str) -> tuple[Any, pika.BasicProper
     raise AssertionError(f"nothing arrived on {queue}")
 
 
-def consume(channel: BlockingChannel, queue: str, count: int, callback: Callable[..., Any]) -> list[bytes]:
-    """``basic_consume(queue, callback)`` and ``start_consuming()`` until ``count`` messages were handled."""
+def consume(
+    channel: BlockingChannel, queue: str, count: int, callback: Callable[..., Any], *, keyword: bool = False
+) -> list[bytes]:
+    """``basic_consume(queue, callback)`` (the callback by keyword with ``keyword``) and
+    ``start_consuming()`` until ``count`` messages were handled."""
     bodies: list[bytes] = []
 
     def on_message(ch: BlockingChannel, method: Any, properties: Any, body: bytes) -> None:
@@ -118,7 +121,10 @@ def consume(channel: BlockingChannel, queue: str, count: int, callback: Callable
             if len(bodies) >= count:
                 ch.stop_consuming()
 
-    channel.basic_consume(queue, on_message)
+    if keyword:
+        channel.basic_consume(queue=queue, on_message_callback=on_message)
+    else:
+        channel.basic_consume(queue, on_message)
     channel.start_consuming()
     return bodies
 
@@ -228,14 +234,22 @@ def publish_traced(channel: BlockingChannel, queue: str, bodies: list[bytes]) ->
     return traces
 
 
+@pytest.mark.parametrize("keyword", [False, True], ids=["positional", "keywords"])
 def test_callback_consumer_continues_each_messages_trace(
-    sentry_init: Callable[..., Any], channel: BlockingChannel, integration: type[AMQPIntegration]
+    sentry_init: Callable[..., Any],
+    channel: BlockingChannel,
+    integration: type[AMQPIntegration],
+    keyword: bool,
 ) -> None:
     captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
     queue = exclusive_queue(channel)
     publish_traced(channel, queue, [b"a", b"b", b"c"])
     seen: dict[bytes, str] = {}
-    consume(channel, queue, 3, lambda ch, method, properties, body: seen.update({body: traced_now()}))
+
+    def record(ch: BlockingChannel, method: Any, properties: Any, body: bytes) -> None:
+        seen[body] = traced_now()
+
+    consume(channel, queue, 3, record, keyword=keyword)
     events = processed(captured.transactions())
     publishes = {
         span["data"]["messaging.message.id"]: span
