@@ -321,6 +321,8 @@ async def test_asyncio_timeout_keeps_the_body_in_the_trace_and_wait_for_before_3
             assert len(processed_records(captured)) == 1  # sent when that task ended
         else:
             assert span is not None and span.trace_id == head.trace_id
+        if sys.version_info < (3, 11):  # no asyncio.timeout yet: the one record is all there is
+            return
         async with asyncio.timeout(10):  # runs getone in this task: the body is in the trace
             record = await consumer.getone()
         assert record.value == b"timeout"
