@@ -8,6 +8,7 @@ environment variable to set in the message.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 import sentry_sdk
 
 import busprop.config
+from busprop import sdk
 from busprop.demo import brokers
 from busprop.testing import LOCAL_DSN, CapturingTransport
 
@@ -36,15 +38,33 @@ def tool_missing(message: str) -> None:
     pytest.skip(message)
 
 
+def flush() -> None:
+    """``sentry_sdk.flush()``; in span streaming mode, then until the captured envelopes stop
+    changing. sentry-sdk's span batcher hands the spans its own thread took from its buffer to the
+    transport after releasing its lock, so a flush can return before they have arrived (seen once:
+    125 of 200 segments)."""
+    sentry_sdk.flush()
+    if not sdk.streaming():
+        return
+    deadline = time.monotonic() + 5
+    seen = len(CapturingTransport.envelopes)
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        sentry_sdk.flush()
+        if len(CapturingTransport.envelopes) == seen:
+            return
+        seen = len(CapturingTransport.envelopes)
+
+
 class Captured:
     """What the SDK would have sent since the fixture started."""
 
     def transactions(self) -> list[dict[str, Any]]:
-        sentry_sdk.flush()
+        flush()
         return CapturingTransport.transactions()
 
     def errors(self) -> list[dict[str, Any]]:
-        sentry_sdk.flush()
+        flush()
         return CapturingTransport.errors()
 
 
