@@ -790,6 +790,14 @@ def current_scopes() -> Scopes:
     return _current_scope(), _isolation_scope()
 
 
+def current_scopes_and_span() -> tuple[Scopes, AnySpan | None]:
+    """:func:`current_scopes` and :func:`current_span` in one lookup of scope and client: what a
+    send keeps, on its hot path, to report a failure that arrives later."""
+    scope = _current_scope()
+    span: AnySpan | None = _span_of(scope, _modes(scope.get_client())[1])
+    return (scope, _isolation_scope()), span
+
+
 def current_isolation_scope() -> sentry_sdk.Scope:
     """The isolation scope work runs in now."""
     return _isolation_scope()

@@ -205,3 +205,32 @@ def test_an_async_produce_method_is_awaited_inside_its_span(sentry_init: Callabl
     assert [name for name, _ in raw.headers] == ["k", "sentry-trace", "baggage"]
     (span,) = captured.transactions()[0]["spans"]
     assert span["op"] == "queue.publish" and span["data"]["messaging.destination.name"] == "orders"
+
+
+def test_own_calls_are_marked_untraced_exactly_while_the_patches_are_installed(
+    sentry_init: Callable[..., Any],
+) -> None:
+    """The mark that keeps KafkaIntegration's patches from tracing busprop's own calls a second
+    time is set only while they are installed (it costs a context variable per send)."""
+    seen: list[bool] = []
+
+    def look() -> None:
+        seen.append(_core.untraced())
+
+    async def look_async() -> None:
+        look()
+
+    def both() -> None:
+        _core.call_untraced(look)
+        asyncio.run(_core.await_untraced(look_async))
+
+    sentry_init(integrations=[busprop.kafka.KafkaIntegration()])
+    both()
+    busprop.kafka.KafkaIntegration.uninstall()
+    both()
+    busprop.kafka.install()
+    both()
+    busprop.kafka.uninstall()
+    both()
+    assert seen == [True, True, False, False, True, True, False, False]
+    assert not _core.untraced()

@@ -138,7 +138,21 @@ _UNTRACED: contextvars.ContextVar[bool] = contextvars.ContextVar("busprop_kafka_
 untraced: Callable[[], bool] = _UNTRACED.get
 
 
+#: Whether KafkaIntegration's patches are installed. Only then can a call busprop traces itself
+#: reach a patch, so only then is it marked (a context variable set and reset, on every send).
+#: A patch installed while such a call is under way traces that call a second time, once.
+_patches_installed = False
+
+
+def patches_installed(installed: bool) -> None:
+    """KafkaIntegration says whether its patches are installed (see :func:`call_untraced`)."""
+    global _patches_installed
+    _patches_installed = installed
+
+
 def call_untraced(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    if not _patches_installed:
+        return function(*args, **kwargs)
     token = _UNTRACED.set(True)
     try:
         return function(*args, **kwargs)
@@ -147,6 +161,8 @@ def call_untraced(function: Callable[..., Any], *args: Any, **kwargs: Any) -> An
 
 
 async def await_untraced(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    if not _patches_installed:
+        return await function(*args, **kwargs)
     token = _UNTRACED.set(True)
     try:
         return await function(*args, **kwargs)
@@ -272,8 +288,8 @@ class _Delivery:
     def keep_scopes(self) -> None:
         """Remember the send's scopes for a later failure (skipped when nothing watches the send),
         and its current span: the ``queue.publish`` span while it runs (no lookup), else the parent."""
-        self.scopes = sdk.current_scopes()
-        self.current_span = self.span if self.span is not None else sdk.current_span()
+        self.scopes, current = sdk.current_scopes_and_span()
+        self.current_span = self.span if self.span is not None else current
 
     def sent(self, *, body_size: Any = None, partition: Any = None) -> None:
         try:

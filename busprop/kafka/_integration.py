@@ -28,6 +28,7 @@ from busprop.kafka._core import (
     CLIENTS,
     group_of,
     is_consumer,
+    patches_installed,
     processing_of,
     record_processing,
     traced_produce,
@@ -107,6 +108,7 @@ def _patches_of(client: KafkaClient) -> Patches | None:
 
 def install() -> None:
     """Patch every installed client (idempotent, thread-safe); :class:`KafkaIntegration` calls it."""
+    patches_installed(True)  # before the first patch: busprop's own calls are marked from now on
     for client in CLIENTS:
         patches = _patches_of(client)
         if patches is not None:
@@ -116,6 +118,7 @@ def install() -> None:
 def uninstall() -> None:
     """Restore the clients' own methods, so a later ``sentry_sdk.init`` may install again."""
     removed = [patches.uninstall() for patches in list(_PATCHES.values())]
+    patches_installed(False)
     if any(removed):
         sdk.forget_integration(KafkaIntegration.identifier)
 
