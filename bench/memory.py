@@ -188,9 +188,13 @@ def core_flow() -> Flow:
     return run
 
 
-def kafka_sender(recipe: bool = False) -> tuple[Callable[[int], None], Any, str]:
-    """A new topic, and a send of record ``index`` into it with the head ``kind_of(index)`` gives,
-    traced by busprop (``traced_producer``) or by Sentry's recipe; also the bare producer, to flush."""
+def kafka_sender(
+    recipe: bool = False, hold: bool = False, only: str | None = None
+) -> tuple[Callable[[int], None], Any, str]:
+    """A new topic, and a send of record ``index`` into it with the head ``kind_of(index)`` gives
+    (or ``only`` this kind), traced by busprop (``traced_producer``) or by Sentry's recipe; also the
+    bare producer, to flush. ``hold``: the producer sends nothing until flushed (every record stays
+    in flight until then)."""
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
 
@@ -201,11 +205,12 @@ def kafka_sender(recipe: bool = False) -> tuple[Callable[[int], None], Any, str]
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     admin.create_topics([NewTopic(topic, 1, 1)])
     admin.close()
-    raw = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    lingering = {"linger_ms": 600_000, "delivery_timeout_ms": 900_000, "batch_size": 1 << 24} if hold else {}
+    raw = KafkaProducer(bootstrap_servers=bootstrap, **{"linger_ms": 5, **lingering})
     producer = busprop.kafka.traced_producer(raw)
 
     def send(index: int) -> None:
-        kind = kind_of(index)
+        kind = only or kind_of(index)
         with head(kind):
             if kind == "untraced":
                 raw.send(topic, b"%d" % index)

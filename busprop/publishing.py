@@ -154,19 +154,52 @@ def start_publish(
     nothing is done and :data:`NOT_ENABLED` is returned, at no extra lookup of the client. Never
     raises.
     """
+    return _start_publish(
+        route, carrier, destination, body_size, (message_id, name, extra_data), integration
+    )[0]
+
+
+def start_publish_and_values(
+    route: Route,
+    carrier: MutableCarrier,
+    destination: str,
+    body_size: int | None = None,
+    *,
+    integration: str | None = None,
+) -> tuple[sdk.AnySpan | NotEnabled | None, Mapping[str, str] | None]:
+    """:func:`start_publish`, and the trace values of the send (``sentry-trace``, ``baggage``):
+    what a failure reported later needs to be linked to the send's trace when it has no span,
+    kept instead of the send's scopes and transaction (``None`` when there is no trace, or for
+    :data:`NOT_ENABLED`). They are the values written into ``carrier``, or that would have been
+    (a destination outside the propagation targets gets none). Never raises."""
+    return _start_publish(route, carrier, destination, body_size, _NO_DETAILS, integration)
+
+
+#: ``(message_id, name, extra_data)`` of a span given none of them.
+_NO_DETAILS: tuple[None, None, None] = (None, None, None)
+
+
+def _start_publish(
+    route: Route,
+    carrier: MutableCarrier,
+    destination: str,
+    body_size: int | None,
+    details: tuple[str | None, str | None, Mapping[str, Any] | None],
+    integration: str | None,
+) -> tuple[sdk.AnySpan | NotEnabled | None, Mapping[str, str] | None]:
     resolved = _writable(carrier, destination, route.system, route.keys, route.bus)
     with_traceparent = resolved is not None and resolved.config.write_traceparent
     try:
         found = sdk.sampled_parent_or_values(with_traceparent, integration)
         if found is None:
-            return NOT_ENABLED
+            return NOT_ENABLED, None
         parent, values = found
     except Exception:
         parent = values = None
         logger.debug("busprop: could not read the current span", exc_info=True)
     span = None
     if parent is not None:
-        span = _start_span(parent, route, destination, body_size, message_id, name, extra_data)
+        span = _start_span(parent, route, destination, body_size, *details)
     if resolved is not None:
         try:
             if values is None:  # under a sampled parent: the values of the span just started
@@ -175,7 +208,7 @@ def start_publish(
                 write(carrier, values, keys=route.keys, as_bytes=route.as_bytes)
         except Exception:
             logger.debug("busprop: could not write trace headers", exc_info=True)
-    return span
+    return span, values
 
 
 def finish_publish(span: sdk.AnySpan | None, error: BaseException | None = None) -> None:

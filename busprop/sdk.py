@@ -396,6 +396,30 @@ def _continue_on(
 NO_TRANSACTION, UNSAMPLED_TRANSACTION, SAMPLED_TRANSACTION = 0, 1, 2
 
 
+def continue_sent_trace(values: Mapping[str, str] | None) -> None:
+    """Link what the current scope reports to the trace a message was sent with: ``values`` as
+    :func:`outgoing_values` gave them for the send. The scope's propagation context becomes that
+    trace (its id, the decision, the baggage) with the sending span's id as its own, and its span
+    is cleared (a span current here is not the send's). For a failure reported after the send, in
+    a fork of the scopes, where only the values were kept (no span, no scope of the send's)."""
+    if not values:
+        return
+    sent = tracing_utils.extract_sentrytrace_data(values.get(SENTRY_TRACE))
+    if sent is None:
+        return
+    baggage = values.get(BAGGAGE)
+    trace_id, span_id, sampled = sent["trace_id"], sent["parent_span_id"], sent["parent_sampled"]
+    context = PropagationContext(
+        trace_id=trace_id if isinstance(trace_id, str) else None,
+        span_id=span_id if isinstance(span_id, str) else None,
+        parent_sampled=sampled if isinstance(sampled, bool) else None,
+        baggage=Baggage.from_incoming_header(baggage) if baggage else None,
+    )
+    scope = _current_scope()
+    scope._propagation_context = context  # Private: see _continue_on.
+    _set_span_of(scope, None, streaming())
+
+
 def continue_message(
     scope: sentry_sdk.Scope, incoming: IncomingTrace, *, name: str, origin: str
 ) -> tuple[int, ProcessingSpan | None]:
@@ -786,16 +810,8 @@ isolation_scope: Callable[[], AbstractContextManager[sentry_sdk.Scope]] = sentry
 
 
 def current_scopes() -> Scopes:
-    """The scopes work runs in now, to run later work in the same ones (:func:`using_scopes`)."""
+    """The scopes work runs in now, to run later work in the same ones (:func:`in_scopes`)."""
     return _current_scope(), _isolation_scope()
-
-
-def current_scopes_and_span() -> tuple[Scopes, AnySpan | None]:
-    """:func:`current_scopes` and :func:`current_span` in one lookup of scope and client: what a
-    send keeps, on its hot path, to report a failure that arrives later."""
-    scope = _current_scope()
-    span: AnySpan | None = _span_of(scope, _modes(scope.get_client())[1])
-    return (scope, _isolation_scope()), span
 
 
 def current_isolation_scope() -> sentry_sdk.Scope:
@@ -811,15 +827,9 @@ def in_scopes(scopes: Scopes) -> Iterator[None]:
         yield
 
 
-@contextmanager
-def using_scopes(scopes: Scopes) -> Iterator[sentry_sdk.Scope]:
-    """Run a block in a fork of ``scopes``; yields the fork, to write to without touching them."""
-    with in_scopes(scopes), sentry_sdk.new_scope() as forked:
-        yield forked
-
-
 def in_isolation_scope(isolation: sentry_sdk.Scope) -> AbstractContextManager[sentry_sdk.Scope]:
-    """Run a block in the isolation scope ``isolation``."""
+    """Run a block in the isolation scope ``isolation`` and a fork of the current scope (what
+    the block writes to its current scope stays in the block)."""
     return use_isolation_scope(isolation)
 
 

@@ -234,3 +234,50 @@ def test_own_calls_are_marked_untraced_exactly_while_the_patches_are_installed(
     both()
     assert seen == [True, True, False, False, True, True, False, False]
     assert not _core.untraced()
+
+
+@pytest.mark.parametrize("rate", [0.0, None], ids=["unsampled", "tracing off"])
+def test_a_send_in_flight_keeps_only_its_isolation_scope_and_trace_for_a_failure(
+    sentry_init: Callable[..., Any], rate: float | None
+) -> None:
+    """Until the broker answers, an unsampled or untraced send keeps what its failure report
+    needs and nothing more: the request's isolation scope (its tags, user, breadcrumbs) and the
+    trace values written into the record, not the request's transaction or current scope
+    (during an outage every buffered record would hold them)."""
+    import gc
+
+    from sentry_sdk.tracing import Transaction
+
+    # Without ThreadingIntegration: a thread the SDK starts itself during the request would keep its scopes.
+    captured = sentry_init(traces_sample_rate=rate, default_integrations=False)
+    producer = busprop.kafka.traced_producer(Producer(fails=True))
+    with sentry_sdk.isolation_scope():
+        sentry_sdk.set_tag("request", "checkout")
+        with sentry_sdk.new_scope() as current:
+            current.set_tag("current-only", "yes")
+            with sentry_sdk.start_transaction(name="in-flight-head") as head:
+                producer.produce("orders", b"x", on_delivery=lambda error, message: None)
+            sent = dict(producer.producer.sent[0]["headers"])["sentry-trace"].decode()
+    head_ids = (head.trace_id, head.span_id)
+    del head, current  # the request is over: nothing of busprop's should hold its transaction
+    gc.collect()
+    alive = [
+        thing
+        for thing in gc.get_objects()
+        if isinstance(thing, Transaction) and thing.name == "in-flight-head"
+    ]
+    assert alive == []
+    scopes = [thing for thing in gc.get_objects() if isinstance(thing, sentry_sdk.Scope)]
+    assert [scope for scope in scopes if "current-only" in scope._tags] == []
+    producer.flush()  # the failure arrives after the request ended
+    (error,) = captured.errors()
+    assert error["exception"]["values"][-1]["mechanism"]["type"] == "busprop.kafka.delivery"
+    assert error["tags"] == {"request": "checkout"}
+    trace_id, span_id = sent.split("-")[:2]
+    assert (error["contexts"]["trace"]["trace_id"], error["contexts"]["trace"]["span_id"]) == (
+        trace_id,
+        span_id,
+    )
+    if rate == 0.0:
+        assert (trace_id, span_id) == head_ids
+    assert captured.transactions() == []

@@ -279,20 +279,20 @@ def test_org_allows_continuation_as_the_sdk_decides(
     assert sdk.org_allows_continuation(IncomingTrace(f"{TRACE}-{PARENT}-1", baggage)) is allowed
 
 
-def test_using_scopes_writes_to_a_fork_only(sentry_init: Init) -> None:
+def test_scopes_are_entered_as_they_are_and_an_isolation_scope_with_a_fork_of_the_current(
+    sentry_init: Init,
+) -> None:
     sentry_init()
     with sentry_sdk.isolation_scope():
         scopes = sdk.current_scopes()
-        with sdk.using_scopes(scopes) as forked:
-            forked.set_tag("fork", "yes")
-            assert sentry_sdk.get_current_scope() is forked
-            assert sentry_sdk.get_isolation_scope() is scopes[1]
-        assert "fork" not in scopes[0]._tags
         with sdk.in_scopes(scopes):
             assert sentry_sdk.get_current_scope() is scopes[0]
         with sdk.in_isolation_scope(scopes[1]) as isolation:
             assert isolation is scopes[1]
             assert sdk.current_isolation_scope() is scopes[1]
+            assert sentry_sdk.get_current_scope() is not scopes[0]
+            sentry_sdk.get_current_scope().set_tag("fork", "yes")
+        assert "fork" not in scopes[0]._tags
 
 
 def test_tracing_enabled_and_client_initialised(sentry_init: Init) -> None:

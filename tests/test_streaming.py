@@ -469,16 +469,3 @@ async def test_websocket_message_continues_the_senders_publish_span(
     span = process_span(server_event)
     assert span["data"]["messaging.system"] == "websocket"
     assert (inside[0] or "").startswith(f"{root.trace_id}-{span['span_id']}-1")
-
-
-@pytest.mark.parametrize("lifecycle", LIFECYCLES)
-def test_scopes_and_span_kept_by_a_send_are_the_current_ones(sentry_init: Init, lifecycle: str) -> None:
-    """What a send keeps for a failure reported later: the scopes it ran in and its current span
-    in the client's mode (one lookup, the same answers as the two separate ones)."""
-    sentry_init(traces_sample_rate=1.0, trace_lifecycle=lifecycle)
-    assert sdk.current_scopes_and_span() == (sdk.current_scopes(), None)
-    with root_span(lifecycle, "send") as span:
-        scopes, current = sdk.current_scopes_and_span()
-        assert current is span and current is sdk.current_span()
-        assert scopes == sdk.current_scopes()
-        assert scopes == (sentry_sdk.get_current_scope(), sentry_sdk.get_isolation_scope())

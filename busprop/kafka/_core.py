@@ -47,7 +47,14 @@ from busprop.iteration import TracedAsyncIterator, TracedIterator, _processing_f
 from busprop.kafka import _aiokafka, _confluent, _kafka_python
 from busprop.kafka._client import KafkaClient
 from busprop.processing import MessageProcessing, continue_trace
-from busprop.publishing import NotEnabled, Publishing, Route, finish_publish, publish, start_publish
+from busprop.publishing import (
+    NotEnabled,
+    Publishing,
+    Route,
+    finish_publish,
+    publish,
+    start_publish_and_values,
+)
 
 logger = logging.getLogger("busprop")
 
@@ -274,22 +281,26 @@ class _Delivery:
     """What a send learns from the broker, reported on its span and, for a failure, to Sentry.
 
     Created inside the send's ``queue.publish`` span: a failure arrives later (on the client's
-    thread or loop) and is captured in the scopes and span of the send.
+    thread or loop) and is captured in the send's isolation scope (its user, tags, breadcrumbs and
+    request), linked to the send's span, or, with no span, to the trace the record carries.
+
+    A send keeps this until the broker answers, so it holds as little as that needs: the
+    isolation scope (shared by every send of one request), the trace values already computed
+    for the headers, and a sampled send's span. Not the current scope, nor the request's
+    transaction: during an outage every buffered record holds what it keeps.
     """
 
-    __slots__ = ("current_span", "describes", "scopes", "span")
+    __slots__ = ("describes", "isolation", "span", "values")
 
     def __init__(self, span: sdk.AnySpan | None) -> None:
         self.span = span
         self.describes = span is not None
-        self.scopes: sdk.Scopes | None = None
-        self.current_span: sdk.AnySpan | None = None
+        self.isolation: sdk.Scope | None = None
+        self.values: Mapping[str, str] | None = None
 
-    def keep_scopes(self) -> None:
-        """Remember the send's scopes for a later failure (skipped when nothing watches the send),
-        and its current span: the ``queue.publish`` span while it runs (no lookup), else the parent."""
-        self.scopes, current = sdk.current_scopes_and_span()
-        self.current_span = self.span if self.span is not None else current
+    def keep_context(self, values: Mapping[str, str] | None) -> None:
+        """Remember what a later failure is reported with (skipped when nothing watches the send)."""
+        self.isolation, self.values = sdk.current_isolation_scope(), values
 
     def sent(self, *, body_size: Any = None, partition: Any = None) -> None:
         try:
@@ -310,14 +321,16 @@ class _Delivery:
             logger.debug("busprop: could not describe a delivered Kafka record", exc_info=True)
 
     def failed(self, error: BaseException) -> None:
-        span = self.current_span
-        if self.scopes is None:
+        span, isolation = self.span, self.isolation
+        if isolation is None:
             return
         try:
-            with sdk.using_scopes(self.scopes):
-                sdk.set_current_span(span)
-                if span is not None and sdk.span_op(span) == sdk.OP_PUBLISH:
+            with sdk.in_isolation_scope(isolation):  # and a fork of this thread's current scope
+                if span is not None:
+                    sdk.set_current_span(span)
                     sdk.set_span_status(span, "internal_error")
+                else:
+                    sdk.continue_sent_trace(self.values)
                 sdk.capture_exception(error, mechanism="busprop.kafka.delivery", handled=True)
         except Exception:
             logger.debug("busprop: could not report a Kafka delivery failure", exc_info=True)
@@ -334,7 +347,7 @@ def _start(
     headers: the delivery watched, or ``None`` when nothing would be reported (no span to
     describe, no callback or future to report the outcome). ``patched``: a call KafkaIntegration's
     patch made, traced only when the current client has KafkaIntegration (else ``NOT_ENABLED``)."""
-    span = start_publish(
+    span, values = start_publish_and_values(
         ROUTE, send.carrier, send.topic, send.body_size, integration=BUS if patched else None
     )
     if isinstance(span, NotEnabled):
@@ -354,7 +367,8 @@ def _start(
         except Exception:
             logger.debug("busprop: could not watch the delivery of a Kafka record", exc_info=True)
     if callback is not None or client.watches_result:
-        delivery.keep_scopes()  # a callback or a future will report the outcome
+        # A callback or a future will report the outcome; a span links a failure to its trace.
+        delivery.keep_context(values if span is None else None)
     return span, delivery
 
 
