@@ -154,9 +154,14 @@ def start_publish(
     nothing is done and :data:`NOT_ENABLED` is returned, at no extra lookup of the client. Never
     raises.
     """
-    return _start_publish(
-        route, carrier, destination, body_size, (message_id, name, extra_data), integration
-    )[0]
+    details = (message_id, name, extra_data)
+    return start_publish_and_values(route, carrier, destination, body_size, details, integration=integration)[
+        0
+    ]
+
+
+#: ``(message_id, name, extra_data)`` of a span given none of them.
+_NO_DETAILS: tuple[None, None, None] = (None, None, None)
 
 
 def start_publish_and_values(
@@ -164,29 +169,16 @@ def start_publish_and_values(
     carrier: MutableCarrier,
     destination: str,
     body_size: int | None = None,
+    details: tuple[str | None, str | None, Mapping[str, Any] | None] = _NO_DETAILS,
     *,
     integration: str | None = None,
 ) -> tuple[sdk.AnySpan | NotEnabled | None, Mapping[str, str] | None]:
-    """:func:`start_publish`, and the trace values of the send (``sentry-trace``, ``baggage``):
-    what a failure reported later needs to be linked to the send's trace when it has no span,
-    kept instead of the send's scopes and transaction (``None`` when there is no trace, or for
-    :data:`NOT_ENABLED`). They are the values written into ``carrier``, or that would have been
-    (a destination outside the propagation targets gets none). Never raises."""
-    return _start_publish(route, carrier, destination, body_size, _NO_DETAILS, integration)
-
-
-#: ``(message_id, name, extra_data)`` of a span given none of them.
-_NO_DETAILS: tuple[None, None, None] = (None, None, None)
-
-
-def _start_publish(
-    route: Route,
-    carrier: MutableCarrier,
-    destination: str,
-    body_size: int | None,
-    details: tuple[str | None, str | None, Mapping[str, Any] | None],
-    integration: str | None,
-) -> tuple[sdk.AnySpan | NotEnabled | None, Mapping[str, str] | None]:
+    """:func:`start_publish` (``details``: its ``message_id``, ``name`` and ``extra_data``), and
+    the trace values of the send (``sentry-trace``, ``baggage``): what a failure reported later
+    needs to be linked to the send's trace when it has no span, kept instead of the send's scopes
+    and transaction (``None`` when there is no trace, or for :data:`NOT_ENABLED`). They are the
+    values written into ``carrier``, or that would have been (a destination outside the
+    propagation targets gets none). Never raises."""
     resolved = _writable(carrier, destination, route.system, route.keys, route.bus)
     with_traceparent = resolved is not None and resolved.config.write_traceparent
     try:
