@@ -69,7 +69,7 @@ class Delivery(Protocol):
         """The broker stored the record: its id ``topic/partition/offset`` goes on the span."""
 
     def failed(self, error: BaseException) -> None:
-        """The record was not stored: report ``error`` in the send's scopes, mark the span failed."""
+        """The record was not stored: report ``error`` in the send's trace, mark the span failed."""
 
 
 def _unreported(callback: Callable[..., Any], _delivery: Delivery) -> Callable[..., Any]:
