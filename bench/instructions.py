@@ -12,6 +12,9 @@ Paths, with no broker (what is timed is the Python around the client's C call):
   address is unreachable, the queue purged at the end): bare with the two trace headers as static
   bytes (the floor), KafkaIntegration with tracing off and in an unsampled transaction, and
   OpenTelemetry's confluent-kafka instrumentation in an unsampled root span.
+- ``send``: kafka-python's ``traced_producer`` around a stub producer whose ``send`` returns an
+  unresolved kafka-python future and sends nothing (busprop's send path alone, without KafkaIntegration),
+  tracing off and in an unsampled transaction; the floor is the stub called with static trace headers.
 - ``consume``: confluent-kafka ``Message`` objects, each of a distinct unsampled trace, iterated
   bare and through ``busprop.kafka.traced_records`` (tracing off, and unsampled: an isolation
   scope, the SDK's parse of the headers and a never-sampled transaction per message), the body
@@ -20,7 +23,7 @@ Paths, with no broker (what is timed is the Python around the client's C call):
   an isolation scope, the SDK's parse of the headers made its propagation context, for an unsampled
   head a never-sampled transaction made current and counted as dropped, and the same body.
 
-Usage: python bench/instructions.py [--small 1000] [--large 6000]. Needs valgrind (Debian's
+Usage: python bench/instructions.py [--small 1000] [--large 6000] [--paths produce,send,consume]. Needs valgrind (Debian's
 package). The table gives instructions per message, the excess over the floor and, for busprop's
 consume rows, busprop's own part: the excess over sentry-sdk alone doing the same work.
 """
@@ -55,6 +58,11 @@ PATHS: dict[str, list[tuple[str, str]]] = {
         ("off", "KafkaIntegration, tracing off"),
         ("unsampled", "KafkaIntegration, unsampled transaction"),
         ("otel", "OpenTelemetry, ParentBased(ALWAYS_OFF) root span"),
+    ],
+    "send": [
+        ("floor", "a stub's send(), static trace headers (the floor)"),
+        ("off", "traced_producer's send(), tracing off"),
+        ("unsampled", "traced_producer's send(), unsampled transaction"),
     ],
     "consume": [
         ("bare", "bare iteration (the floor)"),
@@ -116,6 +124,36 @@ def _produce(scenario: str, count: int) -> None:
         for _ in range(count):
             producer.produce("topic", value)
     producer.purge()
+
+
+class _StubProducer:
+    """A kafka-python producer that sends nothing: its ``send`` returns an unresolved future, as
+    kafka-python's does (busprop watches it for a failure), so busprop's send path alone is counted."""
+
+    def send(self, topic: str, value: bytes, headers: Any = None) -> Any:
+        from kafka.future import Future
+
+        return Future()
+
+
+def _send(scenario: str, count: int) -> None:
+    import sentry_sdk
+
+    import busprop.kafka
+
+    stub = _StubProducer()
+    producer = stub if scenario == "floor" else busprop.kafka.traced_producer(stub)
+    if scenario == "unsampled":
+        sentry_sdk.start_transaction(name="request").__enter__()
+    value = b"x" * 100
+    for _ in range(200):  # warm-up
+        producer.send("topic", value)
+    if scenario == "floor":
+        for _ in range(count):
+            producer.send("topic", value, headers=list(STATIC_HEADERS))
+    else:
+        for _ in range(count):
+            producer.send("topic", value)
 
 
 def _consume(scenario: str, count: int) -> None:
@@ -187,8 +225,12 @@ def sdk_alone(message: Any, unsampled: bool) -> None:
 
 
 def _child(path: str, scenario: str, count: int) -> None:
-    _init(scenario)
-    (_produce if path == "produce" else _consume)(scenario, count)
+    if path == "send":
+        _init(scenario if scenario == "floor" else f"sdk-{scenario}")  # traced_producer, no Integration
+        _send(scenario, count)
+    else:
+        _init(scenario)
+        (_produce if path == "produce" else _consume)(scenario, count)
     os._exit(0)  # librdkafka's threads and the SDK's worker are not waited for
 
 
@@ -212,12 +254,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", type=int, default=1000)
     parser.add_argument("--large", type=int, default=6000)
+    parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of {', '.join(PATHS)}")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.child:
         path, scenario, count = options.child
         _child(path, scenario, int(count))
-    for path, scenarios in PATHS.items():
+    for path in options.paths.split(","):
+        scenarios = PATHS[path]
         print(f"\n{path}: instructions per message ({options.small:,} and {options.large:,} messages)\n")
         print("| scenario | instructions | over the floor | busprop's own (over sentry-sdk alone) |")
         print("| --- | ---: | ---: | ---: |")
