@@ -155,9 +155,10 @@ def start_publish(
     raises.
     """
     details = (message_id, name, extra_data)
-    return start_publish_and_values(route, carrier, destination, body_size, details, integration=integration)[
-        0
-    ]
+    span, _values = start_publish_and_values(
+        route, carrier, destination, body_size, details, integration=integration
+    )
+    return span
 
 
 #: ``(message_id, name, extra_data)`` of a span given none of them.

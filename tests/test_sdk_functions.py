@@ -489,3 +489,27 @@ def test_streaming_on_an_sdk_without_span_streaming(
     monkeypatch.setattr(sdk, "_has_span_streaming_enabled", None)
     assert sdk.streaming() is False
     assert sdk.streaming({"trace_lifecycle": "stream"}) is False
+
+
+@pytest.mark.parametrize("flag", ["-0", "-1", ""], ids=["unsampled", "sampled", "deferred"])
+def test_a_sent_trace_is_continued_with_the_sending_spans_id_and_baggage(
+    sentry_init: Init, flag: str
+) -> None:
+    """What a delivery failure reported later is linked to: the trace and span id the record
+    carried, its decision and its baggage (third-party members too), and no span current."""
+    sentry_init(traces_sample_rate=1.0)
+    baggage = f"sentry-trace_id={TRACE},sentry-sample_rand=0.25,vendor=kept"
+    with sentry_sdk.start_transaction(name="elsewhere"), sentry_sdk.new_scope():
+        sdk.continue_sent_trace({"sentry-trace": f"{TRACE}-{PARENT}{flag}", "baggage": baggage})
+        assert sentry_sdk.get_current_span() is None
+        assert sentry_sdk.get_traceparent() == f"{TRACE}-{PARENT}"  # the SDK's, without a span: no flag
+        assert sdk.outgoing_sampled() == {"-0": False, "-1": True, "": None}[flag]
+        context = sentry_sdk.get_current_scope().get_active_propagation_context()
+        assert context.baggage is not None
+        assert context.baggage.sentry_items == {"trace_id": TRACE, "sample_rand": "0.25"}
+        assert context.baggage.third_party_items == "vendor=kept"
+    for values in (None, {}, {"sentry-trace": "not a trace"}):
+        with sentry_sdk.new_scope() as scope:
+            before = scope.get_active_propagation_context()
+            sdk.continue_sent_trace(values)
+            assert scope.get_active_propagation_context() is before
