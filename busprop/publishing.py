@@ -94,9 +94,8 @@ def _write(
 
 
 def _is_carrier(carrier: Any) -> bool:
-    kind = type(carrier)
-    if kind is dict or kind is list:  # the common case, without the slower ABC checks
-        return True
+    """Whether the trace can be written into ``carrier``: a mutable mapping, or a mutable sequence
+    (of header pairs) that is no ``bytearray``. Its caller checks ``dict`` and ``list`` first."""
     if isinstance(carrier, MutableMapping):
         return True
     return isinstance(carrier, MutableSequence) and not isinstance(carrier, bytearray)

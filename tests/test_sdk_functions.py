@@ -513,3 +513,15 @@ def test_a_sent_trace_is_continued_with_the_sending_spans_id_and_baggage(
             before = scope.get_active_propagation_context()
             sdk.continue_sent_trace(values)
             assert scope.get_active_propagation_context() is before
+
+
+def test_a_sent_trace_without_baggage_gets_the_sdks_own_for_that_trace(sentry_init: Init) -> None:
+    """A record sent with ``sentry-trace`` alone: the failure's trace has no baggage to keep, so
+    the SDK builds it from this trace and its options (an empty frozen one would leave the
+    failure's sampling context without the trace id)."""
+    sentry_init(traces_sample_rate=1.0, release="r-1")
+    with sentry_sdk.new_scope():
+        sdk.continue_sent_trace({"sentry-trace": f"{TRACE}-{PARENT}-1"})
+        members = (sentry_sdk.get_baggage() or "").split(",")
+    assert f"sentry-trace_id={TRACE}" in members
+    assert "sentry-release=r-1" in members
