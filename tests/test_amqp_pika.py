@@ -58,6 +58,12 @@ def spans_of(events: list[dict[str, Any]], op: str) -> list[dict[str, Any]]:
     return [span for event in events for span in event["spans"] if span["op"] == op]
 
 
+def message_data(event: dict[str, Any]) -> dict[str, Any]:
+    """The Queues data of a consumer's transaction: its one ``queue.process`` span's."""
+    (span,) = spans_of([event], "queue.process")
+    return span["data"]  # type: ignore[no-any-return]
+
+
 def processed(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The consumers' transactions, each checked to hold exactly one ``queue.process`` span."""
     consumed = [event for event in events if trace_of(event)["op"] == busprop.sdk.OP_TASK]
@@ -258,12 +264,12 @@ def test_callback_consumer_continues_each_messages_trace(
     assert len(events) == 3
     for event in events:
         trace = trace_of(event)
-        message_id = trace["data"]["messaging.message.id"]
+        ((data,),) = [[span["data"] for span in spans_of([event], "queue.process")]]
+        message_id = data["messaging.message.id"]
         publish = publishes[message_id]
         assert (trace["trace_id"], trace["parent_span_id"]) == (publish["trace_id"], publish["span_id"])
         assert seen[message_id.encode()].startswith(trace["trace_id"])
         assert trace["status"] == "ok"
-        data = trace["data"]
         assert data["messaging.system"] == "rabbitmq"
         assert data["messaging.destination.name"] == f"/{queue}"
         assert data["messaging.rabbitmq.destination.routing_key"] == queue
@@ -349,7 +355,7 @@ def test_an_exception_in_a_callback_leaves_the_message_unacknowledged_and_redeli
         assert deliveries[0][2] == deliveries[1][2] and "sentry-trace" in deliveries[0][2]
     events = processed(captured.transactions())
     assert [trace_of(event)["status"] for event in events] == ["internal_error", "ok"]
-    assert [trace_of(event)["data"]["messaging.message.retry.count"] for event in events] == [0, 1]
+    assert [message_data(event)["messaging.message.retry.count"] for event in events] == [0, 1]
     assert {trace_of(event)["trace_id"] for event in events} == {traced[0][2]["sentry-trace"][:32]}
     (error,) = [error for error in captured.errors() if mechanism_of(error) == "busprop.pika"]
     assert error["exception"]["values"][-1]["value"] == "flaky"
@@ -385,8 +391,8 @@ def test_retry_count_of_a_requeued_then_dead_lettered_message(
     channel.start_consuming()
     assert attempts == [(False, 0), (True, 1), (False, 1), (True, 2)]
     events = processed(captured.transactions())
-    assert [trace_of(event)["data"]["messaging.message.retry.count"] for event in events] == [0, 1, 1, 2]
-    assert [trace_of(event)["data"]["messaging.destination.name"] for event in events] == [
+    assert [message_data(event)["messaging.message.retry.count"] for event in events] == [0, 1, 1, 2]
+    assert [message_data(event)["messaging.destination.name"] for event in events] == [
         f"/{queue}",
         f"/{queue}",
         f"/{retries}",
@@ -621,7 +627,7 @@ def test_rpc_request_server_and_reply_are_one_trace(
     consumers = processed(events)
     assert len(consumers) == 2  # the server's processing and the client's processing of the reply
     assert {trace_of(event)["trace_id"] for event in events} == {head.trace_id} == {reply_trace}
-    conversation = {trace_of(event)["data"]["messaging.message.conversation_id"] for event in consumers}
+    conversation = {message_data(event)["messaging.message.conversation_id"] for event in consumers}
     assert conversation == {"call-1"}
     publishes = spans_of(events, "queue.publish")
     assert len(publishes) == 2 and {
@@ -686,9 +692,10 @@ def test_select_connection_publish_and_callback_in_each_messages_trace(
     assert len(consumers) == 5
     for event in consumers:
         trace = trace_of(event)
-        publish = publishes[trace["data"]["messaging.message.id"]]
+        (process,) = spans_of([event], "queue.process")
+        publish = publishes[process["data"]["messaging.message.id"]]
         assert (trace["trace_id"], trace["parent_span_id"]) == (publish["trace_id"], publish["span_id"])
-        assert result["seen"][trace["data"]["messaging.message.id"]].startswith(trace["trace_id"])
+        assert result["seen"][process["data"]["messaging.message.id"]].startswith(trace["trace_id"])
 
 
 def test_select_connection_exception_is_reported_then_pika_aborts_the_connection(

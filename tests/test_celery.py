@@ -248,7 +248,8 @@ def messaging_data(data: dict[str, Any]) -> dict[str, Any]:
 def process_span(task: Event) -> dict[str, Any]:
     """The one ``queue.process`` span of a busprop task's transaction, which the task's body ran in.
 
-    It is the transaction's child, named after the task, with its origin, Queues data and status.
+    It is the transaction's child, named after the task, with its origin and status, and the task's
+    Queues data, which the transaction does not repeat.
     """
     context = trace_of(task)
     assert context["op"] == sdk.OP_TASK
@@ -257,8 +258,14 @@ def process_span(task: Event) -> dict[str, Any]:
     assert span["description"] == task["transaction"]
     assert span["origin"] == context["origin"]
     assert span["status"] == context["status"]
-    assert messaging_data(span["data"]) == messaging_data(context["data"])
+    assert messaging_data(span["data"]) and messaging_data(context["data"]) == {}
     return span
+
+
+def message_data(task: Event) -> dict[str, Any]:
+    """The Queues data of a task's transaction: its one ``queue.process`` span's (none without one)."""
+    spans = spans_of(task, sdk.OP_PROCESS)
+    return spans[0]["data"] if len(spans) == 1 else {}
 
 
 # ---------------------------------------------------------------- single tasks and canvas
@@ -285,7 +292,7 @@ def test_single_task(traced: Any, worker: Worker) -> None:
     assert context["status"] == "ok"
     assert process_span(task)["status"] == "ok"
     assert context["origin"] == busprop.celery.ORIGIN
-    data = context["data"]
+    data = process_span(task)["data"]
     assert data["messaging.system"] == worker.system
     assert data["messaging.destination.name"] == worker.queue
     assert data["messaging.message.id"] == result.id
@@ -419,7 +426,7 @@ def test_countdown_and_eta(traced: Any, worker: Worker) -> None:
         s["span_id"] for s in publishes
     )
     for task in tasks:
-        data = trace_of(task)["data"]
+        data = message_data(task)
         headers = seen[data["messaging.message.id"]]
         published = headers["top"]["sentry-task-enqueued-time"]
         eta = datetime.datetime.fromisoformat(headers["eta"]).timestamp()
@@ -441,11 +448,11 @@ def test_retry_is_one_trace_with_retry_count(traced: Any, worker: Worker) -> Non
     [publish] = spans_of(root_transaction(traced), "queue.publish")
     runs = sorted(
         worker.transactions_of(publish["trace_id"], 2),
-        key=lambda event: trace_of(event)["data"]["messaging.message.retry.count"],
+        key=lambda event: message_data(event)["messaging.message.retry.count"],
     )
     assert [trace_of(run)["status"] for run in runs] == ["aborted", "ok"]
     assert [process_span(run)["status"] for run in runs] == ["aborted", "ok"]
-    assert [trace_of(run)["data"]["messaging.message.retry.count"] for run in runs] == [0, 1]
+    assert [message_data(run)["messaging.message.retry.count"] for run in runs] == [0, 1]
     assert_continues(runs[0], publish)
     [republish] = spans_of(runs[0], "queue.publish")
     assert_continues(runs[1], republish)
@@ -475,7 +482,7 @@ def test_expired_task_is_revoked_in_the_trace(traced: Any, worker: Worker) -> No
     assert_continues(task, publish)
     assert trace_of(task)["status"] == "deadline_exceeded"
     assert process_span(task)["status"] == "deadline_exceeded"
-    assert trace_of(task)["data"]["messaging.message.id"] == result.id
+    assert message_data(task)["messaging.message.id"] == result.id
 
 
 def test_unknown_task_ends_its_hop(traced: Any, worker: Worker) -> None:
@@ -487,8 +494,8 @@ def test_unknown_task_ends_its_hop(traced: Any, worker: Worker) -> None:
     assert_continues(task, publish)
     assert trace_of(task)["status"] == "not_found"
     assert process_span(task)["status"] == "not_found"
-    assert trace_of(task)["data"]["messaging.destination.name"] == worker.queue
-    assert trace_of(task)["data"]["messaging.message.id"] == publish["data"]["messaging.message.id"]
+    assert message_data(task)["messaging.destination.name"] == worker.queue
+    assert message_data(task)["messaging.message.id"] == publish["data"]["messaging.message.id"]
 
 
 # ---------------------------------------------------------------- headers that are missing or junk
@@ -510,7 +517,7 @@ def test_bad_headers_start_a_fresh_trace(traced: Any, worker: Worker, headers: d
     with sentry_sdk.start_transaction(name="root", op="test") as root:
         result = worker.app.tasks["busprop_tests.traceparent"].apply_async(headers=headers)
         seen = result.get(timeout=10)
-    [task] = worker.wait_for(lambda event: trace_of(event)["data"].get("messaging.message.id") == result.id)
+    [task] = worker.wait_for(lambda event: message_data(event).get("messaging.message.id") == result.id)
     assert trace_of(task)["trace_id"] != root.trace_id
     assert trace_of(task).get("parent_span_id") is None
     assert seen.split("-")[0] == trace_of(task)["trace_id"]
@@ -567,7 +574,7 @@ def test_message_protocol_1(traced: Any, worker: Worker) -> None:
     [publish] = spans_of(root_transaction(traced), "queue.publish")
     [task] = worker.transactions_of(publish["trace_id"])
     assert_continues(task, publish)
-    assert trace_of(task)["data"]["messaging.message.id"] == publish["data"]["messaging.message.id"]
+    assert message_data(task)["messaging.message.id"] == publish["data"]["messaging.message.id"]
 
 
 # ---------------------------------------------------------------- in-process behaviour
@@ -707,7 +714,7 @@ def test_a_run_whose_postrun_never_comes_is_ended_by_the_next_task_on_its_thread
         else:
             executor.submit(lose_a_run).result()
             assert executor.submit(run_the_next_task).result()
-    by_id = {trace_of(event)["data"]["messaging.message.id"]: event for event in traced.transactions()}
+    by_id = {message_data(event)["messaging.message.id"]: event for event in traced.transactions()}
     lost, after = by_id["lost"], by_id["next"]
     assert trace_of(lost)["status"] == process_span(lost)["status"] == "unknown"
     assert lost["tags"]["lost_run"] == "yes"
@@ -733,7 +740,7 @@ def test_a_run_ends_the_runs_inside_it_whose_postrun_never_came(
         return int(double.apply((2,)).get()) if then == "applies another" else 0
 
     outer.apply().get()
-    by_id = {trace_of(event)["data"]["messaging.message.id"]: event for event in traced.transactions()}
+    by_id = {message_data(event)["messaging.message.id"]: event for event in traced.transactions()}
     lost = by_id.pop("lost")
     [enclosing] = [event for event in by_id.values() if event["transaction"] == outer.name]
     assert trace_of(lost)["status"] == "unknown"
@@ -794,7 +801,7 @@ def test_sentry_sdk_publisher_to_busprop_worker(redis_worker: Worker, redis_url:
     assert_continues(task, innermost)
     assert trace_of(task)["op"] == sdk.OP_TASK
     assert process_span(task)["status"] == "ok"
-    assert trace_of(task)["data"]["messaging.message.receive.latency"] >= 0
+    assert message_data(task)["messaging.message.receive.latency"] >= 0
 
 
 def test_busprop_publisher_to_sentry_sdk_worker(traced: Any, sentry_worker: Worker) -> None:
@@ -861,7 +868,7 @@ def test_beat_runs_each_start_their_own_trace(solo_worker: Worker) -> None:
     ticks = solo_worker.wait_for(lambda event: event["transaction"] == "busprop_tests.tick", 2, timeout=20)
     assert len({trace_of(event)["trace_id"] for event in ticks}) == len(ticks)
     assert all(trace_of(event).get("parent_span_id") is None for event in ticks)
-    assert all(trace_of(event)["data"]["messaging.message.receive.latency"] >= 0 for event in ticks)
+    assert all(message_data(event)["messaging.message.receive.latency"] >= 0 for event in ticks)
 
 
 # ---------------------------------------------------------------- the demo leg

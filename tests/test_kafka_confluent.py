@@ -375,7 +375,7 @@ def test_poll_continues_each_records_trace_until_the_next_poll(
         (b"one", trace_id, publish_span_ids[0], process_span(processed[0])["span_id"]),
         (b"two", trace_id, publish_span_ids[1], process_span(processed[1])["span_id"]),
     ]
-    data = processed[0]["contexts"]["trace"]["data"]
+    data = test_kafka.process_span(processed[0])["data"]
     assert data["messaging.message.id"] == f"{topic}/0/0"
     assert (data["messaging.kafka.offset"], data["messaging.message.body.size"]) == (0, 3)
     assert 0 <= data["messaging.message.receive.latency"] < 60_000
@@ -401,7 +401,7 @@ def test_traced_consumer_on_a_consumer_created_before_init(
         (trace_id, span_id, process_span(event)["span_id"])
         for span_id, event in zip(publish_span_ids, processed, strict=True)
     ]
-    assert processed[0]["contexts"]["trace"]["data"]["messaging.consumer.group.name"] == "billing"
+    assert test_kafka.process_span(processed[0])["data"]["messaging.consumer.group.name"] == "billing"
 
 
 def test_consume_lists_through_traced_records_and_process_batch(
@@ -479,7 +479,7 @@ def test_record_key_only_with_send_default_pii(
     with assigned(kafka_bootstrap, topic) as consumer:
         for _message in busprop.kafka.traced_consumer(consumer):
             break
-    data = only(processed_records(captured))["contexts"]["trace"]["data"]
+    data = test_kafka.process_span(only(processed_records(captured)))["data"]
     assert data.get("messaging.kafka.message.key") == ("customer-7" if collected else None)
 
 
@@ -638,7 +638,7 @@ async def test_aio_consumer_poll_runs_each_body_in_its_messages_trace_in_the_awa
         (b"one", trace_id, publish_span_ids[0], process_span(processed[0])["span_id"]),
         (b"two", trace_id, publish_span_ids[1], process_span(processed[1])["span_id"]),
     ]
-    assert processed[0]["contexts"]["trace"]["data"]["messaging.message.id"] == f"{topic}/0/0"
+    assert test_kafka.process_span(processed[0])["data"]["messaging.message.id"] == f"{topic}/0/0"
 
 
 async def test_aio_consumers_in_concurrent_tasks_never_mix_traces(

@@ -57,7 +57,8 @@ def test_sampled_head_is_continued_with_queues_data(sentry_init: Init) -> None:
     trace = event["contexts"]["trace"]
     assert (trace["trace_id"], trace["parent_span_id"], trace["op"]) == (TRACE_ID, PARENT, sdk.OP_TASK)
     assert event["transaction"] == "orders"
-    data = trace["data"]
+    (span,) = process_spans(event)
+    data = span["data"]
     assert data["messaging.system"] == "custom"
     assert data["messaging.destination.name"] == "orders"
     assert data["messaging.message.id"] == "m-1"
@@ -367,7 +368,8 @@ def test_details_are_read_only_for_a_transaction(sentry_init: Init) -> None:
     ):
         pass
     assert calls == ["read"]
-    data = captured.transactions()[0]["contexts"]["trace"]["data"]
+    (span,) = process_spans(captured.transactions()[0])
+    data = span["data"]
     assert (data["messaging.message.id"], data["messaging.message.body.size"], data["custom.key"]) == (
         "m-9",
         3,
@@ -381,7 +383,7 @@ def test_details_are_read_only_for_a_transaction(sentry_init: Init) -> None:
         pass
     event = captured.transactions()[1]
     assert event["contexts"]["trace"]["trace_id"] == TRACE_ID
-    assert event["contexts"]["trace"]["data"]["messaging.message.id"] == "kept"
+    assert process_spans(event)[0]["data"]["messaging.message.id"] == "kept"
 
 
 # --- what Sentry's Queues page reads: the shape, the statuses, the mechanism -------------------
@@ -407,6 +409,8 @@ def test_a_message_is_one_queue_process_span_inside_its_transaction(sentry_init:
     assert span["data"]["messaging.message.id"] == "m-1"
     assert span["data"]["messaging.destination.name"] == "orders"
     assert span["data"]["messaging.system"] == "custom"
+    # The transaction does not repeat the message's data: sent once, on the span the Queues view reads.
+    assert [key for key in trace["data"] if key.startswith("messaging.")] == []
     assert (span["status"], trace["status"]) == ("ok", "ok")
 
 
