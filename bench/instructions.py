@@ -22,9 +22,16 @@ Paths, with no broker (what is timed is the Python around the client's C call):
   sentry-sdk calls busprop makes per message written out by hand (``sdk-off``, ``sdk-unsampled``):
   an isolation scope, the SDK's parse of the headers made its propagation context, for an unsampled
   head a never-sampled transaction made current and counted as dropped, and the same body.
+- ``sampled``: the same messages of distinct sampled traces, with a timestamp: bare iteration;
+  Sentry's "Instrument Queues" recipe around each (``continue_trace``, a transaction, a
+  ``queue.process`` span with the five data keys its docs list); sentry-sdk alone doing what
+  busprop asks of it (an isolation scope, the transaction and its ``queue.process`` span with the
+  eight data keys busprop gives a record and status ``ok`` on both, ``sdk-sampled``); and
+  ``traced_records``. Each sampled message is a transaction sent to a transport that drops it, a
+  hundred times a consumed unsampled one: this path runs a fifth of ``--small`` and ``--large``.
 
-Usage: python bench/instructions.py [--small 1000] [--large 6000] [--paths produce,send,consume]. Needs valgrind (Debian's
-package). The table gives instructions per message, the excess over the floor and, for busprop's
+Usage: python bench/instructions.py [--small 1000] [--large 6000] [--paths produce,send,consume,sampled]. Needs valgrind
+(Debian's package). The table gives instructions per message, the excess over the floor and, for busprop's
 consume rows, busprop's own part: the excess over sentry-sdk alone doing the same work.
 """
 
@@ -71,6 +78,12 @@ PATHS: dict[str, list[tuple[str, str]]] = {
         ("sdk-unsampled", "sentry-sdk alone, what busprop asks of it, unsampled heads"),
         ("unsampled", "traced_records, unsampled heads"),
     ],
+    "sampled": [
+        ("bare", "bare iteration (the floor)"),
+        ("recipe", "Sentry's recipe, its five data keys"),
+        ("sdk-sampled", "sentry-sdk alone, what busprop asks of it (its eight keys, statuses)"),
+        ("sampled", "traced_records, sampled heads"),
+    ],
 }
 
 
@@ -97,6 +110,10 @@ def _init(scenario: str) -> None:
         options["integrations"] = [KafkaIntegration()]
     if scenario.endswith("unsampled"):
         options["traces_sample_rate"] = 0.0
+    if scenario in ("recipe", "sdk-sampled", "sampled"):
+        options["traces_sample_rate"] = 1.0
+    if scenario == "recipe":
+        options.pop("integrations", None)
     sentry_sdk.init(**options)
 
 
@@ -156,23 +173,34 @@ def _send(scenario: str, count: int) -> None:
             producer.send("topic", value)
 
 
-def _consume(scenario: str, count: int) -> None:
+def _consume(scenario: str, count: int, sampled: bool = False) -> None:
+    import time
+
     import confluent_kafka
     import sentry_sdk
+    from bench_peers import recipe_process
 
     import busprop.kafka
+
+    def headers() -> list[tuple[str, bytes]]:
+        if not sampled:
+            return [
+                ("sentry-trace", f"{uuid.uuid4().hex}-b2bd6e9b3e4c5a1f-0".encode()),
+                ("baggage", f"sentry-trace_id={uuid.uuid4().hex},sentry-sampled=false".encode()),
+            ]
+        trace_id = uuid.uuid4().hex
+        baggage = (
+            f"sentry-trace_id={trace_id},sentry-sample_rand=0.5,sentry-sample_rate=1.0,sentry-sampled=true"
+        )
+        return [("sentry-trace", f"{trace_id}-b2bd6e9b3e4c5a1f-1".encode()), ("baggage", baggage.encode())]
+
+    # A sampled record's timestamp gives its receive latency.
+    extra = {"timestamp": (confluent_kafka.TIMESTAMP_CREATE_TIME, int(time.time() * 1000))} if sampled else {}
 
     def messages(number: int) -> list[Any]:
         return [
             confluent_kafka.Message(
-                topic="orders",
-                partition=0,
-                offset=offset,
-                value=b"x" * 100,
-                headers=[
-                    ("sentry-trace", f"{uuid.uuid4().hex}-b2bd6e9b3e4c5a1f-0".encode()),
-                    ("baggage", f"sentry-trace_id={uuid.uuid4().hex},sentry-sampled=false".encode()),
-                ],
+                topic="orders", partition=0, offset=offset, value=b"x" * 100, headers=headers(), **extra
             )
             for offset in range(number)
         ]
@@ -182,9 +210,16 @@ def _consume(scenario: str, count: int) -> None:
             for message in batch:
                 message.headers()
             return
+        if scenario == "recipe":
+            for message in batch:
+                headers = {key: value.decode() for key, value in message.headers()}
+                offset, sent_at = message.offset(), message.timestamp()[1] / 1000
+                with recipe_process(headers, message.topic(), message.value(), str(offset), sent_at):
+                    sentry_sdk.get_traceparent()
+            return
         if scenario.startswith("sdk-"):
             for message in batch:
-                sdk_alone(message, scenario == "sdk-unsampled")
+                (sdk_alone_sampled if sampled else sdk_alone)(message, scenario == "sdk-unsampled")
             return
         for _message in busprop.kafka.traced_records(batch):
             sentry_sdk.get_traceparent()
@@ -224,13 +259,49 @@ def sdk_alone(message: Any, unsampled: bool) -> None:
             client.transport.record_lost_event(reason, data_category="span")
 
 
+def sdk_alone_sampled(message: Any, _unsampled: bool) -> None:
+    """One sampled message's sentry-sdk work, as busprop asks for it, without busprop around it."""
+    import time
+
+    import sentry_sdk
+    from sentry_sdk.tracing import TransactionSource
+
+    headers = {key: value.decode() for key, value in message.headers()}
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    data = {
+        "messaging.system": "kafka",
+        "messaging.destination.name": topic,
+        "messaging.operation.type": "process",
+        "messaging.message.id": f"{topic}/{partition}/{offset}",
+        "messaging.message.body.size": len(message.value()),
+        "messaging.message.receive.latency": (time.time() - message.timestamp()[1] / 1000) * 1000,
+        "messaging.destination.partition.id": str(partition),
+        "messaging.kafka.offset": offset,
+    }
+    origin = "auto.queue.busprop.kafka"
+    with sentry_sdk.isolation_scope():
+        transaction = sentry_sdk.continue_trace(
+            headers, op="queue.task.busprop", name=topic, source=TransactionSource.TASK, origin=origin
+        )
+        with sentry_sdk.start_transaction(transaction) as started:
+            with sentry_sdk.start_span(op="queue.process", name=topic, origin=origin) as span:
+                for key, value in data.items():
+                    span.set_data(key, value)
+                sentry_sdk.get_traceparent()
+                span.set_status("ok")
+            started.set_status("ok")
+
+
 def _child(path: str, scenario: str, count: int) -> None:
     if path == "send":
         _init(scenario if scenario == "floor" else f"sdk-{scenario}")  # traced_producer, no Integration
         _send(scenario, count)
     else:
         _init(scenario)
-        (_produce if path == "produce" else _consume)(scenario, count)
+        if path == "produce":
+            _produce(scenario, count)
+        else:
+            _consume(scenario, count, sampled=path == "sampled")
     os._exit(0)  # librdkafka's threads and the SDK's worker are not waited for
 
 
@@ -262,15 +333,19 @@ def main() -> None:
         _child(path, scenario, int(count))
     for path in options.paths.split(","):
         scenarios = PATHS[path]
-        print(f"\n{path}: instructions per message ({options.small:,} and {options.large:,} messages)\n")
+        # A sampled message costs a hundred times an unsampled one: a fifth of the messages.
+        small, large = (
+            (options.small // 5, options.large // 5) if path == "sampled" else (options.small, options.large)
+        )
+        print(f"\n{path}: instructions per message ({small:,} and {large:,} messages)\n")
         print("| scenario | instructions | over the floor | busprop's own (over sentry-sdk alone) |")
         print("| --- | ---: | ---: | ---: |")
         floor = None
         sdk_alone_figure: dict[str, int] = {}
         for scenario, label in scenarios:
-            small = _instructions(path, scenario, options.small)
-            large = _instructions(path, scenario, options.large)
-            per_message = (large - small) // (options.large - options.small)
+            per_message = (_instructions(path, scenario, large) - _instructions(path, scenario, small)) // (
+                large - small
+            )
             floor = per_message if floor is None else floor
             excess = "" if per_message == floor else f"{per_message - floor:+,}"
             own = ""
