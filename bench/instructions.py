@@ -24,7 +24,8 @@ Paths, with no broker (what is timed is the Python around the client's C call):
   head a never-sampled transaction made current and counted as dropped, and the same body.
 - ``sampled``: the same messages of distinct sampled traces, with a timestamp: bare iteration;
   Sentry's "Instrument Queues" recipe around each (``continue_trace``, a transaction, a
-  ``queue.process`` span with the five data keys its docs list); sentry-sdk alone doing what
+  ``queue.process`` span with the five data keys its docs list), then with an isolation scope per
+  message, then also status ``ok`` on both (what each adds); sentry-sdk alone doing what
   busprop asks of it (an isolation scope, the transaction and its ``queue.process`` span with the
   eight data keys busprop gives a record and status ``ok`` on both, ``sdk-sampled``); and
   ``traced_records``. Each sampled message is a transaction sent to a transport that drops it, a
@@ -44,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,8 @@ PATHS: dict[str, list[tuple[str, str]]] = {
     "sampled": [
         ("bare", "bare iteration (the floor)"),
         ("recipe", "Sentry's recipe, its five data keys"),
+        ("recipe-scope", "the recipe in an isolation scope per message"),
+        ("recipe-statuses", "the recipe in an isolation scope, status ok on both"),
         ("sdk-sampled", "sentry-sdk alone, what busprop asks of it (its eight keys, statuses)"),
         ("sampled", "traced_records, sampled heads"),
     ],
@@ -110,9 +114,9 @@ def _init(scenario: str) -> None:
         options["integrations"] = [KafkaIntegration()]
     if scenario.endswith("unsampled"):
         options["traces_sample_rate"] = 0.0
-    if scenario in ("recipe", "sdk-sampled", "sampled"):
+    if scenario.startswith("recipe") or scenario in ("sdk-sampled", "sampled"):
         options["traces_sample_rate"] = 1.0
-    if scenario == "recipe":
+    if scenario.startswith("recipe"):
         options.pop("integrations", None)
     sentry_sdk.init(**options)
 
@@ -210,12 +214,19 @@ def _consume(scenario: str, count: int, sampled: bool = False) -> None:
             for message in batch:
                 message.headers()
             return
-        if scenario == "recipe":
+        if scenario.startswith("recipe"):
             for message in batch:
                 headers = {key: value.decode() for key, value in message.headers()}
                 offset, sent_at = message.offset(), message.timestamp()[1] / 1000
-                with recipe_process(headers, message.topic(), message.value(), str(offset), sent_at):
+                scope: AbstractContextManager[Any] = (
+                    nullcontext() if scenario == "recipe" else sentry_sdk.isolation_scope()
+                )
+                with scope, recipe_process(headers, message.topic(), message.value(), str(offset), sent_at):
                     sentry_sdk.get_traceparent()
+                    span = sentry_sdk.get_current_span()
+                    if scenario == "recipe-statuses" and span is not None:
+                        span.set_status("ok")
+                        span.containing_transaction.set_status("ok")  # type: ignore[union-attr]
             return
         if scenario.startswith("sdk-"):
             for message in batch:
