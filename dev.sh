@@ -7,7 +7,7 @@
 #   ./dev.sh bench --all          each benchmark script in bench/ with its own tables
 #   ./dev.sh bench --profile      where each microsecond goes, per adapter (bench/attribution.py)
 #   ./dev.sh bench --instructions instructions per message on the hottest paths (callgrind; bench/instructions.py)
-#   ./dev.sh matrix [pytest args] the declared version range (noxfile.py); `test` runs it too under CI=true
+#   ./dev.sh matrix [pytest args] the declared version range (noxfile.py); `test` runs it beside pytest under CI=true
 #   ./dev.sh proof [--quick]      bad input, load and memory at docs/proof.md's sizes (hours), one table
 #   ./dev.sh mutate [mutant ...]  mutation-test the core modules against the fast tests, print the score
 set -euo pipefail
@@ -67,6 +67,27 @@ run_matrix() {
   "$VENV/bin/nox" -- "$@"
 }
 
+# Under CI the matrix runs beside the suite, in its own process group, its output kept in a log
+# until it ends: the suite waits on brokers and subprocesses, and leaves most of two cores idle.
+# Whatever ends the script first (a failing check, pytest) stops the matrix with it.
+start_matrix_beside() {
+  MATRIX_LOG=$(mktemp "${TMPDIR:-/tmp}/busprop-matrix.XXXXXX")
+  setsid "$VENV/bin/nox" >"$MATRIX_LOG" 2>&1 &
+  MATRIX_PID=$!
+  trap 'kill -- "-$MATRIX_PID" 2>/dev/null; rm -f "$MATRIX_LOG"' EXIT
+  echo "dev.sh: the version matrix (noxfile.py) runs beside the suite; its output follows the suite's"
+}
+
+finish_matrix() {
+  local status=0
+  wait "$MATRIX_PID" || status=$?
+  trap - EXIT
+  echo "dev.sh: the version matrix (noxfile.py):"
+  cat "$MATRIX_LOG"
+  rm -f "$MATRIX_LOG"
+  return "$status"
+}
+
 # mutmut's verdict on every mutant it knows: its tally by status, then the score.
 mutation_score() {
   "$VENV/bin/mutmut" results --all true | awk -F': ' '
@@ -91,12 +112,14 @@ case "$command" in
     setup
     ensure_services
     ensure_test_peers
+    ci=false
+    case "${CI:-}" in 1 | true | yes) ci=true && start_matrix_beside ;; esac
     "$VENV/bin/ruff" check .
     "$VENV/bin/ruff" format --check .
     "$VENV/bin/mypy"
     NO_MKDOCS_2_WARNING=1 "$VENV/bin/mkdocs" build --strict --quiet --site-dir site  # docs/: a broken link fails
     "$VENV/bin/python" -m pytest "$@"  # set -e: a failure ends the script with pytest's status
-    case "${CI:-}" in 1 | true | yes) run_matrix ;; esac
+    if [ "$ci" = true ]; then finish_matrix; fi
     ;;
   matrix)
     setup
