@@ -74,8 +74,13 @@ start_matrix_beside() {
   MATRIX_LOG=$(mktemp "${TMPDIR:-/tmp}/busprop-matrix.XXXXXX")
   setsid "$VENV/bin/nox" >"$MATRIX_LOG" 2>&1 &
   MATRIX_PID=$!
-  trap 'kill -- "-$MATRIX_PID" 2>/dev/null; rm -f "$MATRIX_LOG"' EXIT
+  trap stop_matrix EXIT
   echo "dev.sh: the version matrix (noxfile.py) runs beside the suite; its output follows the suite's"
+}
+
+stop_matrix() {
+  kill -- "-$MATRIX_PID" 2>/dev/null || true  # set -e holds in a trap too
+  rm -f "$MATRIX_LOG"
 }
 
 finish_matrix() {
