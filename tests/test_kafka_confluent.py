@@ -87,6 +87,22 @@ def producer_of(bootstrap: str, kind: Callable[..., Any] = cimpl.Producer, **con
     return kind({"bootstrap.servers": bootstrap, "linger.ms": 0, **config})
 
 
+def configured_producer(form: str, bootstrap: str, on_delivery: Callable[..., Any], **config: Any) -> Any:
+    """A producer of ``confluent_kafka`` (the integration's classes) with ``on_delivery`` configured
+    in one of the ways the client reads it."""
+    settings = {"bootstrap.servers": bootstrap, "linger.ms": 0, **config}
+    if form == "in the dict":
+        return confluent_kafka.Producer({**settings, "on_delivery": on_delivery})
+    if form == "as a keyword":
+        return confluent_kafka.Producer(settings, on_delivery=on_delivery)
+    if form == "in default.topic.config":
+        return confluent_kafka.Producer({**settings, "default.topic.config": {"on_delivery": on_delivery}})
+    return SerializingProducer({**settings, "on_delivery": on_delivery})
+
+
+CONFIGURED_FORMS = ["in the dict", "as a keyword", "in default.topic.config", "serializing"]
+
+
 @contextlib.contextmanager
 def assigned(bootstrap: str, topic: str, kind: Callable[..., Any] = cimpl.Consumer, **config: Any) -> Any:
     """A consumer reading ``topic`` (one partition) from the beginning, without joining a group."""
@@ -204,14 +220,18 @@ def test_every_produce_form_writes_the_trace_once_and_keeps_the_users_headers(
     assert user == [pair for pair in expected_user if pair[0] != "sentry-trace"]
 
 
-def test_callback_wins_over_on_delivery_as_in_the_client(
-    sentry_init: SentryInit, kafka_bootstrap: str, new_topic: Callable[..., str]
+def test_callback_wins_over_on_delivery_and_either_over_the_configured_one_as_in_the_client(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    integration: type[busprop.kafka.KafkaIntegration],
 ) -> None:
-    """confluent-kafka calls ``callback`` when both are given (``on_delivery`` is its alias)."""
-    captured = sentry_init(traces_sample_rate=1.0)
-    producer = busprop.kafka.traced_producer(producer_of(kafka_bootstrap))
+    """confluent-kafka calls ``callback`` when both are given (``on_delivery`` is its alias), and
+    the producer's configured ``on_delivery`` only for a record given neither."""
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
     topic = new_topic()
     called: list[str] = []
+    producer = configured_producer("in the dict", kafka_bootstrap, lambda *_: called.append("configured"))
     with sentry_sdk.start_transaction(name="head"):
         producer.produce(
             topic,
@@ -222,10 +242,11 @@ def test_callback_wins_over_on_delivery_as_in_the_client(
         producer.produce(
             topic, b"v", None, -1, lambda *_: called.append("fifth"), lambda *_: called.append("sixth")
         )
+        producer.produce(topic, b"v")
         producer.flush(10)
-    assert called == ["callback", "fifth"]
+    assert called == ["callback", "fifth", "configured"]
     spans = publish_spans(only(captured.transactions()))  # busprop watched the callback that ran
-    assert [span["data"]["messaging.message.id"] for span in spans] == [f"{topic}/0/0", f"{topic}/0/1"]
+    assert [span["data"]["messaging.message.id"] for span in spans] == [f"{topic}/0/{n}" for n in range(3)]
 
 
 def test_serializing_producer_traces_each_record_once_in_its_own_argument_order(
@@ -295,6 +316,78 @@ def test_delivery_failure_is_reported_in_the_sends_trace(sentry_init: SentryInit
     span = only(publish_spans(only(captured.transactions())))
     assert span["status"] == "internal_error"
     assert event["contexts"]["trace"]["span_id"] == span["span_id"]
+
+
+@pytest.mark.parametrize("form", CONFIGURED_FORMS)
+def test_a_produce_without_a_callback_is_watched_through_the_configured_on_delivery(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    integration: type[busprop.kafka.KafkaIntegration],
+    form: str,
+) -> None:
+    """The client calls the producer's configured ``on_delivery`` for a record produced without a
+    callback: busprop reports through it (the id on the span), and it runs once, as before."""
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    topic = new_topic()
+    delivered: list[tuple[Any, Any]] = []
+    producer = configured_producer(form, kafka_bootstrap, lambda *report: delivered.append(report))
+    with sentry_sdk.start_transaction(name="head") as head:
+        producer.produce(topic, value=b"v")
+        assert producer.flush(10) == 0
+    error, message = only(delivered)
+    assert error is None and (message.topic(), message.offset()) == (topic, 0)
+    span = only(publish_spans(only(captured.transactions())))
+    assert span["data"]["messaging.message.id"] == f"{topic}/0/0"
+    assert span["status"] == "ok"
+    assert trace_of(only(read_raw(kafka_bootstrap, topic, 1))) == (head.trace_id, span["span_id"])
+
+
+@pytest.mark.parametrize("rate", [1.0, 0.0], ids=["sampled", "unsampled"])
+def test_a_failure_reaches_the_configured_on_delivery_and_is_reported_in_the_sends_trace(
+    sentry_init: SentryInit, integration: type[busprop.kafka.KafkaIntegration], rate: float
+) -> None:
+    captured = sentry_init(traces_sample_rate=rate, integrations=[integration()])
+    reported: list[Any] = []
+    unreachable = configured_producer(
+        "in the dict",
+        "127.0.0.1:9",
+        lambda error, message: reported.append(error),
+        **{"message.timeout.ms": 300, "log_level": 0},
+    )
+    with sentry_sdk.start_transaction(name="head") as head:
+        unreachable.produce("doomed", b"lost")
+        unreachable.flush(10)
+    assert only(reported).code() == confluent_kafka.KafkaError._MSG_TIMED_OUT
+    event = only([event for event in captured.errors() if "exception" in event])
+    assert event["exception"]["values"][-1]["mechanism"] == {
+        "type": "busprop.kafka.delivery",
+        "handled": True,
+    }
+    assert event["contexts"]["trace"]["trace_id"] == head.trace_id
+    if rate == 1.0:
+        span = only(publish_spans(only(captured.transactions())))
+        assert (span["status"], event["contexts"]["trace"]["span_id"]) == ("internal_error", span["span_id"])
+
+
+def test_a_producer_made_before_the_integration_keeps_its_configured_on_delivery_unwatched(
+    sentry_init: SentryInit,
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    integration: type[busprop.kafka.KafkaIntegration],
+) -> None:
+    """Its configuration was never seen: busprop gives its records no callback (one would silence
+    the configured one), so the client calls that one, and the span has no id."""
+    called: list[Any] = []
+    early = producer_of(kafka_bootstrap, on_delivery=lambda error, message: called.append(message.offset()))
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    topic = new_topic()
+    with sentry_sdk.start_transaction(name="head"):
+        busprop.kafka.traced_producer(early).produce(topic, b"v")
+        early.flush(10)
+    assert called == [0]
+    span = only(publish_spans(only(captured.transactions())))
+    assert "messaging.message.id" not in span["data"]
 
 
 def test_traced_producer_without_tracing_carries_the_scopes_trace_into_the_loop_body(

@@ -281,3 +281,47 @@ def test_a_send_in_flight_keeps_only_its_isolation_scope_and_trace_for_a_failure
     if rate == 0.0:
         assert (trace_id, span_id) == head_ids
     assert captured.transactions() == []
+
+
+def first(*_: Any) -> None: ...
+
+
+def second(*_: Any) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "expected"),
+    [
+        (({"bootstrap.servers": "b"},), {}, None),
+        (({"on_delivery": first},), {}, first),
+        (({"on_delivery": first},), {"on_delivery": second}, second),  # keywords update the dict
+        ((), {"bootstrap.servers": "b", "on_delivery": first}, first),
+        (({"on_delivery": first, "default.topic.config": {"on_delivery": second}},), {}, second),
+        (({"On_Delivery": first},), {}, first),  # older releases match the name in any case
+        (("not a dict",), {}, None),
+    ],
+)
+def test_the_configured_callback_is_read_as_confluent_kafka_reads_its_configuration(
+    args: tuple[Any, ...], kwargs: dict[str, Any], expected: Any
+) -> None:
+    from busprop.kafka import _confluent
+
+    assert _confluent.CLIENT.configured_callback is not None
+    assert _confluent.CLIENT.configured_callback(args, kwargs) is expected
+
+
+def test_a_configured_callback_is_kept_only_when_callable_and_reading_it_never_raises() -> None:
+    from busprop.kafka import _confluent
+
+    class Producer:
+        def produce(self) -> None: ...
+
+    kept, junk = Producer(), Producer()
+    _core.remember_configured_callback(_confluent.CLIENT, kept, ({"on_delivery": first},), {})
+    _core.remember_configured_callback(_confluent.CLIENT, junk, ({"on_delivery": "no"},), {})
+    _core.remember_configured_callback(
+        _confluent.CLIENT, object(), ({"on_delivery": first},), {}
+    )  # no __dict__
+    assert _core._configured_callback_of(kept.produce) is first
+    assert _core._configured_callback_of(junk.produce) is None
+    assert _core._configured_callback_of(print) is None  # bound to a module

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 __all__ = [
     "ANEXT",
     "CLOSE",
+    "CONFIGURES",
     "NEXT",
     "POLL",
     "PRODUCE",
@@ -42,15 +43,18 @@ __all__ = [
 #: (aiokafka's ``getone``, confluent-kafka's ``AIOConsumer.poll``): the record's processing belongs
 #: to the asyncio task that awaited it. ``WRAPS`` is the constructor of an asyncio consumer that
 #: drives a consumer of the client on executor threads (``AIOConsumer``): the wrapper's methods are
-#: traced, so the calls of the consumer it wraps pass through untraced.
+#: traced, so the calls of the consumer it wraps pass through untraced. ``CONFIGURES`` is the
+#: constructor of a producer whose configuration may name a default delivery callback
+#: (:attr:`KafkaClient.configured_callback`): a produce call that gives none is watched through it.
 PRODUCE = "produce"
 NEXT = "next"
 ANEXT = "anext"
 POLL = "poll"
 CLOSE = "close"
 WRAPS = "wraps"
+CONFIGURES = "configures"
 
-#: ``(owner class, attribute, PRODUCE | NEXT | ANEXT | POLL | CLOSE | WRAPS)``: a method
+#: ``(owner class, attribute, PRODUCE | NEXT | ANEXT | POLL | CLOSE | WRAPS | CONFIGURES)``: a method
 #: KafkaIntegration patches.
 PatchPoint = tuple[type, str, str]
 
@@ -175,6 +179,11 @@ class KafkaClient:
     #: The callback the caller gave, wrapped to report to ``delivery`` (``delivery.delivered`` /
     #: ``delivery.failed``) before it runs as before. A call that gives none gets none.
     report_delivery: Callable[[Callable[..., Any], Delivery], Callable[..., Any]] = _unreported
+    #: The delivery callback a producer's configuration names, read from its constructor's
+    #: ``(args, kwargs)`` (confluent-kafka's ``on_delivery``): the client calls it for a record
+    #: produced without one, so busprop reports through it as through a callback given per call.
+    #: ``None``: the client has no such setting.
+    configured_callback: Callable[[tuple[Any, ...], dict[str, Any]], Any] | None = None
     #: Called with what the produce call returned (a future): report its outcome to ``delivery``.
     watch_result: Callable[[Any, Delivery], None] = _no_result_watch
     #: A consumer's records as the client yields them (``traced_consumer`` wraps this iterator).

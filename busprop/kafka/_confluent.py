@@ -6,13 +6,16 @@ A consumed ``Message`` answers through methods: ``topic()``, ``partition()``, ``
 and ``consume()`` also return. ``Producer.produce(topic, value, key, partition, callback,
 on_delivery, timestamp, headers)`` takes headers as a list or a dict and reports delivery to
 ``callback`` (``on_delivery`` is its alias; ``callback`` wins when both are given) from
-``poll()``/``flush()``. The pure-Python ``SerializingProducer.produce`` orders its parameters
-``topic, key, value, ...`` and has no ``callback``: it is described as a client of its own.
+``poll()``/``flush()``; a record produced with neither goes to the ``on_delivery`` of the
+producer's configuration, which only the constructor's arguments tell. The pure-Python
+``SerializingProducer.produce`` orders its parameters ``topic, key, value, ...`` and has no
+``callback``: it is described as a client of its own.
 
 ``Producer``, ``Consumer`` and ``Message`` are C types that take no patches: KafkaIntegration
-patches ``produce``, ``poll``, ``consume`` and ``close`` on subclasses it puts in place of
-``confluent_kafka.Producer`` and ``confluent_kafka.Consumer``, and ``SerializingProducer.produce``
-and ``DeserializingConsumer.poll``/``consume``/``close`` in place (they call the C methods of the
+patches the producer's ``__init__`` and ``produce`` and the consumer's ``poll``, ``consume`` and
+``close`` on subclasses it puts in place of ``confluent_kafka.Producer`` and
+``confluent_kafka.Consumer``, and ``SerializingProducer.__init__``/``produce`` and
+``DeserializingConsumer.poll``/``consume``/``close`` in place (they call the C methods of the
 original classes, so a record is traced once). The asyncio ``AIOConsumer`` runs its ``Consumer``'s
 calls on executor threads: its own ``poll``, ``consume`` and ``close`` are patched in place, and the
 ``Consumer`` it creates passes its calls through. confluent-kafka is imported only when needed.
@@ -29,6 +32,7 @@ from typing import Any
 from busprop.kafka._client import (
     ANEXT,
     CLOSE,
+    CONFIGURES,
     POLL,
     PRODUCE,
     WRAPS,
@@ -65,6 +69,22 @@ def _reporting(callback: Callable[[Any, Any], Any], delivery: Delivery) -> Calla
     return on_delivery
 
 
+def _configured_callback(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The ``on_delivery`` of a producer constructed with ``(args, kwargs)``, as the client reads
+    its configuration: a dict, updated with the keyword arguments, then with its
+    ``default.topic.config``; older releases match the name in any case, the last match winning."""
+    configuration = dict(args[0]) if args and isinstance(args[0], dict) else {}
+    configuration.update(kwargs)
+    topic_defaults = configuration.get("default.topic.config")
+    if isinstance(topic_defaults, dict):
+        configuration.update(topic_defaults)
+    found = None
+    for name, value in configuration.items():
+        if isinstance(name, str) and name.lower() == "on_delivery":
+            found = value
+    return found
+
+
 def _records(consumer: Any) -> Iterator[Any]:
     """``poll()`` results for ``traced_consumer``: messages and error events, never ``None``."""
     while True:
@@ -80,6 +100,7 @@ def _library() -> ModuleType:
 def _patch_points() -> list[PatchPoint]:
     cimpl = _library().cimpl
     return [
+        (cimpl.Producer, "__init__", CONFIGURES),
         (cimpl.Producer, "produce", PRODUCE),
         (cimpl.Consumer, "poll", POLL),
         (cimpl.Consumer, "consume", CLOSE),  # a list is the caller's to trace: the last poll() ends
@@ -138,6 +159,7 @@ CLIENT = KafkaClient(
     mapping_headers=True,
     delivery_callbacks=("callback", "on_delivery"),
     report_delivery=_reporting,
+    configured_callback=_configured_callback,
     records=_records,
     is_error=lambda message: message.error() is not None,
     patch_points=_patch_points,
@@ -154,6 +176,7 @@ SERIALIZING = dataclasses.replace(
     patch_points=methods_in(
         "confluent_kafka",
         MINIMUM_VERSION,
+        ("SerializingProducer", "__init__", CONFIGURES),
         ("SerializingProducer", "produce", PRODUCE),
         ("DeserializingConsumer", "poll", POLL),
         ("DeserializingConsumer", "consume", CLOSE),

@@ -341,12 +341,13 @@ ROUTE = Route(SYSTEM, origin=ORIGIN, as_bytes=True, bus=BUS)
 
 
 def _start(
-    client: KafkaClient, send: _Send, patched: bool
+    client: KafkaClient, send: _Send, patched: bool, produce: Callable[..., Any]
 ) -> tuple[sdk.AnySpan | NotEnabled | None, _Delivery | None]:
     """Inside the send's ``queue.publish`` span (``None`` when not sampled), with the trace in its
     headers: the delivery watched, or ``None`` when nothing would be reported (no span to
     describe, no callback or future to report the outcome). ``patched``: a call KafkaIntegration's
-    patch made, traced only when the current client has KafkaIntegration (else ``NOT_ENABLED``)."""
+    patch made, traced only when the current client has KafkaIntegration (else ``NOT_ENABLED``).
+    ``produce`` (bound): a call without a callback is watched through its producer's configured one."""
     span, values = start_publish_and_values(
         ROUTE, send.carrier, send.topic, send.body_size, integration=BUS if patched else None
     )
@@ -358,6 +359,8 @@ def _start(
         callback = named.get(name)
         if callback is not None:
             break
+    if callback is None and client.configured_callback is not None:
+        callback = _configured_callback_of(produce)  # given as the last callback parameter
     if span is None and callback is None and not client.watches_result:
         return None, None
     delivery = _Delivery(span)
@@ -370,6 +373,41 @@ def _start(
         # A callback or a future will report the outcome; a span links a failure to its trace.
         delivery.keep_context(values if span is None else None)
     return span, delivery
+
+
+#: Where KafkaIntegration keeps, on a producer it saw constructed, the delivery callback its
+#: configuration names (:attr:`KafkaClient.configured_callback`).
+_CONFIGURED_CALLBACK = "_busprop_configured_callback"
+
+
+def remember_configured_callback(
+    client: KafkaClient, producer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """Keep on ``producer``, just constructed with ``(args, kwargs)``, the delivery callback its
+    configuration names, if any. Only then is it known: the client does not tell it, and a
+    callback busprop gave a record in place of an unknown default would silence that default."""
+    if client.configured_callback is None:
+        return
+    try:
+        callback = client.configured_callback(args, kwargs)
+        if callable(callback):
+            producer.__dict__[_CONFIGURED_CALLBACK] = callback
+    except Exception:
+        logger.debug("busprop: could not read a Kafka producer's delivery callback", exc_info=True)
+
+
+def _configured_callback_of(produce: Callable[..., Any]) -> Callable[..., Any] | None:
+    """The configured delivery callback of the producer ``produce`` is bound to, if one is known."""
+    try:
+        attributes = getattr(getattr(produce, "__self__", None), "__dict__", None)
+        return (
+            None
+            if attributes is None
+            else cast("Callable[..., Any] | None", attributes.get(_CONFIGURED_CALLBACK))
+        )
+    except Exception:
+        logger.debug("busprop: could not look up a Kafka producer's delivery callback", exc_info=True)
+        return None
 
 
 def _sent(client: KafkaClient, span: sdk.AnySpan | None, delivery: _Delivery | None, result: Any) -> Any:
@@ -404,7 +442,7 @@ def traced_produce(
         send = _Send(client, args, kwargs)
     except _Untouched:
         return produce(*args, **kwargs) if patched else call_untraced(produce, *args, **kwargs)
-    span, delivery = _start(client, send, patched)
+    span, delivery = _start(client, send, patched, produce)
     if isinstance(span, NotEnabled):
         return produce(*args, **kwargs)
     try:
@@ -433,7 +471,7 @@ async def traced_produce_async(
         send = _Send(client, args, kwargs)
     except _Untouched:
         return await call(*args, **kwargs)
-    span, delivery = _start(client, send, patched)
+    span, delivery = _start(client, send, patched, produce)
     if isinstance(span, NotEnabled):
         return await call(*args, **kwargs)
     try:

@@ -22,7 +22,7 @@ from typing import Any, cast
 from busprop import sdk
 from busprop.integration import BusIntegration
 from busprop.iteration import CurrentProcessing
-from busprop.kafka._client import ANEXT, CLOSE, NEXT, POLL, PRODUCE, WRAPS, KafkaClient
+from busprop.kafka._client import ANEXT, CLOSE, CONFIGURES, NEXT, POLL, PRODUCE, WRAPS, KafkaClient
 from busprop.kafka._core import (
     BUS,
     CLIENTS,
@@ -31,6 +31,7 @@ from busprop.kafka._core import (
     patches_installed,
     processing_of,
     record_processing,
+    remember_configured_callback,
     traced_produce,
     traced_produce_async,
     untraced,
@@ -126,6 +127,8 @@ def uninstall() -> None:
 def _wrapper(client: KafkaClient, kind: str) -> Wrapper:
     if kind == PRODUCE:
         return _produce_wrapper(client)
+    if kind == CONFIGURES:
+        return _configures_wrapper(client)
     return {
         NEXT: _patched_next,
         ANEXT: _patched_anext,
@@ -153,6 +156,17 @@ def _produce_wrapper(client: KafkaClient) -> Wrapper:
         return traced_produce(client, produce, args, kwargs, patched=True)
 
     return patched_produce
+
+
+def _configures_wrapper(client: KafkaClient) -> Wrapper:
+    def patched_init(
+        init: Callable[..., Any], producer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """A producer's constructor; the delivery callback its configuration names is kept after it."""
+        init(*args, **kwargs)
+        remember_configured_callback(client, producer, args, kwargs)
+
+    return patched_init
 
 
 def _patched_next(
