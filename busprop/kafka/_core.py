@@ -360,7 +360,9 @@ def _start(
         if callback is not None:
             break
     if callback is None and client.configured_callback is not None:
-        callback = _configured_callback_of(produce)  # given as the last callback parameter
+        # The client would call it for this record: busprop gives it, wrapped, as the record's
+        # own callback, under the last callback parameter (where the loop left ``name``).
+        callback = _configured_callback_of(produce)
     if span is None and callback is None and not client.watches_result:
         return None, None
     delivery = _Delivery(span)
@@ -400,14 +402,11 @@ def _configured_callback_of(produce: Callable[..., Any]) -> Callable[..., Any] |
     """The configured delivery callback of the producer ``produce`` is bound to, if one is known."""
     try:
         attributes = getattr(getattr(produce, "__self__", None), "__dict__", None)
-        return (
-            None
-            if attributes is None
-            else cast("Callable[..., Any] | None", attributes.get(_CONFIGURED_CALLBACK))
-        )
+        found = None if attributes is None else attributes.get(_CONFIGURED_CALLBACK)
     except Exception:
         logger.debug("busprop: could not look up a Kafka producer's delivery callback", exc_info=True)
         return None
+    return cast("Callable[..., Any] | None", found)
 
 
 def _sent(client: KafkaClient, span: sdk.AnySpan | None, delivery: _Delivery | None, result: Any) -> Any:
