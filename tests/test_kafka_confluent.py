@@ -318,22 +318,26 @@ def test_delivery_failure_is_reported_in_the_sends_trace(sentry_init: SentryInit
     assert event["contexts"]["trace"]["span_id"] == span["span_id"]
 
 
-@pytest.mark.parametrize("form", CONFIGURED_FORMS)
+@pytest.mark.parametrize(
+    ("form", "wrapped"), [(form, False) for form in CONFIGURED_FORMS] + [("in the dict", True)]
+)
 def test_a_produce_without_a_callback_is_watched_through_the_configured_on_delivery(
     sentry_init: SentryInit,
     kafka_bootstrap: str,
     new_topic: Callable[..., str],
     integration: type[busprop.kafka.KafkaIntegration],
     form: str,
+    wrapped: bool,
 ) -> None:
     """The client calls the producer's configured ``on_delivery`` for a record produced without a
-    callback: busprop reports through it (the id on the span), and it runs once, as before."""
+    callback: busprop reports through it (the id on the span), and it runs once, as before; also
+    through ``traced_producer`` around such a producer."""
     captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
     topic = new_topic()
     delivered: list[tuple[Any, Any]] = []
     producer = configured_producer(form, kafka_bootstrap, lambda *report: delivered.append(report))
     with sentry_sdk.start_transaction(name="head") as head:
-        producer.produce(topic, value=b"v")
+        (busprop.kafka.traced_producer(producer) if wrapped else producer).produce(topic, value=b"v")
         assert producer.flush(10) == 0
     error, message = only(delivered)
     assert error is None and (message.topic(), message.offset()) == (topic, 0)
