@@ -15,6 +15,9 @@ Paths, with no broker (what is timed is the Python around the client's C call):
 - ``send``: kafka-python's ``traced_producer`` around a stub producer whose ``send`` returns an
   unresolved kafka-python future and sends nothing (busprop's send path alone, without KafkaIntegration),
   tracing off and in an unsampled transaction; the floor is the stub called with static trace headers.
+- ``asend``: the same for aiokafka: ``traced_producer`` around a stub ``AIOKafkaProducer`` whose
+  coroutine ``send`` returns an unresolved asyncio future and sends nothing, awaited in one event
+  loop.
 - ``consume``: confluent-kafka ``Message`` objects, each of a distinct unsampled trace, iterated
   bare and through ``busprop.kafka.traced_records`` (tracing off, and unsampled: an isolation
   scope, the SDK's parse of the headers and a never-sampled transaction per message), the body
@@ -31,7 +34,7 @@ Paths, with no broker (what is timed is the Python around the client's C call):
   ``traced_records``. Each sampled message is a transaction sent to a transport that drops it, a
   hundred times a consumed unsampled one: this path runs a fifth of ``--small`` and ``--large``.
 
-Usage: python bench/instructions.py [--small 1000] [--large 6000] [--paths produce,send,consume,sampled]. Needs valgrind
+Usage: python bench/instructions.py [--small 1000] [--large 6000] [--paths produce,send,asend,consume,sampled]. Needs valgrind
 (Debian's package). The table gives instructions per message, the excess over the floor and, for busprop's
 consume rows, busprop's own part: the excess over sentry-sdk alone doing the same work.
 """
@@ -72,6 +75,11 @@ PATHS: dict[str, list[tuple[str, str]]] = {
         ("floor", "a stub's send(), static trace headers (the floor)"),
         ("off", "traced_producer's send(), tracing off"),
         ("unsampled", "traced_producer's send(), unsampled transaction"),
+    ],
+    "asend": [
+        ("floor", "a stub's await send(), static trace headers (the floor)"),
+        ("off", "traced_producer's await send(), tracing off"),
+        ("unsampled", "traced_producer's await send(), unsampled transaction"),
     ],
     "consume": [
         ("bare", "bare iteration (the floor)"),
@@ -157,15 +165,19 @@ class _StubProducer:
         return Future()
 
 
-def _send(scenario: str, count: int) -> None:
+def _sender(stub: Any, scenario: str) -> Any:
+    """``stub`` for the floor, else ``traced_producer(stub)``, inside a transaction if unsampled."""
     import sentry_sdk
 
     import busprop.kafka
 
-    stub = _StubProducer()
-    producer = stub if scenario == "floor" else busprop.kafka.traced_producer(stub)
     if scenario == "unsampled":
         sentry_sdk.start_transaction(name="request").__enter__()
+    return stub if scenario == "floor" else busprop.kafka.traced_producer(stub)
+
+
+def _send(scenario: str, count: int) -> None:
+    producer = _sender(_StubProducer(), scenario)
     value = b"x" * 100
     for _ in range(200):  # warm-up
         producer.send("topic", value)
@@ -175,6 +187,44 @@ def _send(scenario: str, count: int) -> None:
     else:
         for _ in range(count):
             producer.send("topic", value)
+
+
+def _asend(scenario: str, count: int) -> None:
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    class StubProducer(AIOKafkaProducer):  # type: ignore[misc]
+        """An aiokafka producer that neither connects nor sends: its ``send`` returns an
+        unresolved future, as aiokafka's does once the record is queued."""
+
+        def __init__(self) -> None:
+            pass
+
+        async def send(
+            self,
+            topic: str,
+            value: Any = None,
+            key: Any = None,
+            partition: Any = None,
+            timestamp_ms: Any = None,
+            headers: Any = None,
+        ) -> Any:
+            return asyncio.get_running_loop().create_future()
+
+    async def run() -> None:
+        producer = _sender(StubProducer(), scenario)
+        value = b"x" * 100
+        for _ in range(200):  # warm-up
+            await producer.send("topic", value)
+        if scenario == "floor":
+            for _ in range(count):
+                await producer.send("topic", value, headers=list(STATIC_HEADERS))
+        else:
+            for _ in range(count):
+                await producer.send("topic", value)
+
+    asyncio.run(run())
 
 
 def _consume(scenario: str, count: int, sampled: bool = False) -> None:
@@ -304,9 +354,9 @@ def sdk_alone_sampled(message: Any, _unsampled: bool) -> None:
 
 
 def _child(path: str, scenario: str, count: int) -> None:
-    if path == "send":
+    if path in ("send", "asend"):
         _init(scenario if scenario == "floor" else f"sdk-{scenario}")  # traced_producer, no Integration
-        _send(scenario, count)
+        (_send if path == "send" else _asend)(scenario, count)
     else:
         _init(scenario)
         if path == "produce":
