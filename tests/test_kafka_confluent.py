@@ -90,14 +90,15 @@ def producer_of(bootstrap: str, kind: Callable[..., Any] = cimpl.Producer, **con
 def configured_producer(form: str, bootstrap: str, on_delivery: Callable[..., Any], **config: Any) -> Any:
     """A producer of ``confluent_kafka`` (the integration's classes) with ``on_delivery`` configured
     in one of the ways the client reads it."""
-    settings = {"bootstrap.servers": bootstrap, "linger.ms": 0, **config}
-    if form == "in the dict":
-        return confluent_kafka.Producer({**settings, "on_delivery": on_delivery})
     if form == "as a keyword":
-        return confluent_kafka.Producer(settings, on_delivery=on_delivery)
+        return producer_of(
+            bootstrap, lambda conf: confluent_kafka.Producer(conf, on_delivery=on_delivery), **config
+        )
     if form == "in default.topic.config":
-        return confluent_kafka.Producer({**settings, "default.topic.config": {"on_delivery": on_delivery}})
-    return SerializingProducer({**settings, "on_delivery": on_delivery})
+        config["default.topic.config"] = {"on_delivery": on_delivery}
+        return producer_of(bootstrap, confluent_kafka.Producer, **config)
+    kind = SerializingProducer if form == "serializing" else confluent_kafka.Producer
+    return producer_of(bootstrap, kind, on_delivery=on_delivery, **config)
 
 
 CONFIGURED_FORMS = ["in the dict", "as a keyword", "in default.topic.config", "serializing"]
