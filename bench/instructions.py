@@ -33,8 +33,12 @@ Paths, with no broker (what is timed is the Python around the client's C call):
   eight data keys busprop gives a record and status ``ok`` on both, ``sdk-sampled``); and
   ``traced_records``. Each sampled message is a transaction sent to a transport that drops it, a
   hundred times a consumed unsampled one: this path runs a fifth of ``--small`` and ``--large``.
+- ``amqp``, ``amqp-sampled``: the same two for aio-pika: ``IncomingMessage`` objects of distinct
+  traces, with the headers busprop's publish writes, handed to a callback in one event loop, bare
+  and decorated with ``@busprop.amqp.consumer`` (AMQPIntegration on), beside sentry-sdk alone doing
+  what busprop asks of it (AMQP's data keys) and, sampled, the recipe rows.
 
-Usage: python bench/instructions.py [--small 1000] [--large 6000] [--paths produce,send,asend,consume,sampled]. Needs valgrind
+Usage: python bench/instructions.py [--small 1000] [--large 6000] [--paths produce,send,asend,consume,sampled,amqp,amqp-sampled]. Needs valgrind
 (Debian's package). The table gives instructions per message, the excess over the floor and, for busprop's
 consume rows, busprop's own part: the excess over sentry-sdk alone doing the same work.
 """
@@ -48,7 +52,8 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -96,12 +101,28 @@ PATHS: dict[str, list[tuple[str, str]]] = {
         ("sdk-sampled", "sentry-sdk alone, what busprop asks of it (its eight keys, statuses)"),
         ("sampled", "traced_records, sampled heads"),
     ],
+    "amqp": [
+        ("bare", "the bare callback (the floor)"),
+        ("sdk-off", "sentry-sdk alone, what busprop asks of it, tracing off"),
+        ("off", "@busprop.amqp.consumer, tracing off"),
+        ("sdk-unsampled", "sentry-sdk alone, what busprop asks of it, unsampled heads"),
+        ("unsampled", "@busprop.amqp.consumer, unsampled heads"),
+    ],
+    "amqp-sampled": [
+        ("bare", "the bare callback (the floor)"),
+        ("recipe", "Sentry's recipe, its five data keys"),
+        ("recipe-scope", "the recipe in an isolation scope per message"),
+        ("recipe-statuses", "the recipe in an isolation scope, status ok on both"),
+        ("sdk-sampled", "sentry-sdk alone, what busprop asks of it (its nine keys, statuses)"),
+        ("sampled", "@busprop.amqp.consumer, sampled heads"),
+    ],
 }
 
 
-def _init(scenario: str) -> None:
+def _init(scenario: str, bus: str = "kafka") -> None:
     import sentry_sdk
 
+    from busprop.amqp import AMQPIntegration
     from busprop.kafka import KafkaIntegration
     from busprop.testing import LOCAL_DSN
 
@@ -119,10 +140,10 @@ def _init(scenario: str) -> None:
         return
     options: dict[str, Any] = {"dsn": LOCAL_DSN, "transport": Dropping, "default_integrations": False}
     if not scenario.startswith("sdk-"):
-        options["integrations"] = [KafkaIntegration()]
+        options["integrations"] = [KafkaIntegration() if bus == "kafka" else AMQPIntegration()]
     if scenario.endswith("unsampled"):
         options["traces_sample_rate"] = 0.0
-    if scenario.startswith("recipe") or scenario in ("sdk-sampled", "sampled"):
+    if scenario.startswith("recipe") or scenario.endswith("-sampled") or scenario == "sampled":
         options["traces_sample_rate"] = 1.0
     if scenario.startswith("recipe"):
         options.pop("integrations", None)
@@ -232,7 +253,6 @@ def _consume(scenario: str, count: int, sampled: bool = False) -> None:
 
     import confluent_kafka
     import sentry_sdk
-    from bench_peers import recipe_process
 
     import busprop.kafka
 
@@ -268,19 +288,18 @@ def _consume(scenario: str, count: int, sampled: bool = False) -> None:
             for message in batch:
                 headers = {key: value.decode() for key, value in message.headers()}
                 offset, sent_at = message.offset(), message.timestamp()[1] / 1000
-                scope: AbstractContextManager[Any] = (
-                    nullcontext() if scenario == "recipe" else sentry_sdk.isolation_scope()
-                )
-                with scope, recipe_process(headers, message.topic(), message.value(), str(offset), sent_at):
+                with recipe(scenario, headers, message.topic(), message.value(), str(offset), sent_at):
                     sentry_sdk.get_traceparent()
-                    span = sentry_sdk.get_current_span()
-                    if scenario == "recipe-statuses" and span is not None:
-                        span.set_status("ok")
-                        span.containing_transaction.set_status("ok")  # type: ignore[union-attr]
             return
         if scenario.startswith("sdk-"):
             for message in batch:
-                (sdk_alone_sampled if sampled else sdk_alone)(message, scenario == "sdk-unsampled")
+                headers = {key: value.decode() for key, value in message.headers()}
+                if sampled:
+                    sdk_alone_sampled(
+                        headers, message.topic(), _kafka_data(message), "auto.queue.busprop.kafka"
+                    )
+                else:
+                    sdk_alone(headers, message.topic(), scenario == "sdk-unsampled")
             return
         for _message in busprop.kafka.traced_records(batch):
             sentry_sdk.get_traceparent()
@@ -289,19 +308,43 @@ def _consume(scenario: str, count: int, sampled: bool = False) -> None:
     run(messages(count))
 
 
-def sdk_alone(message: Any, unsampled: bool) -> None:
+@contextmanager
+def recipe(
+    scenario: str,
+    headers: dict[str, str],
+    destination: str,
+    body: bytes,
+    message_id: str,
+    sent_at: float | None,
+) -> Iterator[None]:
+    """Sentry's recipe around one message: as its docs write it (``recipe``), in an isolation scope
+    (``recipe-scope``), and also with status ``ok`` on its span and transaction (``recipe-statuses``)."""
+    import sentry_sdk
+    from bench_peers import recipe_process
+
+    scope: AbstractContextManager[Any] = (
+        nullcontext() if scenario == "recipe" else sentry_sdk.isolation_scope()
+    )
+    with scope, recipe_process(headers, destination, body, message_id, sent_at):
+        yield
+        span = sentry_sdk.get_current_span()
+        if scenario == "recipe-statuses" and span is not None:
+            span.set_status("ok")
+            span.containing_transaction.set_status("ok")  # type: ignore[union-attr]
+
+
+def sdk_alone(headers: dict[str, str], name: str, unsampled: bool) -> None:
     """One message's sentry-sdk work, as busprop asks for it, without busprop around it."""
     import sentry_sdk
     from sentry_sdk.tracing import Transaction, TransactionSource
 
-    headers = {key: value.decode() for key, value in message.headers()}
     with sentry_sdk.isolation_scope() as scope:
         scope.generate_propagation_context(headers)
         if unsampled:
             context = scope.get_active_propagation_context()
             sentry_sdk.get_current_scope().span = Transaction(
                 op="queue.task.busprop",
-                name=message.topic(),
+                name=name,
                 source=TransactionSource.TASK,
                 trace_id=context.trace_id,
                 parent_span_id=context.parent_span_id,
@@ -320,16 +363,12 @@ def sdk_alone(message: Any, unsampled: bool) -> None:
             client.transport.record_lost_event(reason, data_category="span")
 
 
-def sdk_alone_sampled(message: Any, _unsampled: bool) -> None:
-    """One sampled message's sentry-sdk work, as busprop asks for it, without busprop around it."""
+def _kafka_data(message: Any) -> dict[str, Any]:
+    """The Queues data busprop gives a confluent-kafka record: eight keys."""
     import time
 
-    import sentry_sdk
-    from sentry_sdk.tracing import TransactionSource
-
-    headers = {key: value.decode() for key, value in message.headers()}
     topic, partition, offset = message.topic(), message.partition(), message.offset()
-    data = {
+    return {
         "messaging.system": "kafka",
         "messaging.destination.name": topic,
         "messaging.operation.type": "process",
@@ -339,13 +378,19 @@ def sdk_alone_sampled(message: Any, _unsampled: bool) -> None:
         "messaging.destination.partition.id": str(partition),
         "messaging.kafka.offset": offset,
     }
-    origin = "auto.queue.busprop.kafka"
+
+
+def sdk_alone_sampled(headers: dict[str, str], name: str, data: dict[str, Any], origin: str) -> None:
+    """One sampled message's sentry-sdk work, as busprop asks for it, without busprop around it."""
+    import sentry_sdk
+    from sentry_sdk.tracing import TransactionSource
+
     with sentry_sdk.isolation_scope():
         transaction = sentry_sdk.continue_trace(
-            headers, op="queue.task.busprop", name=topic, source=TransactionSource.TASK, origin=origin
+            headers, op="queue.task.busprop", name=name, source=TransactionSource.TASK, origin=origin
         )
         with sentry_sdk.start_transaction(transaction) as started:
-            with sentry_sdk.start_span(op="queue.process", name=topic, origin=origin) as span:
+            with sentry_sdk.start_span(op="queue.process", name=name, origin=origin) as span:
                 for key, value in data.items():
                     span.set_data(key, value)
                 sentry_sdk.get_traceparent()
@@ -353,10 +398,95 @@ def sdk_alone_sampled(message: Any, _unsampled: bool) -> None:
             started.set_status("ok")
 
 
+def _amqp_consume(scenario: str, count: int, sampled: bool) -> None:
+    """aio-pika ``IncomingMessage`` objects, each of a distinct trace, as busprop's publish sends
+    them, handed to a callback in one event loop: bare, through ``@busprop.amqp.consumer``, through
+    the recipe, and as sentry-sdk alone doing what busprop asks of it."""
+    import asyncio
+    import time
+    from datetime import datetime, timezone
+
+    import aio_pika
+    import aiormq
+    import sentry_sdk
+    from pamqp.commands import Basic
+    from pamqp.header import ContentHeader
+
+    import busprop.amqp
+
+    def message(tag: int) -> Any:
+        trace_id, decision = uuid.uuid4().hex, "true" if sampled else "false"
+        headers: dict[str, Any] = {
+            "sentry-trace": f"{trace_id}-b2bd6e9b3e4c5a1f-{int(sampled)}",
+            "baggage": f"sentry-trace_id={trace_id},sentry-sample_rand=0.5,sentry-sampled={decision}",
+        }
+        if sampled:  # busprop's publish writes its precise publish time into a sampled message
+            headers["busprop-published-at"] = f"{time.time():.6f}"
+        properties = Basic.Properties(
+            headers=headers, message_id=uuid.uuid4().hex, timestamp=datetime.now(timezone.utc)
+        )
+        delivered = aiormq.abc.DeliveredMessage(
+            delivery=Basic.Deliver(consumer_tag="bench", delivery_tag=tag, exchange="", routing_key="orders"),
+            header=ContentHeader(0, 100, properties),
+            body=b"x" * 100,
+            channel=None,  # type: ignore[arg-type]
+        )
+        return aio_pika.IncomingMessage(delivered, no_ack=True)
+
+    async def bare(message: Any) -> int:
+        return len(message.body)
+
+    async def handle(message: Any) -> int:  # the user's callback
+        sentry_sdk.get_traceparent()
+        return len(message.body)
+
+    async def recipe_handle(message: Any) -> None:
+        headers = {key: str(value) for key, value in message.headers.items()}
+        with recipe(scenario, headers, "orders", message.body, str(message.delivery_tag), None):
+            await handle(message)
+
+    async def sdk_handle(message: Any) -> None:
+        headers = {key: str(value) for key, value in message.headers.items()}
+        if not sampled:
+            sdk_alone(headers, "/orders", scenario == "sdk-unsampled")
+            return
+        data = {
+            "messaging.system": "rabbitmq",
+            "messaging.destination.name": "/orders",
+            "messaging.operation.type": "process",
+            "messaging.message.id": message.message_id,
+            "messaging.message.body.size": len(message.body),
+            "messaging.message.retry.count": 0,
+            "messaging.message.receive.latency": (time.time() - float(headers["busprop-published-at"]))
+            * 1000,
+            "messaging.rabbitmq.destination.routing_key": message.routing_key,
+            "messaging.rabbitmq.message.delivery_tag": message.delivery_tag,
+        }
+        sdk_alone_sampled(headers, "/orders", data, "auto.queue.busprop.aio_pika")
+
+    callback: Any = bare
+    if scenario.startswith("recipe"):
+        callback = recipe_handle
+    elif scenario.startswith("sdk-"):
+        callback = sdk_handle
+    elif scenario != "bare":
+        callback = busprop.amqp.consumer(handle)
+
+    async def run(number: int) -> None:
+        for tag in range(1, number + 1):
+            await callback(message(tag))
+
+    asyncio.run(run(200))
+    asyncio.run(run(count))
+
+
 def _child(path: str, scenario: str, count: int) -> None:
     if path in ("send", "asend"):
         _init(scenario if scenario == "floor" else f"sdk-{scenario}")  # traced_producer, no Integration
         (_send if path == "send" else _asend)(scenario, count)
+    elif path.startswith("amqp"):
+        _init(scenario, bus="amqp")
+        _amqp_consume(scenario, count, sampled=path == "amqp-sampled")
     else:
         _init(scenario)
         if path == "produce":
@@ -396,7 +526,9 @@ def main() -> None:
         scenarios = PATHS[path]
         # A sampled message costs a hundred times an unsampled one: a fifth of the messages.
         small, large = (
-            (options.small // 5, options.large // 5) if path == "sampled" else (options.small, options.large)
+            (options.small // 5, options.large // 5)
+            if path.endswith("sampled")
+            else (options.small, options.large)
         )
         print(f"\n{path}: instructions per message ({small:,} and {large:,} messages)\n")
         print("| scenario | instructions | over the floor | busprop's own (over sentry-sdk alone) |")
