@@ -47,11 +47,11 @@ from busprop.amqp._core import (
     INTEGRATION,
     SYSTEM,
     Delivery,
+    ProcessingOnce,
     already_publishing,
     destination_of,
     integration_enabled,
     outgoing_headers,
-    processing_once,
     propagates_to,
     publish_span,
     published_at_now,
@@ -284,7 +284,7 @@ def _processing_once(
     A callback decorated with :func:`consumer` and also wrapped by the Integration, or
     ``TracedRPC`` under the Integration, is one transaction per message, not two.
     """
-    return processing_once(message, lambda: message_processing(message, name), ORIGIN)  # type: ignore[arg-type]
+    return ProcessingOnce(message, lambda: message_processing(message, name), ORIGIN)  # type: ignore[arg-type]
 
 
 async def _process_message(

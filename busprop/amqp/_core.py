@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from types import TracebackType
 from typing import Any
 
 from busprop import sdk
@@ -190,27 +191,54 @@ def fresh_trace(origin: str, name: str | None = None) -> MessageProcessing:
     return continue_trace(system=SYSTEM, destination="unknown", name=name, origin=origin, bus=INTEGRATION)
 
 
-@contextlib.contextmanager
-def processing_once(message: object, start: Callable[[], MessageProcessing], origin: str) -> Iterator[None]:
+class ProcessingOnce:
     """Process ``message`` inside ``start()``'s processing, unless this context already does.
 
     A callback decorated with ``@busprop.amqp.consumer`` and also wrapped by the Integration is
-    one transaction per message, not two. A ``start`` that raises gives a fresh trace.
+    one transaction per message, not two. A ``start`` that raises gives a fresh trace. A class
+    rather than a generator-based context manager: it is entered for every message.
     """
-    if message is None or _processing_message.get() is message:
-        yield
-        return
-    token = _processing_message.set(message)
-    try:
+
+    __slots__ = ("_message", "_origin", "_processing", "_start", "_token")
+
+    def __init__(self, message: object, start: Callable[[], MessageProcessing], origin: str) -> None:
+        self._message, self._start, self._origin = message, start, origin
+        self._processing: MessageProcessing | None = None
+        self._token: contextvars.Token[object | None] | None = None
+
+    def __enter__(self) -> None:
+        message = self._message
+        if message is None or _processing_message.get() is message:
+            return
+        self._token = token = _processing_message.set(message)
         try:
-            processing = start()
-        except Exception:
-            logger.debug("busprop: could not read the AMQP message's details", exc_info=True)
-            processing = fresh_trace(origin)
-        with processing:
-            yield
-    finally:
-        _processing_message.reset(token)
+            try:
+                processing = self._start()
+            except Exception:
+                logger.debug("busprop: could not read the AMQP message's details", exc_info=True)
+                processing = fresh_trace(self._origin)
+            processing.__enter__()
+        except BaseException:
+            self._token = None
+            _processing_message.reset(token)
+            raise
+        self._processing = processing
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        processing, self._processing = self._processing, None
+        token, self._token = self._token, None
+        if token is None:
+            return
+        try:
+            if processing is not None:
+                processing.__exit__(exc_type, exc, traceback)
+        finally:
+            _processing_message.reset(token)
 
 
 # --- publishing -------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def _processing_once(
     method: Basic.Deliver, properties: BasicProperties | None, body: bytes | None, name: str | None = None
 ) -> AbstractContextManager[None]:
     """Process the message inside its trace, unless this context already does (then a no-op)."""
-    return _core.processing_once(method, lambda: message_processing(method, properties, body, name), ORIGIN)
+    return _core.ProcessingOnce(method, lambda: message_processing(method, properties, body, name), ORIGIN)
 
 
 def processing_for_call(
