@@ -108,6 +108,13 @@ PATHS: dict[str, list[tuple[str, str]]] = {
         ("sdk-unsampled", "sentry-sdk alone, what busprop asks of it, unsampled heads"),
         ("unsampled", "@busprop.amqp.consumer, unsampled heads"),
     ],
+    "amqp-publish": [
+        ("floor", "a stub exchange's publish(), static trace headers (the floor)"),
+        ("off", "traced_exchange's publish(), tracing off"),
+        ("unsampled", "traced_exchange's publish(), unsampled transaction"),
+        ("recipe", "Sentry's recipe around the stub's publish(), sampled transaction"),
+        ("sampled", "traced_exchange's publish(), sampled transaction"),
+    ],
     "amqp-sampled": [
         ("bare", "the bare callback (the floor)"),
         ("recipe", "Sentry's recipe, its five data keys"),
@@ -480,10 +487,60 @@ def _amqp_consume(scenario: str, count: int, sampled: bool) -> None:
     asyncio.run(run(count))
 
 
+def _amqp_publish(scenario: str, count: int) -> None:
+    """aio-pika publishes of 100-byte messages through ``traced_exchange`` around a stub exchange
+    whose ``publish`` sends nothing, in one event loop, inside a request transaction (none with
+    tracing off) of 100 publishes; the floor is the stub given static trace headers, the recipe
+    its publish span."""
+    import asyncio
+
+    import aio_pika
+    import sentry_sdk
+    from bench_peers import recipe_publish
+
+    import busprop.amqp
+
+    class StubExchange(aio_pika.Exchange):  # type: ignore[misc]
+        """The default exchange of no channel, whose ``publish`` sends nothing."""
+
+        def __init__(self) -> None:
+            self.name = ""
+
+        async def publish(self, message: Any, routing_key: str, **options: Any) -> Any:
+            return message.properties  # aiormq builds the properties when it sends
+
+    static = {key: value.decode() for key, value in STATIC_HEADERS}
+    stub = StubExchange()
+    exchange: Any = stub if scenario in ("floor", "recipe") else busprop.amqp.traced_exchange(stub)
+    body = b"x" * 100
+
+    async def publish() -> None:
+        if scenario == "floor":
+            await exchange.publish(aio_pika.Message(body, headers=dict(static)), routing_key="orders")
+        elif scenario == "recipe":
+            with recipe_publish("orders", body) as headers:
+                await exchange.publish(aio_pika.Message(body, headers=dict(headers)), routing_key="orders")
+        else:
+            await exchange.publish(aio_pika.Message(body), routing_key="orders")
+
+    async def run(number: int) -> None:
+        for first in range(0, number, 100):  # a request transaction per 100 publishes, as in bench_peers
+            request = sentry_sdk.start_transaction(name="request") if scenario != "off" else nullcontext()
+            with request:
+                for _ in range(min(100, number - first)):
+                    await publish()
+
+    asyncio.run(run(200))  # warm-up
+    asyncio.run(run(count))
+
+
 def _child(path: str, scenario: str, count: int) -> None:
     if path in ("send", "asend"):
         _init(scenario if scenario == "floor" else f"sdk-{scenario}")  # traced_producer, no Integration
         (_send if path == "send" else _asend)(scenario, count)
+    elif path == "amqp-publish":
+        _init(scenario, bus="amqp")
+        _amqp_publish(scenario, count)
     elif path.startswith("amqp"):
         _init(scenario, bus="amqp")
         _amqp_consume(scenario, count, sampled=path == "amqp-sampled")
