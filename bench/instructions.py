@@ -493,6 +493,8 @@ def _amqp_publish(scenario: str, count: int) -> None:
     tracing off) of 100 publishes; the floor is the stub given static trace headers, the recipe
     its publish span."""
     import asyncio
+    from random import getrandbits
+    from uuid import UUID
 
     import aio_pika
     import sentry_sdk
@@ -501,13 +503,18 @@ def _amqp_publish(scenario: str, count: int) -> None:
     import busprop.amqp
 
     class StubExchange(aio_pika.Exchange):  # type: ignore[misc]
-        """The default exchange of no channel, whose ``publish`` sends nothing."""
+        """The default exchange of no channel, whose ``publish`` sends nothing: it reads the body
+        and the properties as aio-pika's does, and gives a message without an id a random UUID's
+        hex, as aiormq does before sending."""
 
         def __init__(self) -> None:
             self.name = ""
 
         async def publish(self, message: Any, routing_key: str, **options: Any) -> Any:
-            return message.properties  # aiormq builds the properties when it sends
+            body, properties = message.body, message.properties
+            if not properties.message_id:
+                properties.message_id = UUID(int=getrandbits(128), version=4).hex
+            return body, properties
 
     static = {key: value.decode() for key, value in STATIC_HEADERS}
     stub = StubExchange()

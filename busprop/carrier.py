@@ -310,15 +310,18 @@ def write(
     (Kafka). Every new value is known before the container is changed.
     """
     names = keys._names
-    if type(container) is list and not container:  # a new header list: nothing to merge or remove
-        _append_to_new_list(container, values, names, as_bytes)
-        return
     kind = type(container)
+    if (kind is list or kind is dict) and not container:  # new headers: nothing to merge or remove
+        if kind is list:
+            cast("list[tuple[str, Any]]", container).extend(_new_headers(values, names, as_bytes))
+        else:
+            cast("dict[str, Any]", container).update(_new_headers(values, names, as_bytes))
+        return
     is_mapping = kind is dict or (kind is not list and isinstance(container, MutableMapping))
     mapping = cast("MutableMapping[str, Any]", container) if is_mapping else None
     pairs = None if is_mapping else cast("MutableSequence[tuple[str, Any]]", container)
     if pairs is not None and len(pairs) == 0:
-        _append_to_new_list(pairs, values, names, as_bytes)
+        pairs.extend(_new_headers(values, names, as_bytes))
         return
     final: dict[str, str | bytes | None] = {}
     for header in _TRACE_HEADERS:
@@ -336,24 +339,21 @@ def write(
         _rewrite_pairs(pairs, final)
 
 
-#: ``(values, names, as_bytes, pairs)`` of the last new header list written: a producer writes the
+#: ``(values, names, as_bytes, pairs)`` of the last new headers written: a producer writes the
 #: same values (the same object, from the SDK seam's cache) into message after message.
-_last_new_list: tuple[Any, Any, bool, tuple[tuple[str, Any], ...]] = (None, None, False, ())
+_last_new_headers: tuple[Any, Any, bool, tuple[tuple[str, Any], ...]] = (None, None, False, ())
 
 
-def _append_to_new_list(
-    pairs: MutableSequence[tuple[str, Any]],
-    values: Mapping[str, str],
-    names: Mapping[str, str],
-    as_bytes: bool,
-) -> None:
-    """The common case of a send without headers of its own, kept to the few steps it needs."""
-    global _last_new_list
-    last_values, last_names, last_as_bytes, built = _last_new_list
+def _new_headers(
+    values: Mapping[str, str], names: Mapping[str, str], as_bytes: bool
+) -> tuple[tuple[str, Any], ...]:
+    """The ``(key, value)`` pairs that new headers get, built again only when ``values`` changes."""
+    global _last_new_headers
+    last_values, last_names, last_as_bytes, built = _last_new_headers
     if values is not last_values or names is not last_names or as_bytes is not last_as_bytes:
         built = tuple(_new_pairs(values, names, as_bytes))
-        _last_new_list = (values, names, as_bytes, built)
-    pairs.extend(built)
+        _last_new_headers = (values, names, as_bytes, built)
+    return built
 
 
 def _new_pairs(

@@ -48,6 +48,7 @@ from busprop.amqp._core import (
     SYSTEM,
     Delivery,
     ProcessingOnce,
+    PublishingOnce,
     already_publishing,
     destination_of,
     integration_enabled,
@@ -56,7 +57,6 @@ from busprop.amqp._core import (
     publish_span,
     published_at_now,
     published_at_of,
-    publishing,
     retry_count_of,
 )
 from busprop.config import get_config
@@ -118,6 +118,7 @@ class OutgoingMessage(AbstractMessage):
 
     def __init__(self, original: AbstractMessage, published_at: float | None) -> None:
         self.original = original
+        self.body = original.body  # read by aio-pika's publish: here, not through __getattr__
         # published_at None: the trace is unsampled, no consumer will measure latency
         self.headers = outgoing_headers(original.headers, published_at)
         self.timestamp = original.timestamp
@@ -179,25 +180,22 @@ async def _publish_message(
     if already_publishing():
         return await send(message, routing_key, **options)
     try:
-        outgoing = (
-            OutgoingMessage(message, published_at_now())
-            if propagates_to(exchange.name, routing_key)
-            else None
-        )
+        destination = destination_of(exchange.name, routing_key)
+        outgoing = OutgoingMessage(message, published_at_now()) if propagates_to(destination) else None
         sent = outgoing if outgoing is not None else message
         span = publish_span(
             outgoing.headers if outgoing is not None else None,
-            exchange.name,
+            destination,
             routing_key,
             message_id=sent.message_id,
-            body=sent.body,
-            correlation_id=sent.correlation_id,
+            body=message.body,
+            correlation_id=message.correlation_id,
             origin=ORIGIN,
         )
     except Exception:  # a message busprop cannot read is published as it is, untraced
         logger.debug("busprop: could not prepare the AMQP message for tracing", exc_info=True)
         return await send(message, routing_key, **options)
-    with publishing(span):
+    with PublishingOnce(span):
         return await send(sent, routing_key, **options)
 
 

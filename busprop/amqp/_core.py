@@ -12,12 +12,11 @@ here, on :mod:`busprop.processing` and :mod:`busprop.publishing`.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -251,7 +250,7 @@ def already_publishing() -> bool:
 
 def publish_span(
     headers: dict[str, Any] | None,
-    exchange: Any,
+    destination: str,
     routing_key: Any,
     *,
     message_id: Any,
@@ -259,11 +258,12 @@ def publish_span(
     correlation_id: Any,
     origin: str,
 ) -> Publishing:
-    """The ``queue.publish`` span of one message, writing the trace into ``headers`` (if given)."""
+    """The ``queue.publish`` span of one message to ``destination`` (:func:`destination_of`),
+    writing the trace into ``headers`` (if given)."""
     return publish(
         headers if headers is not None else {},
         system=SYSTEM,
-        destination=destination_of(exchange, routing_key),
+        destination=destination,
         message_id=_text(message_id),
         body_size=len(body) if isinstance(body, (bytes, bytearray, memoryview)) else None,
         origin=origin,
@@ -272,20 +272,46 @@ def publish_span(
     )
 
 
-def propagates_to(exchange: Any, routing_key: Any) -> bool:
-    """Whether the trace is written into messages for ``exchange/routing_key``."""
-    return should_propagate(destination_of(exchange, routing_key), INTEGRATION)
+def propagates_to(destination: str) -> bool:
+    """Whether the trace is written into messages for ``destination`` (:func:`destination_of`)."""
+    return should_propagate(destination, INTEGRATION)
 
 
-@contextlib.contextmanager
-def publishing(span: Publishing) -> Iterator[None]:
-    """Run a send inside ``span``; a publish nested in it (a patched inner method) is not traced."""
-    token = _publishing.set(True)
-    try:
-        with span:
-            yield
-    finally:
-        _publishing.reset(token)
+class PublishingOnce:
+    """Run a send inside ``span``; a publish nested in it (a patched inner method) is not traced.
+
+    A class rather than a generator-based context manager: it is entered for every publish.
+    """
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Publishing) -> None:
+        self._span = span
+        self._token: contextvars.Token[bool] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _publishing.set(True)
+        try:
+            self._span.__enter__()
+        except BaseException:
+            self._reset()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            self._span.__exit__(exc_type, exc, traceback)
+        finally:
+            self._reset()
+
+    def _reset(self) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            _publishing.reset(token)
 
 
 def integration_enabled() -> bool:

@@ -149,11 +149,12 @@ def traced_publish(send: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return send(*args, **kwargs)
     try:
         exchange, routing_key, body, properties, mandatory = _publish_arguments(*args, **kwargs)
-        outgoing = _outgoing_properties(properties) if _core.propagates_to(exchange, routing_key) else None
+        destination = _core.destination_of(exchange, routing_key)
+        outgoing = _outgoing_properties(properties) if _core.propagates_to(destination) else None
         sent = outgoing if outgoing is not None else properties
         span = _core.publish_span(
             outgoing.headers if outgoing is not None else None,
-            exchange,
+            destination,
             routing_key,
             message_id=getattr(sent, "message_id", None),
             body=body,
@@ -163,7 +164,7 @@ def traced_publish(send: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     except Exception:
         logger.debug("busprop: could not prepare the pika message for tracing", exc_info=True)
         return send(*args, **kwargs)
-    with _core.publishing(span):
+    with _core.PublishingOnce(span):
         return send(exchange, routing_key, body, sent, mandatory)
 
 
