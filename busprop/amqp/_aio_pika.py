@@ -48,26 +48,29 @@ from busprop.amqp._core import (
     SYSTEM,
     Delivery,
     ProcessingOnce,
-    PublishingOnce,
     already_publishing,
     destination_of,
+    finish_publish_span,
     integration_enabled,
     outgoing_headers,
     propagates_to,
-    publish_span,
     published_at_now,
     published_at_of,
     retry_count_of,
+    start_publish_span,
 )
 from busprop.config import get_config
 from busprop.iteration import TracedAsyncIterator
 from busprop.patching import Patches
 from busprop.processing import MessageProcessing, mechanism_of
+from busprop.publishing import Route
 from busprop.spandata import messaging_data
 
 logger = logging.getLogger("busprop")
 
 ORIGIN = "auto.queue.busprop.aio_pika"
+#: What every publish of this client has in common.
+ROUTE = Route(SYSTEM, origin=ORIGIN, bus=INTEGRATION)
 RPC_OP = "rpc.client"
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -183,20 +186,25 @@ async def _publish_message(
         destination = destination_of(exchange.name, routing_key)
         outgoing = OutgoingMessage(message, published_at_now()) if propagates_to(destination) else None
         sent = outgoing if outgoing is not None else message
-        span = publish_span(
+        started = start_publish_span(
+            ROUTE,
             outgoing.headers if outgoing is not None else None,
             destination,
             routing_key,
             message_id=sent.message_id,
             body=message.body,
             correlation_id=message.correlation_id,
-            origin=ORIGIN,
         )
     except Exception:  # a message busprop cannot read is published as it is, untraced
         logger.debug("busprop: could not prepare the AMQP message for tracing", exc_info=True)
         return await send(message, routing_key, **options)
-    with PublishingOnce(span):
-        return await send(sent, routing_key, **options)
+    try:
+        result = await send(sent, routing_key, **options)
+    except BaseException as error:
+        finish_publish_span(started, error)
+        raise
+    finish_publish_span(started)
+    return result
 
 
 class TracedExchange(AbstractExchange):

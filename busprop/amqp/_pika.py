@@ -32,10 +32,13 @@ from busprop.amqp import _core
 from busprop.iteration import TracedIterator
 from busprop.patching import Patches
 from busprop.processing import MessageProcessing
+from busprop.publishing import Route
 
 logger = logging.getLogger("busprop")
 
 ORIGIN = "auto.queue.busprop.pika"
+#: What every publish of this client has in common.
+ROUTE = Route(_core.SYSTEM, origin=ORIGIN, bus=_core.INTEGRATION)
 
 #: What ``BlockingChannel.consume()`` yields: a message, or ``(None, None, None)`` after inactivity.
 ConsumeItem: TypeAlias = "tuple[Basic.Deliver | None, BasicProperties | None, bytes | None]"
@@ -152,20 +155,25 @@ def traced_publish(send: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         destination = _core.destination_of(exchange, routing_key)
         outgoing = _outgoing_properties(properties) if _core.propagates_to(destination) else None
         sent = outgoing if outgoing is not None else properties
-        span = _core.publish_span(
+        started = _core.start_publish_span(
+            ROUTE,
             outgoing.headers if outgoing is not None else None,
             destination,
             routing_key,
             message_id=getattr(sent, "message_id", None),
             body=body,
             correlation_id=getattr(sent, "correlation_id", None),
-            origin=ORIGIN,
         )
     except Exception:
         logger.debug("busprop: could not prepare the pika message for tracing", exc_info=True)
         return send(*args, **kwargs)
-    with _core.PublishingOnce(span):
-        return send(exchange, routing_key, body, sent, mandatory)
+    try:
+        result = send(exchange, routing_key, body, sent, mandatory)
+    except BaseException as error:
+        _core.finish_publish_span(started, error)
+        raise
+    _core.finish_publish_span(started)
+    return result
 
 
 def basic_publish(
