@@ -538,7 +538,7 @@ def start_process_transaction(
     *,
     name: str,
     origin: str,
-    data: Mapping[str, Any],
+    data: dict[str, Any],
     sampling_context: dict[str, Any],
 ) -> ProcessingSpan:
     """Start (enter) the transaction of a message's processing; the SDK samples it.
@@ -550,8 +550,8 @@ def start_process_transaction(
         sentry_sdk.Scope.set_custom_sampling_context(sampling_context)
         return _start_segment(name, origin, data)
     transaction = _transaction_from_context(scope, name=name, origin=origin)
-    for key, value in data.items():
-        transaction.set_data(key, value)
+    if data:
+        transaction.update_data(data)
     started = sentry_sdk.start_transaction(transaction, custom_sampling_context=sampling_context)
     started.__enter__()
     return started
@@ -588,7 +588,7 @@ def sampled_parent() -> AnySpan | None:
 
 
 def start_child_span(
-    parent: AnySpan | ProcessingSpan, *, op: str, name: str, origin: str, data: Mapping[str, Any]
+    parent: AnySpan | ProcessingSpan, *, op: str, name: str, origin: str, data: dict[str, Any]
 ) -> AnySpan:
     """Start (enter) a span under ``parent``: a message's ``queue.process`` or ``queue.publish``.
 
@@ -600,8 +600,7 @@ def start_child_span(
         streamed: StreamedSpan = _traces.start_span(name=name, attributes=attributes, parent_span=parent)
         return streamed
     span = parent.start_child(op=op, name=name, origin=origin)
-    for key, value in data.items():
-        span.set_data(key, value)
+    span.update_data(data)
     span.__enter__()
     return span
 
