@@ -398,8 +398,7 @@ def sdk_alone_sampled(headers: dict[str, str], name: str, data: dict[str, Any], 
         )
         with sentry_sdk.start_transaction(transaction) as started:
             with sentry_sdk.start_span(op="queue.process", name=name, origin=origin) as span:
-                for key, value in data.items():
-                    span.set_data(key, value)
+                span.update_data(data)
                 sentry_sdk.get_traceparent()
                 span.set_status("ok")
             started.set_status("ok")
