@@ -241,19 +241,6 @@ def _outgoing_key(
     return ("context", context.trace_id, context.span_id, context.parent_sampled, with_traceparent), baggage
 
 
-def outgoing_sampled() -> bool | None:
-    """The head's decision an outgoing message carries: its ``sentry-trace`` flag, or ``None``.
-
-    Lets an adapter leave out what only a sampled consumer would use (AMQP's publish-time header)
-    when the head has already decided against sampling.
-    """
-    traceparent = _traceparent(_current_scope())
-    if not traceparent:
-        return None
-    _, _, *flag = traceparent.split("-")
-    return None if not flag else flag == ["1"]
-
-
 def _traceparent(scope: sentry_sdk.Scope) -> str | None:
     """The ``sentry-trace`` value the SDK gives, with the continued trace's flag put back when
     it has none (no active span): the decision without the cost of the baggage."""

@@ -386,12 +386,25 @@ def test_outgoing_values_carry_a_traceparent_only_when_asked(sentry_init: Init) 
 
 
 @pytest.mark.parametrize(
-    ("header", "sampled"), [(TRACE, True), (UNSAMPLED, False), (f"{TRACE_ID}-{SPAN_ID}", None)]
+    ("header", "stamped"), [(TRACE, True), (UNSAMPLED, False), (f"{TRACE_ID}-{SPAN_ID}", True)]
 )
-def test_outgoing_sampled_is_the_heads_decision(sentry_init: Init, header: str, sampled: bool | None) -> None:
+def test_amqp_publish_time_is_written_unless_the_head_decided_against_sampling(
+    sentry_init: Init, header: str, stamped: bool
+) -> None:
+    """Read from the trace values the publish writes: an undecided head still gets it."""
+    from busprop.amqp import _core
+    from busprop.publishing import Route
+
     sentry_init()  # tracing disabled: the propagation context's values, with the head's flag
+    headers: dict[str, Any] = {}
     with busprop.continue_trace({"sentry-trace": header}, system="c", destination="d"):
-        assert sdk.outgoing_sampled() is sampled
+        started = _core.start_publish_span(
+            Route("rabbitmq"), headers, "/q", "q", message_id=None, body=b"x", correlation_id=None
+        )
+        _core.finish_publish_span(started)
+    assert headers["sentry-trace"].startswith(f"{TRACE_ID}-")
+    assert (_core.PUBLISHED_AT_HEADER in headers) is stamped
+    assert (started[2] is not None) is stamped
 
 
 def test_serialize_reuses_nothing_when_third_party_members_differ() -> None:

@@ -503,8 +503,8 @@ def test_a_sent_trace_is_continued_with_the_sending_spans_id_and_baggage(
         sdk.continue_sent_trace({"sentry-trace": f"{TRACE}-{PARENT}{flag}", "baggage": baggage})
         assert sentry_sdk.get_current_span() is None
         assert sentry_sdk.get_traceparent() == f"{TRACE}-{PARENT}"  # the SDK's, without a span: no flag
-        assert sdk.outgoing_sampled() == {"-0": False, "-1": True, "": None}[flag]
         context = sentry_sdk.get_current_scope().get_active_propagation_context()
+        assert context.parent_sampled == {"-0": False, "-1": True, "": None}[flag]
         assert context.baggage is not None
         assert context.baggage.sentry_items == {"trace_id": TRACE, "sample_rand": "0.25"}
         assert context.baggage.third_party_items == "vendor=kept"

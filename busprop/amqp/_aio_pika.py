@@ -54,7 +54,6 @@ from busprop.amqp._core import (
     integration_enabled,
     outgoing_headers,
     propagates_to,
-    published_at_now,
     published_at_of,
     retry_count_of,
     start_publish_span,
@@ -126,9 +125,13 @@ class OutgoingMessage(AbstractMessage):
         self.headers = outgoing_headers(original.headers, published_at)
         self.timestamp = original.timestamp
         if published_at is not None:
-            self.timestamp = self.timestamp or datetime.fromtimestamp(published_at, tz=timezone.utc)
+            self.stamp(published_at)
         # aiormq would generate the same (a random UUID's hex) when publishing; here the span can name it
         self.message_id = original.message_id or uuid.UUID(int=random.getrandbits(128), version=4).hex
+
+    def stamp(self, published_at: float) -> None:
+        """Give the message the publish time as its ``timestamp`` property, unless it has one."""
+        self.timestamp = self.timestamp or datetime.fromtimestamp(published_at, tz=timezone.utc)
 
     def __getattr__(self, attribute: str) -> Any:
         return getattr(self.original, attribute)
@@ -184,7 +187,7 @@ async def _publish_message(
         return await send(message, routing_key, **options)
     try:
         destination = destination_of(exchange.name, routing_key)
-        outgoing = OutgoingMessage(message, published_at_now()) if propagates_to(destination) else None
+        outgoing = OutgoingMessage(message, None) if propagates_to(destination) else None
         sent = outgoing if outgoing is not None else message
         started = start_publish_span(
             ROUTE,
@@ -198,6 +201,11 @@ async def _publish_message(
     except Exception:  # a message busprop cannot read is published as it is, untraced
         logger.debug("busprop: could not prepare the AMQP message for tracing", exc_info=True)
         return await send(message, routing_key, **options)
+    if outgoing is not None and started[2] is not None:
+        try:
+            outgoing.stamp(started[2])
+        except Exception:  # a timestamp busprop cannot read: the message keeps it
+            logger.debug("busprop: could not stamp the AMQP message's publish time", exc_info=True)
     try:
         result = await send(sent, routing_key, **options)
     except BaseException as error:

@@ -20,12 +20,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeAlias
 
 from busprop import sdk
+from busprop.carrier import SENTRY_TRACE
 from busprop.config import should_propagate
 from busprop.processing import MessageProcessing, continue_trace
-from busprop.publishing import NotEnabled, Route, finish_publish, start_publish
+from busprop.publishing import NotEnabled, Route, finish_publish, start_publish_and_values
 
 logger = logging.getLogger("busprop")
 
@@ -114,12 +115,6 @@ def published_at_of(headers: Mapping[str, Any] | None, timestamp: Any) -> float 
     except (OverflowError, ValueError, OSError):
         pass
     return None
-
-
-def published_at_now() -> float | None:
-    """The time to write into a message about to be published, or ``None`` for an unsampled trace
-    (no consumer will measure a latency)."""
-    return None if sdk.outgoing_sampled() is False else time.time()
 
 
 def outgoing_headers(headers: Mapping[str, Any] | None, published_at: float | None) -> dict[str, Any]:
@@ -248,6 +243,11 @@ def already_publishing() -> bool:
     return _publishing.get()
 
 
+#: What :func:`start_publish_span` started: the span (``None`` when not sampled), the guard's
+#: token, and the publish time written into the message (``None`` when none was).
+StartedPublish: TypeAlias = "tuple[sdk.AnySpan | None, contextvars.Token[bool], float | None]"
+
+
 def start_publish_span(
     route: Route,
     headers: dict[str, Any] | None,
@@ -257,32 +257,40 @@ def start_publish_span(
     message_id: Any,
     body: Any,
     correlation_id: Any,
-) -> tuple[sdk.AnySpan | None, contextvars.Token[bool]]:
+) -> StartedPublish:
     """Start the ``queue.publish`` span of one message to ``destination`` (:func:`destination_of`),
-    under a sampled parent, and write the trace into ``headers`` (if given). End it with
+    under a sampled parent, and write the trace into ``headers`` (if given), with the publish time
+    unless the trace it carries is unsampled (no consumer will measure a latency). End it with
     :func:`finish_publish_span`; until then a publish nested in it (a patched inner method) is
     not traced. Two functions around the send, as on Kafka: no object per message. Never raises.
     """
     body_size = len(body) if isinstance(body, (bytes, bytearray, memoryview)) else None
-    extra_data = {ROUTING_KEY: _text(routing_key), CONVERSATION_ID: _text(correlation_id)}
-    token = _publishing.set(True)
-    span = start_publish(
-        route,
-        headers if headers is not None else {},
-        destination,
-        body_size,
+    details = (
         _text(message_id),
         None,
-        extra_data,
+        {ROUTING_KEY: _text(routing_key), CONVERSATION_ID: _text(correlation_id)},
     )
-    return (None if isinstance(span, NotEnabled) else span), token
+    token = _publishing.set(True)
+    carrier = headers if headers is not None else {}
+    span, values = start_publish_and_values(route, carrier, destination, body_size, details)
+    if isinstance(span, NotEnabled):  # never: no Integration is named
+        span = None
+    published_at = None
+    if headers is not None and (span is not None or not _carries_unsampled(values)):
+        published_at = time.time()
+        headers[PUBLISHED_AT_HEADER] = f"{published_at:.6f}"
+    return span, token, published_at
 
 
-def finish_publish_span(
-    started: tuple[sdk.AnySpan | None, contextvars.Token[bool]], error: BaseException | None = None
-) -> None:
+def _carries_unsampled(values: Mapping[str, str] | None) -> bool:
+    """Whether the trace ``values`` written into a message say the head decided against sampling
+    (its ``sentry-trace`` flag is ``0``; a trace without a flag is still undecided)."""
+    return values is not None and values.get(SENTRY_TRACE, "").endswith("-0")
+
+
+def finish_publish_span(started: StartedPublish, error: BaseException | None = None) -> None:
     """End what :func:`start_publish_span` started: ``ok``, or failed with ``error``."""
-    span, token = started
+    span, token, _published_at = started
     _publishing.reset(token)
     finish_publish(span, error)
 

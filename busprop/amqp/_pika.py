@@ -138,7 +138,7 @@ def _publish_arguments(
 def _outgoing_properties(properties: Any) -> BasicProperties:
     """A copy of the caller's properties (a new one for ``None``) with a headers table of its own."""
     outgoing = copy.copy(properties) if properties is not None else BasicProperties()
-    outgoing.headers = _core.outgoing_headers(_headers(properties), _core.published_at_now())
+    outgoing.headers = _core.outgoing_headers(_headers(properties), None)
     return outgoing
 
 
