@@ -121,7 +121,7 @@ class OutgoingMessage(AbstractMessage):
     def __init__(self, original: AbstractMessage, published_at: float | None) -> None:
         self.original = original
         self.body = original.body  # read by aio-pika's publish: here, not through __getattr__
-        # published_at None: the trace is unsampled, no consumer will measure latency
+        # published_at None: none yet (busprop's publish stamps it once the trace written is known)
         self.headers = outgoing_headers(original.headers, published_at)
         self.timestamp = original.timestamp
         if published_at is not None:
