@@ -112,6 +112,7 @@ PATHS: dict[str, list[tuple[str, str]]] = {
         ("floor", "a stub exchange's publish(), static trace headers (the floor)"),
         ("off", "traced_exchange's publish(), tracing off"),
         ("unsampled", "traced_exchange's publish(), unsampled transaction"),
+        ("recipe-unsampled", "Sentry's recipe around the stub's publish(), unsampled transaction"),
         ("recipe", "Sentry's recipe around the stub's publish(), sampled transaction"),
         ("sampled", "traced_exchange's publish(), sampled transaction"),
     ],
@@ -150,7 +151,7 @@ def _init(scenario: str, bus: str = "kafka") -> None:
         options["integrations"] = [KafkaIntegration() if bus == "kafka" else AMQPIntegration()]
     if scenario.endswith("unsampled"):
         options["traces_sample_rate"] = 0.0
-    if scenario.startswith("recipe") or scenario.endswith("-sampled") or scenario == "sampled":
+    if scenario in ("recipe", "recipe-scope", "recipe-statuses") or scenario in ("sdk-sampled", "sampled"):
         options["traces_sample_rate"] = 1.0
     if scenario.startswith("recipe"):
         options.pop("integrations", None)
@@ -517,13 +518,13 @@ def _amqp_publish(scenario: str, count: int) -> None:
 
     static = {key: value.decode() for key, value in STATIC_HEADERS}
     stub = StubExchange()
-    exchange: Any = stub if scenario in ("floor", "recipe") else busprop.amqp.traced_exchange(stub)
+    exchange: Any = stub if scenario.startswith(("floor", "recipe")) else busprop.amqp.traced_exchange(stub)
     body = b"x" * 100
 
     async def publish() -> None:
         if scenario == "floor":
             await exchange.publish(aio_pika.Message(body, headers=dict(static)), routing_key="orders")
-        elif scenario == "recipe":
+        elif scenario.startswith("recipe"):
             with recipe_publish("orders", body) as headers:
                 await exchange.publish(aio_pika.Message(body, headers=dict(headers)), routing_key="orders")
         else:
