@@ -37,8 +37,13 @@ Paths, with no broker (what is timed is the Python around the client's C call):
   traces, with the headers busprop's publish writes, handed to a callback in one event loop, bare
   and decorated with ``@busprop.amqp.consumer`` (AMQPIntegration on), beside sentry-sdk alone doing
   what busprop asks of it (AMQP's data keys) and, sampled, the recipe rows.
+- ``amqp-publish``: aio-pika publishes through ``traced_exchange`` around a stub exchange that
+  sends nothing (it reads the body and properties as aio-pika's ``publish`` does and gives a message
+  without an id a random UUID's hex, as aiormq does), in request transactions of 100: the stub
+  given static trace headers (the floor), tracing off, unsampled and sampled, and Sentry's recipe
+  (its ``queue.publish`` span and the two headers read from the SDK) unsampled and sampled.
 
-Usage: python bench/instructions.py [--small 1000] [--large 6000] [--paths produce,send,asend,consume,sampled,amqp,amqp-sampled]. Needs valgrind
+Usage: python bench/instructions.py [--small 1000] [--large 6000] [--paths produce,send,asend,consume,sampled,amqp,amqp-publish,amqp-sampled]. Needs valgrind
 (Debian's package). The table gives instructions per message, the excess over the floor and, for busprop's
 consume rows, busprop's own part: the excess over sentry-sdk alone doing the same work.
 """
@@ -151,7 +156,7 @@ def _init(scenario: str, bus: str = "kafka") -> None:
         options["integrations"] = [KafkaIntegration() if bus == "kafka" else AMQPIntegration()]
     if scenario.endswith("unsampled"):
         options["traces_sample_rate"] = 0.0
-    if scenario in ("recipe", "recipe-scope", "recipe-statuses") or scenario in ("sdk-sampled", "sampled"):
+    if scenario in ("recipe", "recipe-scope", "recipe-statuses", "sdk-sampled", "sampled"):
         options["traces_sample_rate"] = 1.0
     if scenario.startswith("recipe"):
         options.pop("integrations", None)
