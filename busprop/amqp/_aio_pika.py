@@ -125,11 +125,11 @@ class OutgoingMessage(AbstractMessage):
         self.headers = outgoing_headers(original.headers, published_at)
         self.timestamp = original.timestamp
         if published_at is not None:
-            self.stamp(published_at)
+            self._stamp(published_at)
         # aiormq would generate the same (a random UUID's hex) when publishing; here the span can name it
         self.message_id = original.message_id or uuid.UUID(int=random.getrandbits(128), version=4).hex
 
-    def stamp(self, published_at: float) -> None:
+    def _stamp(self, published_at: float) -> None:
         """Give the message the publish time as its ``timestamp`` property, unless it has one."""
         self.timestamp = self.timestamp or datetime.fromtimestamp(published_at, tz=timezone.utc)
 
@@ -203,7 +203,7 @@ async def _publish_message(
         return await send(message, routing_key, **options)
     if outgoing is not None and started[2] is not None:
         try:
-            outgoing.stamp(started[2])
+            outgoing._stamp(started[2])
         except Exception:  # a timestamp busprop cannot read: the message keeps it
             logger.debug("busprop: could not stamp the AMQP message's publish time", exc_info=True)
     try:
