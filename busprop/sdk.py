@@ -287,23 +287,30 @@ def _serialize(baggage: Baggage, cache: ClientCache) -> str:
 
 
 def _incoming_context(incoming: IncomingTrace, cache: ClientCache | None = None) -> PropagationContext | None:
-    """The SDK's propagation context for ``incoming``, parsed once per distinct header pair.
+    """The SDK's propagation context for ``incoming``, parsed once per distinct header pair
+    (the ``sentry-trace`` header's parent span id aside).
 
     ``PropagationContext.from_incoming_data`` is most of the cost of continuing a trace (about
     half when the baggage has no ``sample_rand`` and the SDK derives one from the trace id). A
     consumer often sees the same pair many times in a row: every message a producer sent from one
-    unsampled span, or from the propagation context of a process with tracing disabled. The
+    unsampled span, or from the propagation context of a process with tracing disabled, or from
+    many spans of one trace. What the SDK builds from a pair depends on the parent span id in
+    one place only, the context's ``parent_span_id`` (the trace id, the decision, the baggage and
+    whether the trace is continued at all do not), so a copy is given the message's own. The
     SDK's result is kept (at most ``ClientCache.PARSED_CONTEXTS`` per client: its options decide
     ``strict_trace_continuation``) and each message gets a copy, with its own span id and
     its own baggage (the SDK rewrites a baggage's ``sample_rate`` in place). A pair is kept from
     its second sighting on: a consumer of distinct traces (one per request upstream) then pays
     for no copy and no cache it would never hit. ``None`` when there is no trace to continue.
     """
-    if incoming.sentry_trace is None:
+    sentry_trace = incoming.sentry_trace
+    if sentry_trace is None:
         return None
     if cache is None:
         cache = cache_of(_current_client())
-    key = (incoming.sentry_trace, incoming.baggage)
+    # The header without its parent span id: the messages one trace sends from many spans (a
+    # sampled producer's ``queue.publish`` spans, a chain of consumers) share one parse.
+    key = (sentry_trace[:32] + sentry_trace[49:], incoming.baggage)
     parsed = cache.parsed.get(key)
     if parsed is None:
         parsed = PropagationContext.from_incoming_data(incoming.as_headers())
@@ -312,6 +319,8 @@ def _incoming_context(incoming: IncomingTrace, cache: ClientCache | None = None)
             return parsed  # the SDK's own result, used by this message alone
         cache.parsed.put(key, parsed)
     context = _copy_context(parsed)
+    if parsed.parent_span_id is not None:  # continued: the SDK took the parent from the header
+        context.parent_span_id = sentry_trace[33:49]
     if parsed.baggage is not None:
         context.baggage = Baggage(
             dict(parsed.baggage.sentry_items), parsed.baggage.third_party_items, parsed.baggage.mutable

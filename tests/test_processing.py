@@ -352,6 +352,42 @@ def test_distinct_traces_are_not_kept_and_a_repeated_pair_is(sentry_init: Init) 
     assert {context.trace_id for context in contexts if context is not None} == {TRACE_ID}
 
 
+@pytest.mark.parametrize(
+    ("flag", "baggage"),
+    [
+        ("-1", f"sentry-trace_id={TRACE_ID},sentry-sample_rand=0.25,sentry-sampled=true,vendor=v"),
+        ("-0", f"sentry-trace_id={TRACE_ID},sentry-sampled=false"),
+        ("", None),  # undecided, and the SDK derives sample_rand from the trace id
+        ("-1", f"sentry-trace_id={TRACE_ID},sentry-org_id=7,sentry-sampled=true"),  # not continued
+    ],
+)
+def test_one_trace_from_many_spans_is_parsed_once_as_the_sdk_parses_each(
+    sentry_init: Init, flag: str, baggage: str | None
+) -> None:
+    """Messages of one trace sent from different spans share a parse; each context is what the
+    SDK builds from its own header, its parent span id included (a guard of that assumption)."""
+    sentry_init(traces_sample_rate=1.0, dsn="http://public@o42.ingest.localhost/1")
+    cache = cache_of(sentry_sdk.get_client())
+    parents = [f"{index + 1:016x}" for index in range(4)]
+    for parent in parents:
+        trace = busprop.carrier.IncomingTrace(f"{TRACE_ID}-{parent}{flag}", baggage)
+        ours = sdk._incoming_context(trace)
+        theirs = sentry_sdk.tracing_utils.PropagationContext.from_incoming_data(trace.as_headers())
+        assert ours is not None
+        continued = baggage is None or "org_id" not in baggage
+        assert ours.parent_span_id == (parent if continued else None) == theirs.parent_span_id
+        assert (ours.trace_id == TRACE_ID) is continued is (theirs.trace_id == TRACE_ID)
+        assert ours.parent_sampled == theirs.parent_sampled
+        assert ours.span_id != theirs.span_id
+        assert (ours.baggage is None) is (theirs.baggage is None)
+        if ours.baggage is not None and theirs.baggage is not None:
+            assert ours.baggage.sentry_items == theirs.baggage.sentry_items
+            assert ours.baggage.third_party_items == theirs.baggage.third_party_items
+        if not continued:  # a new trace per message, never shared through the cache
+            assert ours.trace_id != theirs.trace_id
+    assert len(cache.parsed) == 1  # kept from the second message on
+
+
 def test_details_are_read_only_for_a_transaction(sentry_init: Init) -> None:
     captured = sentry_init(traces_sample_rate=1.0)
     calls: list[str] = []
