@@ -42,8 +42,11 @@ Paths, with no broker (what is timed is the Python around the client's C call):
   without an id a random UUID's hex, as aiormq does), in request transactions of 100: the stub
   given static trace headers (the floor), tracing off, unsampled and sampled, and Sentry's recipe
   (its ``queue.publish`` span and the two headers read from the SDK) unsampled and sampled.
+- ``websocket``: echo round trips of ``bench/bench_websockets.py`` (the goals' WebSocket
+  measurement, one connection over loopback, so this path does use a socket): bare, and both
+  ends traced with tracing off and unsampled. A round trip is two sends and two receives.
 
-Usage: python bench/instructions.py [--small 1000] [--large 6000] [--paths produce,send,asend,consume,sampled,amqp,amqp-publish,amqp-sampled]. Needs valgrind
+Usage: python bench/instructions.py [--small 1000] [--large 6000] [--paths produce,send,asend,consume,sampled,amqp,amqp-publish,amqp-sampled,websocket]. Needs valgrind
 (Debian's package). The table gives instructions per message, the excess over the floor and, for busprop's
 consume rows, busprop's own part: the excess over sentry-sdk alone doing the same work.
 """
@@ -120,6 +123,11 @@ PATHS: dict[str, list[tuple[str, str]]] = {
         ("recipe-unsampled", "Sentry's recipe around the stub's publish(), unsampled transaction"),
         ("recipe", "Sentry's recipe around the stub's publish(), sampled transaction"),
         ("sampled", "traced_exchange's publish(), sampled transaction"),
+    ],
+    "websocket": [
+        ("bare", "bare websockets echo round trip, one connection (the floor)"),
+        ("off", "both ends traced, tracing off"),
+        ("unsampled", "both ends traced, unsampled"),
     ],
     "amqp-sampled": [
         ("bare", "the bare callback (the floor)"),
@@ -546,8 +554,19 @@ def _amqp_publish(scenario: str, count: int) -> None:
     asyncio.run(run(count))
 
 
+def _websocket(scenario: str, count: int) -> None:
+    import asyncio
+
+    import bench_websockets
+
+    bench_websockets.init(0.0 if scenario == "unsampled" else None)
+    asyncio.run(bench_websockets.measure(scenario != "bare", 1, count))
+
+
 def _child(path: str, scenario: str, count: int) -> None:
-    if path in ("send", "asend"):
+    if path == "websocket":
+        _websocket(scenario, count)
+    elif path in ("send", "asend"):
         _init(scenario if scenario == "floor" else f"sdk-{scenario}")  # traced_producer, no Integration
         (_send if path == "send" else _asend)(scenario, count)
     elif path == "amqp-publish":
