@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Generator, Iterable
-from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, TypeAlias, cast
 
@@ -32,10 +31,10 @@ from websockets.headers import build_host
 from websockets.uri import parse_uri
 
 from busprop import sdk
-from busprop.carrier import HEADER_KEYS, NO_TRACE, CarrierKeys, extract
+from busprop.carrier import HEADER_KEYS, CarrierKeys
 from busprop.iteration import CurrentProcessing, async_loop_of
 from busprop.processing import continue_trace, propagation_scope
-from busprop.publishing import inject, publish
+from busprop.publishing import NotEnabled, Route, finish_publish, inject, start_publish_and_values
 from busprop.spandata import BODY_SIZE
 
 __all__ = [
@@ -60,6 +59,8 @@ ORIGIN = "auto.queue.busprop.websockets"
 METADATA = "metadata"
 #: The names Sentry's docs give the two values inside ``metadata``.
 METADATA_KEYS = CarrierKeys(sentry_trace="sentryTrace")
+#: What every send has in common.
+ROUTE = Route(SYSTEM, origin=ORIGIN, keys=METADATA_KEYS)
 
 #: What a WebSocket message is once received: text frames as ``str``, binary frames as ``bytes``.
 Data: TypeAlias = "str | bytes"
@@ -116,6 +117,12 @@ def _received_object(message: Data) -> dict[str, Any] | None:
     return _json_object(message)
 
 
+#: ``(message, body)``: the last message ``recv()`` returned and its JSON object. A server that
+#: echoes or relays what it received (a chat room) sends that very object again, and its send then
+#: starts from a copy of the object instead of a second parse of the same frame.
+_last_received: tuple[Any, dict[str, Any] | None] = (None, None)
+
+
 def _metadata(body: dict[str, Any] | None) -> dict[str, Any] | None:
     value = body.get(METADATA) if body is not None else None
     return value if isinstance(value, dict) else None
@@ -160,7 +167,8 @@ class _Outgoing:
 
     @classmethod
     def of(cls, message: Any, text: bool | None) -> _Outgoing | None:
-        """Parse ``message`` if it goes out as a text frame holding a JSON object with room for metadata."""
+        """Parse ``message`` if it goes out as a text frame holding a JSON object with room for
+        metadata; the message ``recv()`` last returned is not parsed again (its object is copied)."""
         if isinstance(message, str) and text is not False:
             source = message
         elif isinstance(message, (bytes, bytearray, memoryview)) and text is True:
@@ -170,13 +178,21 @@ class _Outgoing:
                 return None
         else:
             return None
-        body = _json_object(source)
-        if body is None:
+        received, received_body = _last_received
+        if message is received and received_body is not None:
+            # Writing and rendering change the two objects: copies of the received frame's.
+            body = dict(received_body)
+            metadata = body.get(METADATA, {})
+            if not isinstance(metadata, dict):
+                return None
+            return cls(message, source, body, dict(metadata))
+        parsed = _json_object(source)
+        if parsed is None:
             return None
-        metadata = body.get(METADATA, {})
+        metadata = parsed.get(METADATA, {})
         if not isinstance(metadata, dict):
             return None
-        return cls(message, source, body, metadata)
+        return cls(message, source, parsed, metadata)
 
     def render(self) -> Any:
         """The message with the metadata written into it, of the original's type.
@@ -292,11 +308,16 @@ class TracedConnection:
         is an object) carries the trace; anything else is sent unchanged, inside the span.
         """
         self._sent += 1
-        with _publishing(message, text, self.destination, message_id=str(self._sent)) as traced_message:
+        traced_message, span = _start_send(message, text, self.destination, str(self._sent))
+        try:
             if text is None:  # ``text=`` is new in websockets 14
                 await self.connection.send(traced_message)
             else:
                 await self.connection.send(traced_message, text=text)
+        except BaseException as error:
+            finish_publish(span, error)
+            raise
+        finish_publish(span)
 
     async def recv(self, decode: bool | None = None) -> Data:
         """Receive the next message; its processing continues the trace it carries.
@@ -356,11 +377,17 @@ class TracedConnection:
         await self.connection.__aexit__(exc_type, exc, tb)
 
     def _receive(self, message: Data) -> Data:
-        """Start the processing of ``message``; returns what ``recv()`` returns."""
+        """Start the processing of ``message``; returns what ``recv()`` returns.
+
+        A message without a usable trace of its own is processed in the handshake's (the core
+        reads the carriers in that order, each once)."""
+        global _last_received
         body = _received_object(message)
         self._received += 1
+        metadata = _metadata(body)
+        carriers = (metadata,) if self._handshake is None else (metadata, self._handshake)
         processing = continue_trace(
-            self._carrier(_metadata(body)),
+            *carriers,
             system=SYSTEM,
             destination=self.destination,
             message_id=str(self._received),
@@ -370,45 +397,38 @@ class TracedConnection:
         )
         self._current.start(processing)
         if self.strip_metadata and body is not None:
-            return _without_trace(message, body)
+            message = _without_trace(message, body)  # the body now holds what the message does
+        _last_received = (message, body)
         return message
 
-    def _carrier(self, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
-        """The message's metadata, or the handshake's trace when the message carries none."""
-        if self._handshake is None:
-            return metadata
-        if metadata is not None and extract(metadata, keys=METADATA_KEYS) is not NO_TRACE:
-            return metadata
-        return self._handshake
 
-
-@contextmanager
-def _publishing(
+def _start_send(
     message: Any,
     text: bool | None,
     destination: str,
-    extra_data: dict[str, Any] | None = None,
     message_id: str | None = None,
-) -> Generator[Any, None, None]:
-    """A ``queue.publish`` span around a send; yields the message to send, the trace written in."""
+    extra_data: dict[str, Any] | None = None,
+) -> tuple[Any, sdk.AnySpan | None]:
+    """Start a send's ``queue.publish`` span (under a sampled parent) and write the current trace
+    into the message; returns the message to send and the span, which :func:`finish_publish`
+    ends after the send. Two calls around the send, with no object per message. Never raises."""
     outgoing = _Outgoing.of(message, text)
     carrier: dict[str, Any] = outgoing.metadata if outgoing is not None else {}
     before = dict(carrier)
-    with publish(
-        carrier,
-        system=SYSTEM,
-        destination=destination,
-        message_id=message_id,
-        origin=ORIGIN,
-        keys=METADATA_KEYS,
-        extra_data=extra_data,
-    ) as span:
-        if outgoing is not None and carrier != before:
-            message = _render(outgoing)
-        size = _body_size(message)
-        if span is not None and size is not None:
-            sdk.set_span_data(span, BODY_SIZE, size)
-        yield message
+    details = (message_id, None, extra_data)
+    span, _values = start_publish_and_values(ROUTE, carrier, destination, None, details)
+    if isinstance(span, NotEnabled):  # never: no Integration is named
+        span = None
+    if outgoing is not None and carrier != before:
+        message = _render(outgoing)
+    if span is not None:
+        try:
+            size = _body_size(message)
+            if size is not None:
+                sdk.set_span_data(span, BODY_SIZE, size)
+        except Exception:
+            logger.debug("busprop: could not set the WebSocket message's size", exc_info=True)
+    return message, span
 
 
 def _render(outgoing: _Outgoing) -> Any:
@@ -450,11 +470,16 @@ def broadcast(
             item._sent += 1
     targets = [item.connection if isinstance(item, TracedConnection) else item for item in connections]
     count = {"messaging.batch.message_count": len(targets)}
-    with _publishing(message, text, _first_url(targets), count) as traced_message:
-        options: dict[str, Any] = {"raise_exceptions": raise_exceptions}
-        if text is not None:
-            options["text"] = text
+    traced_message, span = _start_send(message, text, _first_url(targets), extra_data=count)
+    options: dict[str, Any] = {"raise_exceptions": raise_exceptions}
+    if text is not None:
+        options["text"] = text
+    try:
         websockets_broadcast(targets, traced_message, **options)
+    except BaseException as error:
+        finish_publish(span, error)
+        raise
+    finish_publish(span)
 
 
 def _first_url(connections: list[Connection]) -> str:

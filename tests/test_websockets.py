@@ -443,7 +443,8 @@ async def test_each_end_parses_a_frame_once_and_a_frame_without_metadata_never(
     sentry_init: Init, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Per traced echo round trip: one parse per send and per receive on each end, with
-    ``strip_metadata`` too; a received frame without the text ``"metadata"`` is not parsed."""
+    ``strip_metadata`` too, except the server's send of the frame it received, which reuses that
+    parse; a received frame without the text ``"metadata"`` is not parsed."""
     sentry_init(traces_sample_rate=1.0)
     parsed: list[str | bytes] = []
     parse = traced_ws._json_object
@@ -462,12 +463,50 @@ async def test_each_end_parses_a_frame_once_and_a_frame_without_metadata_never(
         for index in range(3):
             await ws.send(json.dumps({"n": index}))
             assert json.loads(await ws.recv()) == {"n": index}
-    assert len(parsed) == 3 * 4  # client send, server recv, server send, client recv
+    assert len(parsed) == 3 * 3  # client send, server recv, client recv
+    assert all(message.startswith('{"n"') for message in parsed[::3])  # what the client sent
     parsed.clear()
     async with running(echo, wrap=False) as url, traced_ws.connect(url) as ws:
         await ws.connection.send('{"n": 1}')  # echoed untraced: received without metadata
         assert await ws.recv() == '{"n": 1}'
     assert parsed == []
+
+
+async def test_a_relayed_frame_carries_each_sends_own_trace_and_is_never_changed(sentry_init: Init) -> None:
+    """A server that sends what it received, twice and to two peers, writes each send's trace
+    into a copy of that frame: the received text and every other key stay as they were."""
+    captured = sentry_init(traces_sample_rate=1.0)
+    received: list[str | bytes] = []
+
+    async def relay(ws: traced_ws.TracedConnection) -> None:
+        async for message in ws:
+            received.append(message)
+            before = str(message)
+            await ws.send(message)
+            traced_ws.broadcast([ws], message)
+            await ws.send(message)
+            assert message == before
+
+    async with running(relay) as url, traced_ws.connect(url) as ws:
+        await ws.send('{"n": 1, "metadata": {"room": "lobby"}}')
+        echoes = [json.loads(await ws.recv()) for _ in range(3)]
+    (sent,) = received
+    assert json.loads(sent)["metadata"]["room"] == "lobby"
+    publishes = [span for span in spans_by_id(captured).values() if span["op"] == "queue.publish"]
+    parents = [echo["metadata"]["sentryTrace"].split("-")[1] for echo in echoes]
+    assert len(set(parents)) == 3  # each send its own span, in the order sent
+    assert {span["span_id"] for span in publishes} >= set(parents)
+    for echo in echoes:
+        assert echo["n"] == 1 and echo["metadata"]["room"] == "lobby"
+        assert set(echo["metadata"]) == {"room", "sentryTrace", "baggage"}
+    (server_process,) = [
+        event
+        for event in processes(captured)
+        if event["contexts"]["trace"].get("parent_span_id") not in parents
+    ]
+    assert {echo["metadata"]["sentryTrace"].split("-")[0] for echo in echoes} == {
+        server_process["contexts"]["trace"]["trace_id"]
+    }
 
 
 async def test_a_message_with_metadata_keeps_integers_over_64_bits_and_nan_when_traced(
