@@ -187,6 +187,22 @@ def _read(container: Any, keys: CarrierKeys) -> tuple[str | None, str | None, st
     if container is None:
         return None, None, None
     kind = type(container)
+    if kind is dict:  # AMQP, Celery and WebSocket metadata: three lookups, however many headers
+        try:
+            found = container.get(keys.sentry_trace)
+            if found is not None:
+                sentry_trace = parse_sentry_trace(found)
+            found = container.get(keys.baggage)
+            if found is not None:
+                baggage = parse_baggage(found)
+            if sentry_trace is None:  # a traceparent is used only without a sentry-trace
+                found = container.get(keys.traceparent)
+                if found is not None:
+                    traceparent = traceparent_to_sentry_trace(found)
+        except Exception:  # a key whose comparison raises
+            logger.debug("busprop: unreadable dict carrier, skipped", exc_info=True)
+            return None, None, None
+        return sentry_trace, baggage, traceparent
     mapping = kind is not list and kind is not tuple and isinstance(container, Mapping)
     if not mapping and not isinstance(container, (list, tuple)):
         logger.debug("busprop: a carrier of type %s is no header container", type(container).__name__)

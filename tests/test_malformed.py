@@ -193,6 +193,24 @@ def test_duplicates_first_usable_wins_and_junk_logs_at_debug(
     assert [r.levelno for r in caplog.records if r.name == "busprop"] == [logging.DEBUG]
 
 
+def test_a_dict_whose_key_comparison_raises(sentry_init: Init, logs: Callable[[], set[int]]) -> None:
+    """A dict is read by lookups: a key that shares the header's hash and whose comparison raises
+    makes that lookup raise, which starts a fresh trace like any unreadable carrier."""
+
+    class Clashing:
+        def __hash__(self) -> int:
+            return hash("sentry-trace")
+
+        def __eq__(self, other: object) -> bool:
+            raise RuntimeError("boom")
+
+    captured = sentry_init(traces_sample_rate=1.0)
+    carrier = {Clashing(): VALID}
+    assert busprop.extract(carrier) is busprop.carrier.NO_TRACE  # extract itself never raises
+    assert_fresh_trace(captured, dict(carrier), process(carrier))
+    assert logs() == {logging.DEBUG}
+
+
 def test_a_carrier_that_raises_while_read(sentry_init: Init, logs: Callable[[], set[int]]) -> None:
     class Exploding(dict[str, Any]):
         def items(self) -> Any:
