@@ -44,7 +44,8 @@ Paths, with no broker (what is timed is the Python around the client's C call):
   (its ``queue.publish`` span and the two headers read from the SDK) unsampled and sampled.
 - ``websocket``: echo round trips of ``bench/bench_websockets.py`` (the goals' WebSocket
   measurement, one connection over loopback, so this path does use a socket): bare, and both
-  ends traced with tracing off and unsampled. A round trip is two sends and two receives.
+  ends traced with tracing off and unsampled, beside sentry-sdk alone doing what busprop asks
+  of it with the same JSON work written by hand. A round trip is two sends and two receives.
 
 Usage: python bench/instructions.py [--small 1000] [--large 6000] [--paths produce,send,asend,consume,sampled,amqp,amqp-publish,amqp-sampled,websocket]. Needs valgrind
 (Debian's package). The table gives instructions per message, the excess over the floor and, for busprop's
@@ -126,7 +127,9 @@ PATHS: dict[str, list[tuple[str, str]]] = {
     ],
     "websocket": [
         ("bare", "bare websockets echo round trip, one connection (the floor)"),
+        ("sdk-off", "sentry-sdk alone, what busprop asks of it, both ends, tracing off"),
         ("off", "both ends traced, tracing off"),
+        ("sdk-unsampled", "sentry-sdk alone, what busprop asks of it, both ends, unsampled"),
         ("unsampled", "both ends traced, unsampled"),
     ],
     "amqp-sampled": [
@@ -357,6 +360,15 @@ def recipe(
 def sdk_alone(headers: dict[str, str], name: str, unsampled: bool) -> None:
     """One message's sentry-sdk work, as busprop asks for it, without busprop around it."""
     import sentry_sdk
+
+    with sdk_message(headers, name, unsampled):
+        sentry_sdk.get_traceparent()
+
+
+@contextmanager
+def sdk_message(headers: dict[str, str], name: str, unsampled: bool) -> Iterator[None]:
+    """:func:`sdk_alone` around a body: what busprop asks of sentry-sdk to process one message."""
+    import sentry_sdk
     from sentry_sdk.tracing import Transaction, TransactionSource
 
     with sentry_sdk.isolation_scope() as scope:
@@ -374,7 +386,7 @@ def sdk_alone(headers: dict[str, str], name: str, unsampled: bool) -> None:
                 baggage=context.baggage,
                 same_process_as_parent=False,
             )
-        sentry_sdk.get_traceparent()
+        yield
         if unsampled:
             client = sentry_sdk.get_client()
             reason = (
@@ -559,8 +571,53 @@ def _websocket(scenario: str, count: int) -> None:
 
     import bench_websockets
 
-    bench_websockets.init(0.0 if scenario == "unsampled" else None)
-    asyncio.run(bench_websockets.measure(scenario != "bare", 1, count))
+    bench_websockets.init(0.0 if scenario.endswith("unsampled") else None)
+    if scenario.startswith("sdk-"):
+        asyncio.run(_sdk_alone_echo(count, scenario == "sdk-unsampled"))
+    else:
+        asyncio.run(bench_websockets.measure(scenario != "bare", 1, count))
+
+
+async def _sdk_alone_echo(count: int, unsampled: bool) -> None:
+    """``bench_websockets.measure`` for one connection, with what busprop asks of sentry-sdk per
+    message written by hand around bare connections: the trace read from and written into each
+    JSON message's ``metadata`` (parsed and written with pydantic_core; a received frame sent
+    back is not parsed again), and each message processed in :func:`sdk_message` until the next
+    receive, so that each end sends from inside the message it processes."""
+    import pydantic_core
+    import sentry_sdk
+    from bench_websockets import MESSAGE
+    from websockets.asyncio.client import connect
+    from websockets.asyncio.server import ServerConnection, serve
+
+    def traced(body: dict[str, Any]) -> str:
+        scope = sentry_sdk.get_current_scope()
+        baggage = scope.get_baggage()
+        body["metadata"] = {
+            "sentryTrace": scope.get_traceparent(),
+            "baggage": baggage.serialize(include_third_party=True) if baggage is not None else None,
+        }
+        return pydantic_core.to_json(body).decode()
+
+    def headers_of(body: dict[str, Any]) -> dict[str, str]:
+        metadata = body.get("metadata") or {}
+        return {"sentry-trace": metadata.get("sentryTrace"), "baggage": metadata.get("baggage")}
+
+    async def echo(ws: ServerConnection) -> None:
+        async for message in ws:
+            body = pydantic_core.from_json(message)
+            with sdk_message(headers_of(body), "ws://127.0.0.1/echo", unsampled):
+                await ws.send(traced(body))
+
+    async with serve(echo, "127.0.0.1", 0) as server:
+        url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/echo"
+        async with connect(url) as ws:
+            await ws.send(traced(pydantic_core.from_json(MESSAGE)))
+            for index in range(count):
+                body = pydantic_core.from_json(await ws.recv())
+                with sdk_message(headers_of(body), "ws://127.0.0.1/echo", unsampled):
+                    if index < count - 1:
+                        await ws.send(traced(pydantic_core.from_json(MESSAGE)))
 
 
 def _child(path: str, scenario: str, count: int) -> None:
