@@ -299,7 +299,7 @@ def _outgoing_baggage(container: MutableCarrier, key: str, value: str | None) ->
     """The ``baggage`` to write: ours merged with the container's, whose ``sentry-*`` members are stale."""
     existing = _existing_value(container, key)
     fits = value is None or len(value) <= MAX_BAGGAGE_LENGTH
-    if existing is None and fits:
+    if fits and (existing is None or existing == value):  # nothing of the old one is missing
         return value
     text = _as_text(existing, MAX_BAGGAGE_LENGTH * 8)
     if fits and (text is None or has_only_sentry_members(text)):  # nothing of the old one to keep
