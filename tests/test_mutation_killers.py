@@ -427,6 +427,24 @@ def test_copy_context_without_slots_is_a_shallow_copy(monkeypatch: pytest.Monkey
     assert context is not parsed and (context.trace_id, context.parent_span_id) == (TRACE_ID, SPAN_ID)
 
 
+@pytest.mark.parametrize("known", [True, False])
+def test_copy_context_copies_every_slot(monkeypatch: pytest.MonkeyPatch, known: bool) -> None:
+    """The six assignments (the SDK's slots, a guard of their names) and the loop over any other
+    set of slots copy the same: every slot, the object itself a new one."""
+    from sentry_sdk.tracing_utils import Baggage, PropagationContext
+
+    assert sdk._copies_known_slots  # the installed SDK has the slots busprop names
+    parsed = PropagationContext.from_incoming_data({"sentry-trace": TRACE, "baggage": "sentry-a=1"})
+    parsed.span_id = "a" * 16
+    parsed.custom_sampling_context = {"k": "v"}
+    monkeypatch.setattr(sdk, "_copies_known_slots", known)
+    context = sdk._copy_context(parsed)
+    assert context is not parsed
+    for name in PropagationContext.__slots__:
+        assert getattr(context, name) is getattr(parsed, name), name
+    assert isinstance(context.baggage, Baggage)
+
+
 def test_drop_unsampled_transaction_without_a_transport_does_nothing(sentry_init: Init) -> None:
     sentry_init(dsn=None, transport=None, traces_sample_rate=1.0)
     assert sentry_sdk.get_client().transport is None

@@ -31,6 +31,11 @@ ALLOWED_PRIVATE = {
         "_installed_integrations": ("sdk.py", "no public way to let an uninstalled integration set up again"),
         "_processed_integrations": ("sdk.py", "the same, for the SDK's second record"),
         "_segment": ("sdk.py", "a streamed span has no public accessor for its segment"),
+        "_trace_id": (
+            "sdk.py",
+            "a parsed propagation context is copied slot by slot: the public property makes up an id when unset",
+        ),
+        "_span_id": ("sdk.py", "the same, for the span id, which each copy makes up on first use"),
         "_should_continue_trace": (
             "sdk.py",
             "no public form of the strict trace continuation check, which busprop inspect names as a reason",
