@@ -45,7 +45,8 @@ Paths, with no broker (what is timed is the Python around the client's C call):
 - ``websocket``: echo round trips of ``bench/bench_websockets.py`` (the goals' WebSocket
   measurement, one connection over loopback, so this path does use a socket): bare, and both
   ends traced with tracing off and unsampled, beside sentry-sdk alone doing what busprop asks
-  of it with the same JSON work written by hand. A round trip is two sends and two receives.
+  of it with the same JSON work written by hand. A round trip is two sends and two receives;
+  this path runs a tenth of ``--small`` and ``--large`` round trips.
 
 Usage: python bench/instructions.py [--small 1000] [--large 6000] [--paths produce,send,asend,consume,sampled,amqp,amqp-publish,amqp-sampled,websocket]. Needs valgrind
 (Debian's package). The table gives instructions per message, the excess over the floor and, for busprop's
@@ -669,12 +670,10 @@ def main() -> None:
         _child(path, scenario, int(count))
     for path in options.paths.split(","):
         scenarios = PATHS[path]
-        # A sampled message costs a hundred times an unsampled one: a fifth of the messages.
-        small, large = (
-            (options.small // 5, options.large // 5)
-            if path.endswith("sampled")
-            else (options.small, options.large)
-        )
+        # A sampled message costs a hundred times an unsampled one: a fifth of the messages; an
+        # echo round trip over a socket is four traced ends and the event loop: a tenth.
+        divisor = 5 if path.endswith("sampled") else 10 if path == "websocket" else 1
+        small, large = options.small // divisor, options.large // divisor
         print(f"\n{path}: instructions per message ({small:,} and {large:,} messages)\n")
         print("| scenario | instructions | over the floor | busprop's own (over sentry-sdk alone) |")
         print("| --- | ---: | ---: | ---: |")
