@@ -683,3 +683,32 @@ def test_capture_exceptions_of_the_bus_integration(sentry_init: Init) -> None:
     assert reported["exception"]["values"][-1]["value"] == "None"
     statuses = [event["contexts"]["trace"]["status"] for event in captured.transactions()]
     assert statuses == ["internal_error", "internal_error"]
+
+
+@pytest.mark.parametrize("rate", [1.0, 0.0])
+def test_messages_sent_from_many_spans_of_one_trace_each_continue_their_own_span(
+    sentry_init: Init, rate: float
+) -> None:
+    """A sampled request's messages each leave from their own ``queue.publish`` span (an unsampled
+    one's from the request's never-sampled span): every consumer's transaction, and what it
+    forwards, has its own message's span as parent, with the parse shared from the second on."""
+    captured = sentry_init(traces_sample_rate=rate)
+    sent: list[dict[str, Any]] = []
+    with sentry_sdk.start_transaction(name="request", sampled=rate == 1.0):
+        for _ in range(4):
+            carrier: dict[str, Any] = {}
+            with busprop.publish(carrier, system="custom", destination="orders"):
+                pass
+            sent.append(carrier)
+    forwarded = [process(carrier) for carrier in sent]
+    parents = [carrier["sentry-trace"].split("-")[1] for carrier in sent]
+    for carrier, out in zip(sent, forwarded, strict=True):
+        assert out["sentry-trace"].split("-")[0] == carrier["sentry-trace"].split("-")[0]
+        assert out["sentry-trace"].endswith("-1" if rate else "-0")
+    if rate == 0.0:
+        assert len(set(parents)) == 1 and captured.transactions() == []
+        return
+    assert len(set(parents)) == 4
+    consumers = [event for event in captured.transactions() if event["transaction"] == "orders"]
+    assert [event["contexts"]["trace"]["parent_span_id"] for event in consumers] == parents
+    assert len(cache_of(sentry_sdk.get_client()).parsed) == 1
