@@ -47,8 +47,11 @@ Paths, with no broker (what is timed is the Python around the client's C call):
   ends traced with tracing off and unsampled, beside sentry-sdk alone doing what busprop asks
   of it with the same JSON work written by hand. A round trip is two sends and two receives;
   this path runs a tenth of ``--small`` and ``--large`` round trips.
+- ``websocket-sampled``: the same echo with every message sampled, against Sentry's recipe at both
+  ends written by hand (a ``queue.publish`` span around each send, a transaction with its
+  ``queue.process`` span around each message, the same JSON work), a fiftieth of the round trips.
 
-Usage: python bench/instructions.py [--small 1000] [--large 6000] [--paths produce,send,asend,consume,sampled,amqp,amqp-publish,amqp-sampled,websocket]. Needs valgrind
+Usage: python bench/instructions.py [--small 1000] [--large 6000] [--paths produce,send,asend,consume,sampled,amqp,amqp-publish,amqp-sampled,websocket,websocket-sampled]. Needs valgrind
 (Debian's package). The table gives instructions per message, the excess over the floor and, for busprop's
 consume rows, busprop's own part: the excess over sentry-sdk alone doing the same work.
 """
@@ -132,6 +135,11 @@ PATHS: dict[str, list[tuple[str, str]]] = {
         ("off", "both ends traced, tracing off"),
         ("sdk-unsampled", "sentry-sdk alone, what busprop asks of it, both ends, unsampled"),
         ("unsampled", "both ends traced, unsampled"),
+    ],
+    "websocket-sampled": [
+        ("bare", "bare websockets echo round trip, one connection (the floor)"),
+        ("recipe", "Sentry's recipe at both ends (queue.publish spans, transactions with queue.process)"),
+        ("sampled", "both ends traced, sampled"),
     ],
     "amqp-sampled": [
         ("bare", "the bare callback (the floor)"),
@@ -572,57 +580,78 @@ def _websocket(scenario: str, count: int) -> None:
 
     import bench_websockets
 
-    bench_websockets.init(0.0 if scenario.endswith("unsampled") else None)
-    if scenario.startswith("sdk-"):
-        asyncio.run(_sdk_alone_echo(count, scenario == "sdk-unsampled"))
+    sampled = scenario in ("recipe", "sampled")
+    bench_websockets.init(1.0 if sampled else 0.0 if scenario.endswith("unsampled") else None)
+    if scenario.startswith("sdk-") or scenario == "recipe":
+        asyncio.run(_handwritten_echo(count, scenario))
     else:
         asyncio.run(bench_websockets.measure(scenario != "bare", 1, count))
 
 
-async def _sdk_alone_echo(count: int, unsampled: bool) -> None:
-    """``bench_websockets.measure`` for one connection, with what busprop asks of sentry-sdk per
-    message written by hand around bare connections: the trace read from and written into each
-    JSON message's ``metadata`` (parsed and written with pydantic_core; a received frame sent
-    back is not parsed again), and each message processed in :func:`sdk_message` until the next
-    receive, so that each end sends from inside the message it processes."""
+async def _handwritten_echo(count: int, scenario: str) -> None:
+    """``bench_websockets.measure`` for one connection, the tracing written by hand around bare
+    connections: the trace read from and written into each JSON message's ``metadata`` (parsed and
+    written with pydantic_core; a received frame sent back is not parsed again), and each message
+    processed until the next receive, so that each end sends from inside the message it
+    processes. ``sdk-off``, ``sdk-unsampled``: what busprop asks of sentry-sdk per message
+    (:func:`sdk_message`), the send asking the SDK for the two values; ``recipe``: Sentry's
+    "Instrument Queues" recipe, a ``queue.publish`` span around each send and a transaction with
+    its ``queue.process`` span around each message."""
     import pydantic_core
     import sentry_sdk
+    from bench_peers import recipe_process, recipe_publish
     from bench_websockets import MESSAGE
-    from websockets.asyncio.client import connect
+    from websockets.asyncio.client import ClientConnection, connect
     from websockets.asyncio.server import ServerConnection, serve
 
-    def traced(body: dict[str, Any]) -> str:
+    destination = "ws://127.0.0.1/echo"
+
+    async def send(ws: ClientConnection | ServerConnection, body: dict[str, Any]) -> None:
+        if scenario == "recipe":
+            with recipe_publish(destination, MESSAGE.encode()) as headers:
+                body["metadata"] = {"sentryTrace": headers["sentry-trace"], "baggage": headers.get("baggage")}
+                await ws.send(pydantic_core.to_json(body).decode())
+            return
         scope = sentry_sdk.get_current_scope()
         baggage = scope.get_baggage()
         body["metadata"] = {
             "sentryTrace": scope.get_traceparent(),
             "baggage": baggage.serialize(include_third_party=True) if baggage is not None else None,
         }
-        return pydantic_core.to_json(body).decode()
+        await ws.send(pydantic_core.to_json(body).decode())
 
-    def headers_of(body: dict[str, Any]) -> dict[str, str]:
+    def processing(message: str | bytes, body: dict[str, Any], index: int) -> AbstractContextManager[None]:
         metadata = body.get("metadata") or {}
-        return {"sentry-trace": metadata.get("sentryTrace"), "baggage": metadata.get("baggage")}
+        headers: dict[str, Any] = {
+            "sentry-trace": metadata.get("sentryTrace"),
+            "baggage": metadata.get("baggage"),
+        }
+        if scenario == "recipe":
+            size = message.encode() if isinstance(message, str) else message
+            return recipe_process(headers, destination, size, str(index), None)
+        return sdk_message(headers, destination, scenario == "sdk-unsampled")
 
     async def echo(ws: ServerConnection) -> None:
+        index = 0
         async for message in ws:
+            index += 1
             body = pydantic_core.from_json(message)
-            with sdk_message(headers_of(body), "ws://127.0.0.1/echo", unsampled):
-                await ws.send(traced(body))
+            with processing(message, body, index):
+                await send(ws, body)
 
     async with serve(echo, "127.0.0.1", 0) as server:
         url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/echo"
         async with connect(url) as ws:
-            await ws.send(traced(pydantic_core.from_json(MESSAGE)))
+            await send(ws, pydantic_core.from_json(MESSAGE))
             for index in range(count):
-                body = pydantic_core.from_json(await ws.recv())
-                with sdk_message(headers_of(body), "ws://127.0.0.1/echo", unsampled):
+                message = await ws.recv()
+                with processing(message, pydantic_core.from_json(message), index + 1):
                     if index < count - 1:
-                        await ws.send(traced(pydantic_core.from_json(MESSAGE)))
+                        await send(ws, pydantic_core.from_json(MESSAGE))
 
 
 def _child(path: str, scenario: str, count: int) -> None:
-    if path == "websocket":
+    if path.startswith("websocket"):
         _websocket(scenario, count)
     elif path in ("send", "asend"):
         _init(scenario if scenario == "floor" else f"sdk-{scenario}")  # traced_producer, no Integration
@@ -671,8 +700,9 @@ def main() -> None:
     for path in options.paths.split(","):
         scenarios = PATHS[path]
         # A sampled message costs a hundred times an unsampled one: a fifth of the messages; an
-        # echo round trip over a socket is four traced ends and the event loop: a tenth.
-        divisor = 5 if path.endswith("sampled") else 10 if path == "websocket" else 1
+        # echo round trip over a socket is four traced ends and the event loop: a tenth (sampled,
+        # a fiftieth).
+        divisor = {"websocket": 10, "websocket-sampled": 50}.get(path, 5 if path.endswith("sampled") else 1)
         small, large = options.small // divisor, options.large // divisor
         print(f"\n{path}: instructions per message ({small:,} and {large:,} messages)\n")
         print("| scenario | instructions | over the floor | busprop's own (over sentry-sdk alone) |")
