@@ -473,8 +473,9 @@ async def test_each_end_parses_a_frame_once_and_a_frame_without_metadata_never(
 
 
 async def test_a_relayed_frame_carries_each_sends_own_trace_and_is_never_changed(sentry_init: Init) -> None:
-    """A server that sends what it received, twice and to two peers, writes each send's trace
-    into a copy of that frame: the received text and every other key stay as they were."""
+    """A server that sends what it received three times (``send``, ``broadcast``, ``send``)
+    writes each send's trace into a copy of that frame: the received text and every other key
+    stay as they were."""
     captured = sentry_init(traces_sample_rate=1.0)
     received: list[str | bytes] = []
 
