@@ -179,20 +179,15 @@ class _Outgoing:
         else:
             return None
         received, received_body = _last_received
-        if message is received and received_body is not None:
-            # Writing and rendering change the two objects: copies of the received frame's.
-            body = dict(received_body)
-            metadata = body.get(METADATA, {})
-            if not isinstance(metadata, dict):
-                return None
-            return cls(message, source, body, dict(metadata))
-        parsed = _json_object(source)
-        if parsed is None:
+        reused = message is received and received_body is not None
+        # Writing and rendering change the two objects: a reused frame's are copies.
+        body = dict(received_body) if reused and received_body is not None else _json_object(source)
+        if body is None:
             return None
-        metadata = parsed.get(METADATA, {})
+        metadata = body.get(METADATA, {})
         if not isinstance(metadata, dict):
             return None
-        return cls(message, source, parsed, metadata)
+        return cls(message, source, body, dict(metadata) if reused else metadata)
 
     def render(self) -> Any:
         """The message with the metadata written into it, of the original's type.
