@@ -6,7 +6,7 @@ machine is doing). Each path runs in its own process under ``valgrind --tool=cal
 with ``--small`` and ``--large`` messages; the difference divided by the difference in messages
 is the cost of one message, with the interpreter's start-up and the imports cancelled out.
 
-Paths, with no broker (what is timed is the Python around the client's C call):
+Paths, with no broker but for ``aiokafka-produce`` (what is counted is the Python around the client's call):
 
 - ``produce``: confluent-kafka's ``Producer.produce()`` into librdkafka's local queue (the broker
   address is unreachable, the queue purged at the end): bare with the two trace headers as static
@@ -18,6 +18,12 @@ Paths, with no broker (what is timed is the Python around the client's C call):
 - ``asend``: the same for aiokafka: ``traced_producer`` around a stub ``AIOKafkaProducer`` whose
   coroutine ``send`` returns an unresolved asyncio future and sends nothing, awaited in one event
   loop.
+- ``aiokafka-produce``: a real ``AIOKafkaProducer``'s ``await send()``, connected to a broker (the
+  one of ``KAFKA_BOOTSTRAP_SERVERS``, else an embedded one for the run) with a linger of a minute
+  and batches of 64 MiB, so that every record stays in its accumulator and no batch is sent
+  while the sends are counted: bare with the two trace headers as static bytes (the floor),
+  KafkaIntegration with tracing off and in an unsampled transaction, and OpenTelemetry's aiokafka
+  instrumentation in an unsampled root span (the goal's comparison, counted).
 - ``consume``: confluent-kafka ``Message`` objects, each of a distinct unsampled trace, iterated
   bare and through ``busprop.kafka.traced_records`` (tracing off, and unsampled: an isolation
   scope, the SDK's parse of the headers and a never-sampled transaction per message), the body
@@ -51,7 +57,7 @@ Paths, with no broker (what is timed is the Python around the client's C call):
   ends written by hand (a ``queue.publish`` span around each send, a transaction with its
   ``queue.process`` span around each message, the same JSON work), a fiftieth of the round trips.
 
-Usage: python bench/instructions.py [--small 1000] [--large 6000] [--paths produce,send,asend,consume,sampled,amqp,amqp-publish,amqp-sampled,websocket,websocket-sampled]. Needs valgrind
+Usage: python bench/instructions.py [--small 1000] [--large 6000] [--paths produce,send,asend,aiokafka-produce,consume,sampled,amqp,amqp-publish,amqp-sampled,websocket,websocket-sampled]. Needs valgrind
 (Debian's package). The table gives instructions per message, the excess over the floor and, for busprop's
 consume rows, busprop's own part: the excess over sentry-sdk alone doing the same work.
 """
@@ -66,7 +72,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +104,12 @@ PATHS: dict[str, list[tuple[str, str]]] = {
         ("floor", "a stub's await send(), static trace headers (the floor)"),
         ("off", "traced_producer's await send(), tracing off"),
         ("unsampled", "traced_producer's await send(), unsampled transaction"),
+    ],
+    "aiokafka-produce": [
+        ("floor", "AIOKafkaProducer's await send(), static trace headers (the floor)"),
+        ("off", "KafkaIntegration, tracing off"),
+        ("unsampled", "KafkaIntegration, unsampled transaction"),
+        ("otel", "OpenTelemetry, ParentBased(ALWAYS_OFF) root span"),
     ],
     "consume": [
         ("bare", "bare iteration (the floor)"),
@@ -165,15 +177,22 @@ def _init(scenario: str, bus: str = "kafka") -> None:
 
     if scenario == "otel":
         from bench_peers import init_otel
-        from opentelemetry.instrumentation.confluent_kafka import ConfluentKafkaInstrumentor
 
-        ConfluentKafkaInstrumentor().instrument(tracer_provider=init_otel(False))
+        provider = init_otel(False)
+        if bus == "aiokafka":
+            from opentelemetry.instrumentation.aiokafka import AIOKafkaInstrumentor
+
+            AIOKafkaInstrumentor().instrument(tracer_provider=provider)
+        else:
+            from opentelemetry.instrumentation.confluent_kafka import ConfluentKafkaInstrumentor
+
+            ConfluentKafkaInstrumentor().instrument(tracer_provider=provider)
         return
     if scenario in ("floor", "bare"):
         return
     options: dict[str, Any] = {"dsn": LOCAL_DSN, "transport": Dropping, "default_integrations": False}
     if not scenario.startswith("sdk-"):
-        options["integrations"] = [KafkaIntegration() if bus == "kafka" else AMQPIntegration()]
+        options["integrations"] = [AMQPIntegration() if bus == "amqp" else KafkaIntegration()]
     if scenario.endswith("unsampled"):
         options["traces_sample_rate"] = 0.0
     if scenario in ("recipe", "recipe-scope", "recipe-statuses", "sdk-sampled", "sampled"):
@@ -277,6 +296,43 @@ def _asend(scenario: str, count: int) -> None:
         else:
             for _ in range(count):
                 await producer.send("topic", value)
+
+    asyncio.run(run())
+
+
+def _aiokafka_produce(scenario: str, count: int) -> None:
+    """A real ``AIOKafkaProducer``, connected to the broker of ``KAFKA_BOOTSTRAP_SERVERS``, whose
+    records stay in its accumulator: a linger of a minute and batches of 64 MiB, so no batch is
+    sent while the sends are counted (the sender task's work would vary with timing)."""
+    import asyncio
+
+    import sentry_sdk
+    from aiokafka import AIOKafkaProducer
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+            linger_ms=60_000,
+            max_batch_size=64 * 1024 * 1024,
+            max_request_size=64 * 1024 * 1024,
+        )
+        await producer.start()
+        await producer.partitions_for("instructions")  # connection and metadata before the count
+        if scenario == "otel":
+            from opentelemetry import trace
+
+            trace.get_tracer("bench").start_as_current_span("request").__enter__()
+        elif scenario == "unsampled":
+            sentry_sdk.start_transaction(name="request").__enter__()
+        value = b"x" * 100
+        for _ in range(200):  # warm-up
+            await producer.send("instructions", value)
+        if scenario == "floor":
+            for _ in range(count):
+                await producer.send("instructions", value, headers=list(STATIC_HEADERS))
+        else:
+            for _ in range(count):
+                await producer.send("instructions", value)
 
     asyncio.run(run())
 
@@ -656,6 +712,9 @@ def _child(path: str, scenario: str, count: int) -> None:
     elif path in ("send", "asend"):
         _init(scenario if scenario == "floor" else f"sdk-{scenario}")  # traced_producer, no Integration
         (_send if path == "send" else _asend)(scenario, count)
+    elif path == "aiokafka-produce":
+        _init(scenario, bus="aiokafka")
+        _aiokafka_produce(scenario, count)
     elif path == "amqp-publish":
         _init(scenario, bus="amqp")
         _amqp_publish(scenario, count)
@@ -697,18 +756,29 @@ def main() -> None:
     if options.child:
         path, scenario, count = options.child
         _child(path, scenario, int(count))
-    for path in options.paths.split(","):
+    paths = options.paths.split(",")
+    with ExitStack() as stack:
+        if "aiokafka-produce" in paths:  # the only path with a Kafka broker
+            from busprop.demo.brokers import kafka_bootstrap_servers
+
+            os.environ["KAFKA_BOOTSTRAP_SERVERS"] = stack.enter_context(kafka_bootstrap_servers())
+        _count_paths(paths, options.small, options.large)
+
+
+def _count_paths(paths: list[str], small_size: int, large_size: int) -> None:
+    for path in paths:
         scenarios = PATHS[path]
         # A sampled message costs a hundred times an unsampled one: a fifth of the messages; an
         # echo round trip over a socket is four traced ends and the event loop: a tenth (sampled,
         # a fiftieth).
         divisor = {"websocket": 10, "websocket-sampled": 50}.get(path, 5 if path.endswith("sampled") else 1)
-        small, large = options.small // divisor, options.large // divisor
+        small, large = small_size // divisor, large_size // divisor
         print(f"\n{path}: instructions per message ({small:,} and {large:,} messages)\n")
         print("| scenario | instructions | over the floor | busprop's own (over sentry-sdk alone) |")
         print("| --- | ---: | ---: | ---: |")
         floor = None
         sdk_alone_figure: dict[str, int] = {}
+        excesses: dict[str, int] = {}
         for scenario, label in scenarios:
             per_message = (_instructions(path, scenario, large) - _instructions(path, scenario, small)) // (
                 large - small
@@ -721,6 +791,14 @@ def main() -> None:
             elif scenario in sdk_alone_figure:
                 own = f"{per_message - sdk_alone_figure[scenario]:+,}"
             print(f"| {label} | {per_message:,} | {excess} | {own} |", flush=True)
+            excesses[scenario] = per_message - floor
+        if excesses.get("otel"):
+            ratios = ", ".join(
+                f"{scenario} {excesses[scenario] / excesses['otel']:.2f}"
+                for scenario in ("off", "unsampled")
+                if scenario in excesses
+            )
+            print(f"\nbusprop's overhead over the floor / OpenTelemetry's: {ratios}")
 
 
 if __name__ == "__main__":
