@@ -210,3 +210,12 @@ class KafkaClient:
     def produce_positions(self) -> dict[str, int]:
         """Each produce parameter's position (an argument given by keyword is found by name)."""
         return {name: position for position, name in enumerate(self.produce_parameters)}
+
+    @cached_property
+    def read_positions(self) -> tuple[int, int, int]:
+        """The positions of the ``topic``, ``value`` and ``headers`` parameters: where a send's
+        arguments are read when given positionally (past the last position: by keyword only)."""
+        keyword_only = len(self.produce_parameters)
+        positions = self.produce_positions
+        topic, value, headers = (positions.get(name, keyword_only) for name in ("topic", "value", "headers"))
+        return topic, value, headers

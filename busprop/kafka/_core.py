@@ -239,20 +239,21 @@ class _Send:
     the client raises for it exactly as it would alone.
     """
 
-    __slots__ = ("args", "body_size", "carrier", "count", "kwargs", "named", "positions", "topic")
+    __slots__ = ("args", "body_size", "carrier", "kwargs", "positions", "topic")
 
     def __init__(self, client: KafkaClient, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         positions, count = client.produce_positions, len(args)
         if count > len(positions):
             raise _Untouched("arguments the produce method does not take")
-        named = dict(zip(client.produce_parameters, args, strict=False))
         if kwargs:
             for name in kwargs:
                 if positions.get(name, count) < count:
                     raise _Untouched("an argument given twice")
-            named.update(kwargs)
-        headers, topic = named.get("headers"), named.get("topic")
-        value: Any = named.get("value")
+        # Read in place (no dict of every argument by name: this is the hot path of every send).
+        topic_at, value_at, headers_at = client.read_positions
+        topic = args[topic_at] if topic_at < count else kwargs.get("topic")
+        value: Any = args[value_at] if value_at < count else kwargs.get("value")
+        headers = args[headers_at] if headers_at < count else kwargs.get("headers")
         copy: Headers | dict[Any, Any] | None = []
         if headers is not None:
             copy = header_copy(headers) if client.mapping_headers else header_list(headers)
@@ -261,20 +262,24 @@ class _Send:
         if type(topic) is not str and not isinstance(topic, str):
             logger.debug("busprop: a Kafka topic of type %s: record sent untouched", type(topic).__name__)
             raise _Untouched("a topic that is no str")
-        #: Every argument given, by name.
-        self.named, self.positions, self.args, self.kwargs, self.count = named, positions, args, kwargs, count
+        self.positions, self.args, self.kwargs = positions, args, kwargs
         self.carrier: Headers | dict[Any, Any] = copy
         self.topic: str = topic
         self.body_size = len(value) if type(value) in _SIZED else None
         self.set("headers", copy)
 
-    def set(self, name: str, value: Any) -> None:
+    def get(self, name: str) -> Any:
+        """The argument given for parameter ``name`` (positionally or by keyword), else ``None``."""
         position = self.positions.get(name, _KEYWORD_ONLY)
-        if position < self.count:
+        return self.args[position] if position < len(self.args) else self.kwargs.get(name)
+
+    def set(self, name: str, value: Any) -> None:
+        """Give ``value`` for parameter ``name``, where the caller gave it (by keyword if not at all)."""
+        position = self.positions.get(name, _KEYWORD_ONLY)
+        if position < len(self.args):
             self.args = (*self.args[:position], value, *self.args[position + 1 :])
         else:
             self.kwargs = {**self.kwargs, name: value}
-        self.named[name] = value
 
 
 class _Delivery:
@@ -353,10 +358,9 @@ def _start(
     )
     if isinstance(span, NotEnabled):
         return span, None
-    named = send.named
     callback = name = None
     for name in client.delivery_callbacks:
-        callback = named.get(name)
+        callback = send.get(name)
         if callback is not None:
             break
     if callback is None and _configured_callbacks_seen:
