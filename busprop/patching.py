@@ -4,8 +4,8 @@ An Integration traces unchanged user code by wrapping methods of the client libr
 (``KafkaProducer.send``, ``aio_pika.Exchange.publish`` ...). When each adapter kept its own dict of
 originals and its patched methods looked the original up there on every call, a call racing
 ``uninstall()`` raised ``KeyError`` into user code, and two threads installing at once could wrap
-a method twice or record a patch as the original. Here every patch is a ``wrapt.FunctionWrapper``
-(the wrapper type OpenTelemetry's instrumentations use as well), so that:
+a method twice or record a patch as the original. Here every patch is a wrapper in the manner of
+``wrapt.FunctionWrapper`` (the wrapper type OpenTelemetry's instrumentations use as well), so that:
 
 - a call never looks its original up: the wrapper holds it (``__wrapped__``) and hands it to the
   wrapper function already bound to the instance;
@@ -25,10 +25,14 @@ A class implemented in C (confluent-kafka's ``Producer``) refuses new attributes
 cannot be wrapped in place. :func:`patchable_subclass` gives a Python subclass that takes the
 patches instead, and :class:`Patches` (``names=``) puts it in place of the class under the names
 the library exports while installed: objects created from those names afterwards are traced.
-Nothing but busprop ever held such a subclass's methods (they are inherited from the C class), so
-its patches need no proxy standing in for an original: they are plain functions carrying the same
-switch, mark and ``__wrapped__``, which saves wrapt's binding of a proxy on every call (about a
-microsecond, the largest single cost of a patched confluent-kafka ``produce()``).
+
+wrapt's proxy binds itself anew on every call through an instance (about half a microsecond, the
+largest single cost of a patched send). A method that is a plain Python function or coroutine
+function (every send and receive busprop patches), and a method such a subclass inherits from
+its C class, is therefore patched by a plain function (a coroutine function for a coroutine
+function) carrying the same switch, mark and ``__wrapped__``: it keeps the method's name, kind
+and signature, and binds the original itself. A module's function, a generator function, a
+static or class method or any other callable keeps wrapt's proxy.
 """
 
 from __future__ import annotations
@@ -102,17 +106,43 @@ def patchable_subclass(cls: type) -> type:
     return _KeepsInstanceChecks(cls.__name__, (cls,), namespace)
 
 
-def _method_patch(inherited: Any, switch: _Switch) -> Callable[..., Any]:
-    """The patch of a method a :func:`patchable_subclass` inherits: a plain function calling
-    ``switch`` as a ``FunctionWrapper`` would (the original bound to the instance), marked alike."""
+def _takes_plain_patch(owner: Any, own: Any, current: Any) -> bool:
+    """Whether ``owner.attribute`` (``current``, ``own`` when the owner defines it) is patched by
+    a plain function (:func:`_method_patch`) rather than a ``wrapt.FunctionWrapper``: a method a
+    :func:`patchable_subclass` inherits from its C type, or a class's plain Python function or
+    coroutine function. A module's function, a generator function, a static or class method and
+    anything else take wrapt's proxy, which stands in for any callable."""
+    if own is _ABSENT and isinstance(owner, _KeepsInstanceChecks):
+        return True
+    if isinstance(owner, ModuleType) or not inspect.isfunction(current):
+        return False
+    return not (inspect.isgeneratorfunction(current) or inspect.isasyncgenfunction(current))
 
-    def patched(self: Any, *args: Any, **kwargs: Any) -> Any:
-        method = inherited.__get__(self, type(self))
-        if switch.on:  # what ``switch(method, self, args, kwargs)`` does, one call less
-            return switch.wrapper(method, self, args, kwargs)
-        return method(*args, **kwargs)
 
-    functools.update_wrapper(patched, inherited)  # its name, doc and ``__wrapped__``
+def _method_patch(function: Any, switch: _Switch) -> Callable[..., Any]:
+    """The patch of a method: a plain function calling ``switch`` as a ``FunctionWrapper`` would
+    (``function`` bound to the instance), marked alike, and a coroutine function when ``function``
+    is one (so ``inspect.iscoroutinefunction`` still holds). It saves wrapt's binding of a proxy
+    on every call, about half a microsecond on every patched send and receive."""
+    if inspect.iscoroutinefunction(function):
+
+        async def patched_coroutine(self: Any, *args: Any, **kwargs: Any) -> Any:
+            method = function.__get__(self, type(self))
+            if switch.on:  # what ``switch(method, self, args, kwargs)`` does, one call less
+                return await switch.wrapper(method, self, args, kwargs)
+            return await method(*args, **kwargs)
+
+        patched: Callable[..., Any] = patched_coroutine
+    else:
+
+        def patched_function(self: Any, *args: Any, **kwargs: Any) -> Any:
+            method = function.__get__(self, type(self))
+            if switch.on:
+                return switch.wrapper(method, self, args, kwargs)
+            return method(*args, **kwargs)
+
+        patched = patched_function
+    functools.update_wrapper(patched, function)  # its name, doc and ``__wrapped__``
     setattr(patched, _MARK, switch)
     return patched
 
@@ -267,7 +297,7 @@ class Patches:
             if switch is not None and switch.identity == identity:
                 return self._adopt(patch, function, switch, placed=function is own)
         switch = _Switch(self.name, identity, patch.wrapper)
-        if own is _ABSENT and isinstance(owner, _KeepsInstanceChecks):
+        if _takes_plain_patch(owner, own, current):
             function_wrapper: Any = _method_patch(current, switch)
         else:
             function_wrapper = wrapt.FunctionWrapper(current, switch)

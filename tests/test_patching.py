@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import inspect
 import sys
 import threading
 import uuid
@@ -170,6 +171,75 @@ def test_the_originals_exception_propagates_unchanged() -> None:
     with pytest.raises(LookupError) as raised:
         Greeter().fail(error)
     assert raised.value is error
+
+
+class Library:
+    """A client library's class with the other kinds of method a patch may land on."""
+
+    async def send(self, topic: str, value: bytes = b"", *, key: bytes | None = None) -> str:
+        return f"sent {topic}"
+
+    def records(self, count: int) -> Iterator[int]:
+        yield from range(count)
+
+    @staticmethod
+    def version() -> str:
+        return "1.0"
+
+
+async def exclaim_async(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    return f"{await wrapped(*args, **kwargs)}!"
+
+
+def counted(calls: list[Any]) -> Callable[..., Any]:
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        calls.append(instance)
+        return wrapped(*args, **kwargs)
+
+    return wrapper
+
+
+def test_a_patched_method_keeps_its_kind_name_and_signature() -> None:
+    """A class's Python function or coroutine function is patched by a plain function (no proxy
+    bound on every call): it must still look like the library's method to code that inspects it."""
+    originals = {name: Library.__dict__[name] for name in ("send", "records", "version")}
+    calls: list[Any] = []
+    patches = Patches(
+        "busprop_test",
+        [
+            (Library, "send", exclaim_async),
+            (Library, "records", counted(calls)),
+            (Library, "version", counted(calls)),
+        ],
+    )
+    patches.install()
+    try:
+        library = Library()
+        assert inspect.iscoroutinefunction(Library.send) and inspect.iscoroutinefunction(library.send)
+        assert inspect.signature(library.send) == inspect.signature(originals["send"].__get__(library))
+        assert (Library.send.__name__, Library.send.__qualname__) == ("send", "Library.send")
+        assert asyncio.run(library.send("orders", key=b"k")) == "sent orders!"
+        assert inspect.isgeneratorfunction(Library.records)  # generator functions keep wrapt's proxy
+        assert list(library.records(3)) == [0, 1, 2]
+        assert Library.version() == library.version() == "1.0"
+        assert calls == [library, None, None]
+    finally:
+        patches.uninstall()
+    assert {name: Library.__dict__[name] for name in originals} == originals
+    assert asyncio.run(Library().send("orders")) == "sent orders"
+
+
+def test_a_coroutine_method_held_across_an_uninstall_runs_the_original() -> None:
+    patches = Patches("busprop_test", [(Library, "send", exclaim_async)])
+    patches.install()
+    send = Library().send
+    assert asyncio.run(send("orders")) == "sent orders!"
+    patches.uninstall()
+    assert asyncio.run(send("orders")) == "sent orders"
 
 
 def test_concurrent_install_and_uninstall_never_raises_nor_wraps_twice() -> None:

@@ -509,7 +509,7 @@ def _traced_callback(callback: Callable[..., Any]) -> Callable[..., Any]:
     return traced
 
 
-# The patches are wrapt wrappers (see busprop.patching): ``wrapped`` is aio-pika's own method, bound
+# The patches call wrapt-style wrappers (see busprop.patching): ``wrapped`` is aio-pika's own method, bound
 # to the instance; the wrapper returns what the method returns (a coroutine for an async method).
 
 
