@@ -6,7 +6,8 @@ machine is doing). Each path runs in its own process under ``valgrind --tool=cal
 with ``--small`` and ``--large`` messages; the difference divided by the difference in messages
 is the cost of one message, with the interpreter's start-up and the imports cancelled out.
 
-Paths, with no broker but for ``aiokafka-produce`` (what is counted is the Python around the client's call):
+Paths, with no broker but for ``aiokafka-produce``, ``pika-publish`` and ``pika`` (what is counted is
+the Python around the client's call):
 
 - ``produce``: confluent-kafka's ``Producer.produce()`` into librdkafka's local queue (the broker
   address is unreachable, the queue purged at the end): bare with the two trace headers as static
@@ -24,6 +25,15 @@ Paths, with no broker but for ``aiokafka-produce`` (what is counted is the Pytho
   while the sends are counted: bare with the two trace headers as static bytes (the floor),
   KafkaIntegration with tracing off and in an unsampled transaction, and OpenTelemetry's aiokafka
   instrumentation in an unsampled root span (the goal's comparison, counted).
+- ``pika-publish``: publishes of 100-byte messages through a real pika ``BlockingChannel`` (the
+  RabbitMQ of ``AMQP_URL``, publisher confirms on, each publish waiting for its confirm, as the
+  goals' pika measurement), in request transactions (root spans) of 100: with static trace
+  headers (the floor), AMQPIntegration with tracing off, unsampled and sampled, OpenTelemetry's
+  pika instrumentation unsampled, and Sentry's recipe sampled.
+- ``pika``: messages of distinct unsampled traces, with the headers busprop's publish writes,
+  published by a separate process that is not counted, then consumed by a ``basic_consume``
+  callback that acks each: reading the two headers (the floor), AMQPIntegration with tracing off
+  and unsampled, sentry-sdk alone doing what busprop asks of it, and OpenTelemetry.
 - ``consume``: confluent-kafka ``Message`` objects, each of a distinct unsampled trace, iterated
   bare and through ``busprop.kafka.traced_records`` (tracing off, and unsampled: an isolation
   scope, the SDK's parse of the headers and a never-sampled transaction per message), the body
@@ -57,7 +67,7 @@ Paths, with no broker but for ``aiokafka-produce`` (what is counted is the Pytho
   ends written by hand (a ``queue.publish`` span around each send, a transaction with its
   ``queue.process`` span around each message, the same JSON work), a fiftieth of the round trips.
 
-Usage: python bench/instructions.py [--small 1000] [--large 6000] [--paths produce,send,asend,aiokafka-produce,consume,sampled,amqp,amqp-publish,amqp-sampled,websocket,websocket-sampled]. Needs valgrind
+Usage: python bench/instructions.py [--small 1000] [--large 6000] [--paths produce,send,asend,aiokafka-produce,pika-publish,pika,consume,sampled,amqp,amqp-publish,amqp-sampled,websocket,websocket-sampled]. Needs valgrind
 (Debian's package). The table gives instructions per message, the excess over the floor and, for busprop's
 consume rows, busprop's own part: the excess over sentry-sdk alone doing the same work.
 """
@@ -110,6 +120,22 @@ PATHS: dict[str, list[tuple[str, str]]] = {
         ("off", "KafkaIntegration, tracing off"),
         ("unsampled", "KafkaIntegration, unsampled transaction"),
         ("otel", "OpenTelemetry, ParentBased(ALWAYS_OFF) root span"),
+    ],
+    "pika-publish": [
+        ("floor", "BlockingChannel.basic_publish(), confirms on, static trace headers (the floor)"),
+        ("off", "AMQPIntegration, tracing off"),
+        ("unsampled", "AMQPIntegration, unsampled transaction"),
+        ("otel", "OpenTelemetry, ParentBased(ALWAYS_OFF) root span"),
+        ("recipe", "Sentry's recipe around basic_publish(), sampled transaction"),
+        ("sampled", "AMQPIntegration, sampled transaction"),
+    ],
+    "pika": [
+        ("floor", "a basic_consume callback reading the two trace headers (the floor)"),
+        ("sdk-off", "sentry-sdk alone, what busprop asks of it, tracing off"),
+        ("off", "AMQPIntegration, tracing off"),
+        ("sdk-unsampled", "sentry-sdk alone, what busprop asks of it, unsampled heads"),
+        ("unsampled", "AMQPIntegration, unsampled heads"),
+        ("otel", "OpenTelemetry, unsampled heads"),
     ],
     "consume": [
         ("bare", "bare iteration (the floor)"),
@@ -183,6 +209,10 @@ def _init(scenario: str, bus: str = "kafka") -> None:
             from opentelemetry.instrumentation.aiokafka import AIOKafkaInstrumentor
 
             AIOKafkaInstrumentor().instrument(tracer_provider=provider)
+        elif bus == "pika":
+            from opentelemetry.instrumentation.pika import PikaInstrumentor
+
+            PikaInstrumentor().instrument(tracer_provider=provider)
         else:
             from opentelemetry.instrumentation.confluent_kafka import ConfluentKafkaInstrumentor
 
@@ -192,7 +222,7 @@ def _init(scenario: str, bus: str = "kafka") -> None:
         return
     options: dict[str, Any] = {"dsn": LOCAL_DSN, "transport": Dropping, "default_integrations": False}
     if not scenario.startswith("sdk-"):
-        options["integrations"] = [AMQPIntegration() if bus == "amqp" else KafkaIntegration()]
+        options["integrations"] = [AMQPIntegration() if bus in ("amqp", "pika") else KafkaIntegration()]
     if scenario.endswith("unsampled"):
         options["traces_sample_rate"] = 0.0
     if scenario in ("recipe", "recipe-scope", "recipe-statuses", "sdk-sampled", "sampled"):
@@ -335,6 +365,116 @@ def _aiokafka_produce(scenario: str, count: int) -> None:
                 await producer.send("instructions", value)
 
     asyncio.run(run())
+
+
+def _pika_channel() -> tuple[Any, Any, str]:
+    """A ``BlockingConnection`` to the broker of ``AMQP_URL`` (the local default), its channel with
+    publisher confirms on and a prefetch of 100, as ``bench/bench_pika.py`` uses, and a new
+    exclusive queue."""
+    import pika
+
+    from busprop.demo import brokers
+
+    connection = pika.BlockingConnection(pika.URLParameters(brokers.amqp_url()))
+    channel = connection.channel()
+    channel.confirm_delivery()
+    channel.basic_qos(prefetch_count=100)
+    queue = str(channel.queue_declare(f"instructions-{uuid.uuid4().hex[:8]}", exclusive=True).method.queue)
+    return connection, channel, queue
+
+
+def _pika_publish(scenario: str, count: int) -> None:
+    """Publishes of 100-byte messages through a real ``BlockingChannel`` (confirms on, each
+    publish waiting for its confirm), in request transactions (root spans) of 100."""
+    import pika
+    import sentry_sdk
+    from bench_peers import recipe_publish
+
+    connection, channel, queue = _pika_channel()
+    body = b"x" * 100
+
+    def publish() -> None:
+        if scenario == "floor":
+            channel.basic_publish("", queue, body, pika.BasicProperties(headers=dict(_STATIC_TEXT)))
+        elif scenario == "recipe":
+            with recipe_publish(queue, body) as headers:
+                channel.basic_publish("", queue, body, pika.BasicProperties(headers=dict(headers)))
+        else:
+            channel.basic_publish("", queue, body)
+
+    def request() -> AbstractContextManager[Any]:
+        if scenario == "otel":
+            from opentelemetry import trace
+
+            return trace.get_tracer("bench").start_as_current_span("request")
+        if scenario in ("unsampled", "recipe", "sampled"):
+            return sentry_sdk.start_transaction(name="request")
+        return nullcontext()
+
+    for number in (200, count):  # a warm-up, then the count
+        for first in range(0, number, 100):
+            with request():
+                for _ in range(min(100, number - first)):
+                    publish()
+        channel.queue_purge(queue)
+    connection.close()
+
+
+#: The two trace headers as text, as a pika message's headers table carries them.
+_STATIC_TEXT = [(key, value.decode()) for key, value in STATIC_HEADERS]
+
+
+def _pika_consume(scenario: str, count: int) -> None:
+    """Messages of distinct unsampled traces, with the headers busprop's publish writes, published
+    by a separate process (not counted) and consumed here by a ``basic_consume`` callback that
+    acks each one: the callback reading the two headers (the floor), through AMQPIntegration, as
+    sentry-sdk alone doing what busprop asks of it, and through OpenTelemetry's instrumentation."""
+    import sentry_sdk
+
+    connection, channel, queue = _pika_channel()
+    total = 200 + count  # a warm-up, then the count
+    subprocess.run([sys.executable, __file__, "--fill", queue, str(total)], check=True)
+    consumed = [0]
+
+    def handle(ch: Any, method: Any, properties: Any, body: bytes) -> None:  # the user's callback
+        sentry_sdk.get_traceparent()
+        ch.basic_ack(method.delivery_tag)
+        consumed[0] += 1
+        if consumed[0] == total:
+            ch.stop_consuming()
+
+    def floor(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+        headers = properties.headers or {}
+        headers.get("sentry-trace"), headers.get("baggage")
+        handle(ch, method, properties, body)
+
+    def sdk_handle(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+        headers = {key: str(value) for key, value in (properties.headers or {}).items()}
+        with sdk_message(headers, queue, scenario == "sdk-unsampled"):
+            handle(ch, method, properties, body)
+
+    callback = {"floor": floor, "sdk-off": sdk_handle, "sdk-unsampled": sdk_handle}.get(scenario, handle)
+    channel.basic_consume(queue, callback)
+    channel.start_consuming()
+    connection.close()
+
+
+def _fill(queue: str, count: int) -> None:
+    """Publish ``count`` messages of distinct unsampled traces into ``queue`` (for ``_pika_consume``)."""
+    import pika
+
+    from busprop.demo import brokers
+
+    connection = pika.BlockingConnection(pika.URLParameters(brokers.amqp_url()))
+    channel = connection.channel()
+    for _ in range(count):
+        trace_id = uuid.uuid4().hex
+        headers = {
+            "sentry-trace": f"{trace_id}-b2bd6e9b3e4c5a1f-0",
+            "baggage": f"sentry-trace_id={trace_id},sentry-sample_rand=0.5,sentry-sampled=false",
+        }
+        channel.basic_publish("", queue, b"x" * 100, pika.BasicProperties(headers=headers))
+    connection.close()
 
 
 def _consume(scenario: str, count: int, sampled: bool = False) -> None:
@@ -712,6 +852,12 @@ def _child(path: str, scenario: str, count: int) -> None:
     elif path in ("send", "asend"):
         _init(scenario if scenario == "floor" else f"sdk-{scenario}")  # traced_producer, no Integration
         (_send if path == "send" else _asend)(scenario, count)
+    elif path == "pika-publish":
+        _init(scenario, bus="pika")
+        _pika_publish(scenario, count)
+    elif path == "pika":
+        _init(scenario, bus="pika")
+        _pika_consume(scenario, count)
     elif path == "aiokafka-produce":
         _init(scenario, bus="aiokafka")
         _aiokafka_produce(scenario, count)
@@ -752,7 +898,11 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=6000)
     parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of {', '.join(PATHS)}")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--fill", nargs=2, help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.fill:
+        _fill(options.fill[0], int(options.fill[1]))
+        return
     if options.child:
         path, scenario, count = options.child
         _child(path, scenario, int(count))
