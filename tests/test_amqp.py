@@ -747,6 +747,41 @@ async def test_integration_traces_plain_aio_pika_code(
     assert inside == [root.trace_id, root.trace_id]
 
 
+async def test_the_patched_publish_leaves_a_client_without_the_integration_alone(
+    sentry_init: Callable[..., Any], connection: aio_pika.abc.AbstractRobustConnection, integration: Any
+) -> None:
+    """The patch stays installed once a client has set it up; a client initialised after it
+    without AMQPIntegration has its messages published as given, and the next client with the
+    Integration has them traced again (the check rides on the lookup every publish makes)."""
+    sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    captured = sentry_init(traces_sample_rate=1.0, auto_enabling_integrations=False)
+    channel = await connection.channel()
+    queue = await exclusive_queue(channel)
+    message = aio_pika.Message(b"as given", headers={"x-user": "kept"})
+    with sentry_sdk.start_transaction(name="checkout"):
+        await channel.default_exchange.publish(message, routing_key=queue.name)
+    delivered = await queue.get(timeout=5, no_ack=True)
+    assert delivered.body == b"as given" and delivered.headers == {"x-user": "kept"}
+    assert spans_of(captured.transactions(), "queue.publish") == []
+
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    with sentry_sdk.start_transaction(name="checkout") as root:
+        await channel.default_exchange.publish(message, routing_key=queue.name)
+    delivered = await queue.get(timeout=5, no_ack=True)
+    assert str(delivered.headers["sentry-trace"]).startswith(root.trace_id)
+    assert len(spans_of(captured.transactions(), "queue.publish")) == 1
+
+
+async def test_the_patched_publish_passes_arguments_it_cannot_read_to_aio_pika(
+    sentry_init: Callable[..., Any], connection: aio_pika.abc.AbstractRobustConnection, integration: Any
+) -> None:
+    sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    channel = await connection.channel()
+    with pytest.raises(TypeError) as raised:
+        await channel.default_exchange.publish(aio_pika.Message(b"x"))  # type: ignore[call-arg]
+    assert str(raised.value) == "Exchange.publish() missing 1 required positional argument: 'routing_key'"
+
+
 @pytest.mark.parametrize("rpc_class", [aio_pika.patterns.RPC, busprop.amqp.TracedRPC])
 async def test_integration_rpc_round_trip(
     sentry_init: Callable[..., Any],

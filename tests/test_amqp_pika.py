@@ -205,6 +205,31 @@ def test_integration_one_publish_span_per_blocking_publish_covering_the_confirm(
     assert traces == [f"{span['trace_id']}-{span['span_id']}-1" for span in spans]
 
 
+def test_the_patched_publish_leaves_a_client_without_the_integration_alone(
+    sentry_init: Callable[..., Any], channel: BlockingChannel, integration: type[AMQPIntegration]
+) -> None:
+    """The patches stay installed once a client has set them up; a client initialised after it
+    without AMQPIntegration has its messages published as given (by the blocking channel and the
+    channel under it), and the next client with the Integration has them traced again."""
+    sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    captured = sentry_init(traces_sample_rate=1.0, auto_enabling_integrations=False)
+    queue = exclusive_queue(channel)
+    properties = pika.BasicProperties(headers={"x-user": "kept"})
+    with sentry_sdk.start_transaction(name="head"):
+        channel.basic_publish("", queue, b"as given", properties)
+    _, delivered, body = receive(channel, queue)
+    assert body == b"as given" and delivered.headers == {"x-user": "kept"}
+    assert spans_of(captured.transactions(), "queue.publish") == []
+
+    captured = sentry_init(traces_sample_rate=1.0, integrations=[integration()])
+    with sentry_sdk.start_transaction(name="head") as transaction:
+        channel.basic_publish("", queue, b"traced", properties)
+    _, delivered, _ = receive(channel, queue)
+    assert delivered.headers["sentry-trace"].startswith(transaction.trace_id)
+    assert len(spans_of(captured.transactions(), "queue.publish")) == 1
+    assert properties.headers == {"x-user": "kept"}
+
+
 def test_unsampled_head_no_consumer_transaction_and_minus_zero_forwarded(
     sentry_init: Callable[..., Any], channel: BlockingChannel, integration: type[AMQPIntegration]
 ) -> None:

@@ -175,13 +175,16 @@ async def _publish_message(
     message: AbstractMessage,
     routing_key: str,
     send: Callable[..., Awaitable[Any]],
+    patched: bool = False,
+    /,
     **options: Any,
 ) -> Any:
     """Publish ``message`` with ``send(message, routing_key, **options)`` inside a ``queue.publish`` span.
 
     ``send`` is the exchange's own publish. The trace is written into an :class:`OutgoingMessage`
     standing in for ``message``; for a destination outside ``propagation_targets`` the message is
-    published as given.
+    published as given. ``patched``: AMQPIntegration's patch calls, and the message is traced only
+    when the current client has AMQPIntegration (asked in the lookup the publish makes anyway).
     """
     if already_publishing():
         return await send(message, routing_key, **options)
@@ -197,9 +200,12 @@ async def _publish_message(
             message_id=sent.message_id,
             body=message.body,
             correlation_id=message.correlation_id,
+            integration=patched,
         )
     except Exception:  # a message busprop cannot read is published as it is, untraced
         logger.debug("busprop: could not prepare the AMQP message for tracing", exc_info=True)
+        return await send(message, routing_key, **options)
+    if started is None:  # the current client has not set AMQPIntegration up
         return await send(message, routing_key, **options)
     if outgoing is not None and started[2] is not None:
         try:
@@ -516,19 +522,18 @@ def _traced_callback(callback: Callable[..., Any]) -> Callable[..., Any]:
 def _patched_publish(
     wrapped: Callable[..., Any], self: AbstractExchange, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if not integration_enabled():
+    try:
+        message, routing_key, options = _publish_arguments(*args, **kwargs)
+    except TypeError:  # not aio-pika's arguments: aio-pika raises for them, as it would alone
         return wrapped(*args, **kwargs)
-    return _traced_publish(self, wrapped, *args, **kwargs)
+    return _publish_message(self, message, routing_key, wrapped, True, **options)
 
 
-def _traced_publish(
-    exchange: AbstractExchange,
-    send: Callable[..., Any],
-    message: AbstractMessage,
-    routing_key: str,
-    **options: Any,
-) -> Awaitable[Any]:
-    return _publish_message(exchange, message, routing_key, send, **options)
+def _publish_arguments(
+    message: AbstractMessage, routing_key: str, **options: Any
+) -> tuple[AbstractMessage, str, dict[str, Any]]:
+    """``Exchange.publish``'s arguments, positional or by name."""
+    return message, routing_key, options
 
 
 def _patched_consume(

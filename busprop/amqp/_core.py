@@ -257,12 +257,17 @@ def start_publish_span(
     message_id: Any,
     body: Any,
     correlation_id: Any,
-) -> StartedPublish:
+    integration: bool = False,
+) -> StartedPublish | None:
     """Start the ``queue.publish`` span of one message to ``destination`` (:func:`destination_of`),
     under a sampled parent, and write the trace into ``headers`` (if given), with the publish time
     unless the trace it carries is unsampled (no consumer will measure a latency). End it with
     :func:`finish_publish_span`; until then a publish nested in it (a patched inner method) is
     not traced. Two functions around the send, as on Kafka: no object per message. Never raises.
+
+    ``integration``: a publish AMQPIntegration's patch made, traced only when the current client
+    has AMQPIntegration (asked in the lookup of the client the publish makes anyway); ``None``
+    when it has not: nothing was started or written, the message goes out as it is.
     """
     body_size = len(body) if isinstance(body, (bytes, bytearray, memoryview)) else None
     details = (
@@ -272,9 +277,12 @@ def start_publish_span(
     )
     token = _publishing.set(True)
     carrier = headers if headers is not None else {}
-    span, values = start_publish_and_values(route, carrier, destination, body_size, details)
-    if isinstance(span, NotEnabled):  # never: no Integration is named
-        span = None
+    span, values = start_publish_and_values(
+        route, carrier, destination, body_size, details, integration=INTEGRATION if integration else None
+    )
+    if isinstance(span, NotEnabled):
+        _publishing.reset(token)
+        return None
     published_at = None
     if headers is not None and (span is not None or not _carries_unsampled(values)):
         published_at = time.time()

@@ -148,7 +148,15 @@ def traced_publish(send: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     Arguments that are not pika's (a ``TypeError`` from pika's own call) and properties busprop
     cannot read are passed on as given, untraced.
     """
-    if _core.already_publishing():
+    return _traced_publish(send, args, kwargs)
+
+
+def _traced_publish(
+    send: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, patched: bool = False
+) -> Any:
+    """:func:`traced_publish`; ``patched``: AMQPIntegration's patch calls, traced only when the
+    current client has AMQPIntegration (:func:`busprop.amqp._core.start_publish_span`)."""
+    if _core.already_publishing():  # a nested publish (the channel's own, under a blocking one)
         return send(*args, **kwargs)
     try:
         exchange, routing_key, body, properties, mandatory = _publish_arguments(*args, **kwargs)
@@ -163,9 +171,12 @@ def traced_publish(send: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             message_id=getattr(sent, "message_id", None),
             body=body,
             correlation_id=getattr(sent, "correlation_id", None),
+            integration=patched,
         )
     except Exception:
         logger.debug("busprop: could not prepare the pika message for tracing", exc_info=True)
+        return send(*args, **kwargs)
+    if started is None:  # the current client has not set AMQPIntegration up
         return send(*args, **kwargs)
     try:
         result = send(exchange, routing_key, body, sent, mandatory)
@@ -272,9 +283,7 @@ _generators: weakref.WeakKeyDictionary[Any, weakref.WeakSet[TracedConsume]] = we
 def _patched_publish(
     wrapped: Callable[..., Any], _channel: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if not _core.integration_enabled():
-        return wrapped(*args, **kwargs)
-    return traced_publish(wrapped, *args, **kwargs)
+    return _traced_publish(wrapped, args, kwargs, patched=True)
 
 
 def _is_internal_callback(callback: Any) -> bool:
