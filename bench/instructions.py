@@ -29,7 +29,8 @@ the Python around the client's call):
   RabbitMQ of ``AMQP_URL``, publisher confirms on, each publish waiting for its confirm, as the
   goals' pika measurement), in request transactions (root spans) of 100: with static trace
   headers (the floor), AMQPIntegration with tracing off, unsampled and sampled, OpenTelemetry's
-  pika instrumentation unsampled, and Sentry's recipe sampled.
+  pika instrumentation unsampled, Sentry's recipe sampled, and the recipe given what busprop's
+  sampled publish asks of sentry-sdk (its data keys, origin and status; ``sdk-sampled``).
 - ``pika``: messages of distinct unsampled traces, with the headers busprop's publish writes,
   published by a separate process that is not counted, then consumed by a ``basic_consume``
   callback that acks each: reading the two headers (the floor), AMQPIntegration with tracing off
@@ -127,6 +128,7 @@ PATHS: dict[str, list[tuple[str, str]]] = {
         ("unsampled", "AMQPIntegration, unsampled transaction"),
         ("otel", "OpenTelemetry, ParentBased(ALWAYS_OFF) root span"),
         ("recipe", "Sentry's recipe around basic_publish(), sampled transaction"),
+        ("sdk-sampled", "the recipe with what busprop asks of sentry-sdk: its data keys, origin, status ok"),
         ("sampled", "AMQPIntegration, sampled transaction"),
     ],
     "pika": [
@@ -385,7 +387,11 @@ def _pika_channel() -> tuple[Any, Any, str]:
 
 def _pika_publish(scenario: str, count: int) -> None:
     """Publishes of 100-byte messages through a real ``BlockingChannel`` (confirms on, each
-    publish waiting for its confirm), in request transactions (root spans) of 100."""
+    publish waiting for its confirm), in request transactions (root spans) of 100. ``sdk-sampled``
+    is the recipe given what busprop's sampled publish asks of sentry-sdk: its five data keys (no
+    message id: none is given), its origin, its publish-time header and status ``ok``."""
+    import time
+
     import pika
     import sentry_sdk
     from bench_peers import recipe_publish
@@ -399,6 +405,26 @@ def _pika_publish(scenario: str, count: int) -> None:
         elif scenario == "recipe":
             with recipe_publish(queue, body) as headers:
                 channel.basic_publish("", queue, body, pika.BasicProperties(headers=dict(headers)))
+        elif scenario == "sdk-sampled":
+            with sentry_sdk.start_span(
+                op="queue.publish", name=f"/{queue}", origin="auto.queue.busprop.pika"
+            ) as span:
+                span.update_data(
+                    {
+                        "messaging.system": "rabbitmq",
+                        "messaging.destination.name": f"/{queue}",
+                        "messaging.operation.type": "publish",
+                        "messaging.message.body.size": len(body),
+                        "messaging.rabbitmq.destination.routing_key": queue,
+                    }
+                )
+                headers = {
+                    "sentry-trace": sentry_sdk.get_traceparent() or "",
+                    "baggage": sentry_sdk.get_baggage(),
+                }
+                headers["busprop-published-at"] = f"{time.time():.6f}"
+                channel.basic_publish("", queue, body, pika.BasicProperties(headers=headers))
+                span.set_status("ok")
         else:
             channel.basic_publish("", queue, body)
 
@@ -407,7 +433,7 @@ def _pika_publish(scenario: str, count: int) -> None:
             from opentelemetry import trace
 
             return trace.get_tracer("bench").start_as_current_span("request")
-        if scenario in ("unsampled", "recipe", "sampled"):
+        if scenario in ("unsampled", "recipe", "sdk-sampled", "sampled"):
             return sentry_sdk.start_transaction(name="request")
         return nullcontext()
 
