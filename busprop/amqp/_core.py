@@ -59,14 +59,20 @@ def destination_of(exchange: str | None, routing_key: str | None) -> str:
     A part that is not a string (never what a client hands over) counts as empty: the string is
     built from values that cannot run code of their own.
     """
+    if type(exchange) is str and type(routing_key) is str:  # what every client hands over
+        return f"{exchange}/{routing_key}"
     return f"{_name(exchange)}/{_name(routing_key)}"
 
 
 def _name(value: Any) -> str:
+    if type(value) is str:
+        return value
     return str.__str__(value) if isinstance(value, str) else ""
 
 
 def _text(value: Any) -> str | None:
+    if type(value) is str:
+        return value
     return str.__str__(value) if isinstance(value, str) else None
 
 
