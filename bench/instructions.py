@@ -6,7 +6,7 @@ machine is doing). Each path runs in its own process under ``valgrind --tool=cal
 with ``--small`` and ``--large`` messages; the difference divided by the difference in messages
 is the cost of one message, with the interpreter's start-up and the imports cancelled out.
 
-Paths, with no broker but for ``aiokafka-produce``, ``pika-publish`` and ``pika`` (what is counted is
+Paths, with no broker but for ``aiokafka-produce``, ``aiokafka-flush``, ``pika-publish`` and ``pika`` (what is counted is
 the Python around the client's call):
 
 - ``produce``: confluent-kafka's ``Producer.produce()`` into librdkafka's local queue (the broker
@@ -25,6 +25,11 @@ the Python around the client's call):
   while the sends are counted: bare with the two trace headers as static bytes (the floor),
   KafkaIntegration with tracing off and in an unsampled transaction, and OpenTelemetry's aiokafka
   instrumentation in an unsampled root span (the goal's comparison, counted).
+- ``aiokafka-flush``: the goals' aiokafka produce counted whole, sends in requests of 100 to a
+  real broker with aiokafka's default batching, then a flush: the sender task's encoding and
+  sending and each record's delivery (busprop's watch of it included) are counted too. Beside the
+  static floor, a floor whose static headers are as long as sentry-sdk's baggage makes them here,
+  and busprop unsampled with its watch of each send's outcome switched off.
 - ``pika-publish``: publishes of 100-byte messages through a real pika ``BlockingChannel`` (the
   RabbitMQ of ``AMQP_URL``, publisher confirms on, each publish waiting for its confirm, as the
   goals' pika measurement), in request transactions (root spans) of 100: with static trace
@@ -68,7 +73,7 @@ the Python around the client's call):
   ends written by hand (a ``queue.publish`` span around each send, a transaction with its
   ``queue.process`` span around each message, the same JSON work), a fiftieth of the round trips.
 
-Usage: python bench/instructions.py [--small 1000] [--large 6000] [--paths produce,send,asend,aiokafka-produce,pika-publish,pika,consume,sampled,amqp,amqp-publish,amqp-sampled,websocket,websocket-sampled]. Needs valgrind
+Usage: python bench/instructions.py [--small 1000] [--large 6000] [--paths produce,send,asend,aiokafka-produce,aiokafka-flush,pika-publish,pika,consume,sampled,amqp,amqp-publish,amqp-sampled,websocket,websocket-sampled]. Needs valgrind
 (Debian's package). The table gives instructions per message, the excess over the floor and, for busprop's
 consume rows, busprop's own part: the excess over sentry-sdk alone doing the same work.
 """
@@ -121,6 +126,14 @@ PATHS: dict[str, list[tuple[str, str]]] = {
         ("off", "KafkaIntegration, tracing off"),
         ("unsampled", "KafkaIntegration, unsampled transaction"),
         ("otel", "OpenTelemetry, ParentBased(ALWAYS_OFF) root span"),
+    ],
+    "aiokafka-flush": [
+        ("floor", "AIOKafkaProducer's send() and its delivery, static trace headers (the floor)"),
+        ("floor-sentry", "the same, static headers of the size sentry-sdk's baggage has here"),
+        ("off", "KafkaIntegration, tracing off"),
+        ("unsampled", "KafkaIntegration, unsampled transactions"),
+        ("unsampled-unwatched", "the same, the delivery's outcome not watched"),
+        ("otel", "OpenTelemetry, ParentBased(ALWAYS_OFF) root spans"),
     ],
     "pika-publish": [
         ("floor", "BlockingChannel.basic_publish(), confirms on, static trace headers (the floor)"),
@@ -365,6 +378,67 @@ def _aiokafka_produce(scenario: str, count: int) -> None:
         else:
             for _ in range(count):
                 await producer.send("instructions", value)
+
+    asyncio.run(run())
+
+
+#: Trace headers as long as busprop's are in these runs: sentry-sdk's baggage with an environment,
+#: a release, a public key, a transaction name, a sample rand and rate (what the static floor's
+#: shorter baggage leaves out, the client still encodes and sends).
+SENTRY_SIZED_HEADERS = [
+    ("sentry-trace", b"771a43a4192642f0b136d5159a501700-b2bd6e9b3e4c5a1f-0"),
+    (
+        "baggage",
+        b"sentry-trace_id=771a43a4192642f0b136d5159a501700,sentry-sample_rand=0.940504,"
+        b"sentry-environment=production,sentry-release=a5cfc99b07088c9474df70065859dc3c1c765750,"
+        b"sentry-public_key=public,sentry-transaction=request,sentry-sample_rate=0.0,sentry-sampled=false",
+    ),
+]
+
+
+def _aiokafka_flush(scenario: str, count: int) -> None:
+    """The goals' aiokafka produce, counted whole: sends in requests of 100 (a transaction or root
+    span each) to a real broker with aiokafka's default batching (a linger of 5 ms), then a flush,
+    so the sender task's encoding and sending and each record's delivery are counted too.
+    ``unsampled-unwatched`` switches off busprop's watch of each send's future (what reporting a
+    failed delivery costs)."""
+    import asyncio
+
+    import sentry_sdk
+    from aiokafka import AIOKafkaProducer
+
+    if scenario == "unsampled-unwatched":
+        from busprop.kafka import _aiokafka
+
+        object.__setattr__(_aiokafka.CLIENT, "watches_result", False)  # a frozen dataclass's cache
+
+    def request() -> AbstractContextManager[Any]:
+        if scenario == "otel":
+            from opentelemetry import trace
+
+            return trace.get_tracer("bench").start_as_current_span("request")
+        if scenario.startswith("unsampled"):
+            return sentry_sdk.start_transaction(name="request")
+        return nullcontext()
+
+    headers = {"floor": STATIC_HEADERS, "floor-sentry": SENTRY_SIZED_HEADERS}.get(scenario)
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"], linger_ms=5)
+        await producer.start()
+        topic = f"instructions-{uuid.uuid4().hex[:8]}"
+        await producer.partitions_for(topic)
+        value = b"x" * 100
+        for number in (200, count):  # a warm-up, then the count
+            for first in range(0, number, 100):
+                with request():
+                    for _ in range(min(100, number - first)):
+                        if headers is None:
+                            await producer.send(topic, value)
+                        else:
+                            await producer.send(topic, value, headers=list(headers))
+            await producer.flush()
+        await producer.stop()
 
     asyncio.run(run())
 
@@ -887,6 +961,11 @@ def _child(path: str, scenario: str, count: int) -> None:
     elif path == "aiokafka-produce":
         _init(scenario, bus="aiokafka")
         _aiokafka_produce(scenario, count)
+    elif path == "aiokafka-flush":
+        _init(
+            "floor" if scenario.startswith("floor") else scenario.removesuffix("-unwatched"), bus="aiokafka"
+        )
+        _aiokafka_flush(scenario, count)
     elif path == "amqp-publish":
         _init(scenario, bus="amqp")
         _amqp_publish(scenario, count)
@@ -934,7 +1013,7 @@ def main() -> None:
         _child(path, scenario, int(count))
     paths = options.paths.split(",")
     with ExitStack() as stack:
-        if "aiokafka-produce" in paths:  # the only path with a Kafka broker
+        if "aiokafka-produce" in paths or "aiokafka-flush" in paths:  # the paths with a Kafka broker
             from busprop.demo.brokers import kafka_bootstrap_servers
 
             os.environ["KAFKA_BOOTSTRAP_SERVERS"] = stack.enter_context(kafka_bootstrap_servers())
