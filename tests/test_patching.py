@@ -236,9 +236,11 @@ def test_a_patched_method_keeps_its_kind_name_and_signature() -> None:
 def test_a_coroutine_method_held_across_an_uninstall_runs_the_original() -> None:
     patches = Patches("busprop_test", [(Library, "send", exclaim_async)])
     patches.install()
-    send = Library().send
-    assert asyncio.run(send("orders")) == "sent orders!"
-    patches.uninstall()
+    try:
+        send = Library().send
+        assert asyncio.run(send("orders")) == "sent orders!"
+    finally:
+        patches.uninstall()
     assert asyncio.run(send("orders")) == "sent orders"
 
 
