@@ -28,11 +28,12 @@ the library exports while installed: objects created from those names afterwards
 
 wrapt's proxy binds itself anew on every call through an instance (about half a microsecond, the
 largest single cost of a patched send). A method that is a plain Python function or coroutine
-function (every send and receive busprop patches), and a method such a subclass inherits from
-its C class, is therefore patched by a plain function (a coroutine function for a coroutine
-function) carrying the same switch, mark and ``__wrapped__``: it keeps the method's name, kind
-and signature, and binds the original itself. A module's function, a generator function, a
-static or class method or any other callable keeps wrapt's proxy.
+function (every send and receive busprop patches but pika's generator ``BlockingChannel.consume``),
+and a method such a subclass inherits from its C class, is therefore patched by a plain function
+(a coroutine function for a coroutine function) carrying the same switch, mark and
+``__wrapped__``: it keeps the method's name, kind and signature, and binds the original itself. A
+module's function, a generator function, a static or class method or any other callable keeps
+wrapt's proxy.
 """
 
 from __future__ import annotations
