@@ -330,19 +330,20 @@ def _asend(scenario: str, count: int) -> None:
         ) -> Any:
             return asyncio.get_running_loop().create_future()
 
-    async def run() -> None:
-        producer = _sender(StubProducer(), scenario)
-        value = b"x" * 100
-        for _ in range(200):  # warm-up
-            await producer.send("topic", value)
-        if scenario == "floor":
-            for _ in range(count):
-                await producer.send("topic", value, headers=list(STATIC_HEADERS))
-        else:
-            for _ in range(count):
-                await producer.send("topic", value)
+    asyncio.run(_send_async(_sender(StubProducer(), scenario), "topic", scenario, count))
 
-    asyncio.run(run())
+
+async def _send_async(producer: Any, topic: str, scenario: str, count: int) -> None:
+    """200 sends to warm up, then ``count`` sends (the floor's with the static trace headers)."""
+    value = b"x" * 100
+    for _ in range(200):
+        await producer.send(topic, value)
+    if scenario == "floor":
+        for _ in range(count):
+            await producer.send(topic, value, headers=list(STATIC_HEADERS))
+    else:
+        for _ in range(count):
+            await producer.send(topic, value)
 
 
 def _aiokafka_produce(scenario: str, count: int) -> None:
@@ -369,15 +370,7 @@ def _aiokafka_produce(scenario: str, count: int) -> None:
             trace.get_tracer("bench").start_as_current_span("request").__enter__()
         elif scenario == "unsampled":
             sentry_sdk.start_transaction(name="request").__enter__()
-        value = b"x" * 100
-        for _ in range(200):  # warm-up
-            await producer.send("instructions", value)
-        if scenario == "floor":
-            for _ in range(count):
-                await producer.send("instructions", value, headers=list(STATIC_HEADERS))
-        else:
-            for _ in range(count):
-                await producer.send("instructions", value)
+        await _send_async(producer, "instructions", scenario, count)
 
     asyncio.run(run())
 

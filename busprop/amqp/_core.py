@@ -65,8 +65,6 @@ def destination_of(exchange: str | None, routing_key: str | None) -> str:
 
 
 def _name(value: Any) -> str:
-    if type(value) is str:
-        return value
     return str.__str__(value) if isinstance(value, str) else ""
 
 
