@@ -12,7 +12,10 @@ OpenTelemetry root span; then ``flush()``), then consume them with ``async for r
 - ``otel``: OpenTelemetry's aiokafka instrumentation, ``ParentBased(ALWAYS_ON)`` / ``ALWAYS_OFF``, an
   SDK ``TracerProvider`` whose exporter drops spans, W3C propagators;
 - ``recipe``: Sentry's "Instrument Queues" recipe written around the bare client (as in
-  ``bench/bench_peers.py``), sampled and unsampled.
+  ``bench/bench_peers.py``), sampled and unsampled;
+- ``sdk-alone``: the sentry-sdk work busprop asks for per record, written by hand around the bare
+  client with no busprop code (``bench/sdk_alone.py``), at 1.0, 0.0 and None, so that what the SDK
+  costs by itself reads beside busprop in the same run (busprop's own cost is the difference).
 
 sentry-sdk gets a transport that drops envelopes. Each variant runs in a fresh process (the
 instrumentations patch classes process-wide) once per round, the rounds interleaved so that other
@@ -42,7 +45,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_peers import Clock, covered, init_otel, payload, recipe_process, recipe_publish, request  # noqa: E402
+import sdk_alone  # noqa: E402
+from bench_peers import (  # noqa: E402
+    Clock,
+    covered,
+    init_dropping,
+    init_otel,
+    payload,
+    recipe_process,
+    recipe_publish,
+    request,
+)
 
 from busprop.demo import brokers  # noqa: E402
 
@@ -55,13 +68,16 @@ STATIC_HEADERS = [
         b"sentry-public_key=public,sentry-transaction=checkout,sentry-sample_rate=1.0,sentry-sampled=true",
     ),
 ]
-#: (name, variant, traces_sample_rate / sampled) in the order of the table.
+#: (name, variant, traces_sample_rate / sampled / ``bench/sdk_alone.py``'s mode) in the order of the table.
 VARIANTS: list[tuple[str, str, Any]] = [
     ("bare", "bare", None),
     ("floor (static trace headers)", "floor", None),
     ("busprop, sampled (1.0)", "busprop", 1.0),
     ("busprop, unsampled (0.0)", "busprop", 0.0),
     ("busprop, tracing off (None)", "busprop", None),
+    ("sentry-sdk alone, sampled (1.0)", "sdk-alone", "sampled"),
+    ("sentry-sdk alone, unsampled (0.0)", "sdk-alone", "unsampled"),
+    ("sentry-sdk alone, tracing off (None)", "sdk-alone", "off"),
     ("OpenTelemetry, sampled", "otel", True),
     ("OpenTelemetry, unsampled", "otel", False),
     ("sentry-sdk recipe, sampled", "recipe", 1.0),
@@ -69,30 +85,15 @@ VARIANTS: list[tuple[str, str, Any]] = [
 ]
 
 
-def init_sentry(rate: float | None, integrations: list[Any]) -> None:
-    import sentry_sdk
-    from sentry_sdk.transport import Transport
-
-    class DroppingTransport(Transport):
-        def capture_envelope(self, envelope: Any) -> None:
-            pass
-
-    sentry_sdk.init(
-        dsn="http://public@127.0.0.1/1",
-        transport=DroppingTransport,
-        traces_sample_rate=rate,
-        auto_enabling_integrations=False,
-        integrations=integrations,
-    )
-
-
 def setup(variant: str, setting: Any) -> None:
     if variant == "busprop":
         import busprop.kafka
 
-        init_sentry(setting, [busprop.kafka.KafkaIntegration()])
+        init_dropping(setting, [busprop.kafka.KafkaIntegration()])
     elif variant == "recipe":
-        init_sentry(setting, [])
+        init_dropping(setting)
+    elif variant == "sdk-alone":
+        sdk_alone.init(setting)
     elif variant == "otel":
         init_otel(setting)
         from opentelemetry.instrumentation.aiokafka import AIOKafkaInstrumentor
@@ -101,11 +102,13 @@ def setup(variant: str, setting: Any) -> None:
 
 
 def trace_variant(variant: str) -> str:
-    """How ``bench_peers`` reads the current trace: floor and bare have none."""
+    """How ``bench_peers`` reads the current trace (sentry-sdk's API for sdk-alone): floor and bare have none."""
+    if variant == "sdk-alone":
+        return "sentry-sdk"
     return "busprop" if variant == "busprop" else variant if variant in ("otel", "recipe") else "bare"
 
 
-async def workload(variant: str, count: int) -> dict[str, Any]:
+async def workload(variant: str, setting: Any, count: int) -> dict[str, Any]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -132,6 +135,11 @@ async def workload(variant: str, count: int) -> dict[str, Any]:
                         await producer.send(
                             topic, body, headers=[(k, v.encode()) for k, v in headers.items()]
                         )
+                elif variant == "sdk-alone":
+                    with sdk_alone.publishing(topic, len(body), "kafka") as headers:
+                        await producer.send(
+                            topic, body, headers=[(k, v.encode()) for k, v in headers.items()]
+                        )
                 else:
                     await producer.send(topic, body)
     await producer.flush()
@@ -151,6 +159,21 @@ async def workload(variant: str, count: int) -> dict[str, Any]:
             headers = {key: value.decode() for key, value in record.headers}
             with recipe_process(headers, topic, record.value, str(record.offset), record.timestamp / 1000):
                 hits += covered(reader, record.value)
+        elif variant == "sdk-alone":
+            headers = {key: value.decode() for key, value in record.headers}
+            data = (
+                sdk_alone.kafka_data(
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    record.serialized_value_size,
+                    record.timestamp,
+                )
+                if setting == "sampled"
+                else None
+            )
+            with sdk_alone.processing(headers, topic, setting, data):
+                hits += covered(reader, record.value)
         else:
             hits += covered(reader, record.value)
         seen += 1
@@ -163,7 +186,7 @@ async def workload(variant: str, count: int) -> dict[str, Any]:
 
 def run_scenario(variant: str, setting: Any, count: int) -> dict[str, Any]:
     setup(variant, setting)
-    return asyncio.run(workload(variant, count))
+    return asyncio.run(workload(variant, setting, count))
 
 
 def scenario(bootstrap: str, index: int, count: int) -> dict[str, Any]:

@@ -4,10 +4,13 @@ Each variant publishes N messages (publisher confirms on, one at a time, each in
 transaction an application would already have) and then consumes them with a callback consumer
 (prefetch 100, one ack per message). The bare variant uses aio-pika alone; the busprop variants use
 ``busprop.amqp.traced_exchange`` and ``@busprop.amqp.consumer`` with ``traces_sample_rate`` 1.0,
-0.0 and None. Envelopes go to a transport that drops them, so the SDK's serialisation is counted
-but no network. Ratios are against the bare run measured in the same invocation. Besides
-throughput (wall clock) the table gives this process's CPU time per message, which other load on
-a shared machine disturbs much less than throughput.
+0.0 and None. The sentry-sdk alone variants (``bench/sdk_alone.py``) do by hand around bare
+aio-pika the sentry-sdk work busprop asks for per message, with the Queues data busprop gives an
+aio-pika message, at the same three rates: what that work costs by itself, so that busprop's own
+cost reads as the difference. Envelopes go to a transport that drops them, so the SDK's
+serialisation is counted but no network. Ratios are against the bare run measured in the same
+invocation. Besides throughput (wall clock) the table gives this process's CPU time per message,
+which other load on a shared machine disturbs much less than throughput.
 
 Usage: python bench/bench_amqp.py [--messages N] [--rounds R]   (AMQP_URL as for the tests)
 """
@@ -19,10 +22,11 @@ import asyncio
 import statistics
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
+import sdk_alone  # bench/ is on the path of every bench script
 import sentry_sdk
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from sentry_sdk.envelope import Envelope
@@ -33,15 +37,22 @@ from busprop.demo import brokers
 from busprop.testing import LOCAL_DSN
 
 UNSET = object()
-#: (name, traces_sample_rate, with busprop). The second row is the SDK's own cost of a sampled
-#: request transaction, which an application with tracing on pays with or without busprop.
-VARIANTS: list[tuple[str, object, bool]] = [
-    ("bare aio-pika", UNSET, False),
-    ("aio-pika, SDK at 1.0, no busprop", 1.0, False),
-    ("busprop, traces_sample_rate=1.0", 1.0, True),
-    ("busprop, traces_sample_rate=0.0", 0.0, True),
-    ("busprop, traces_sample_rate=None", None, True),
+#: (name, traces_sample_rate, with busprop, sentry-sdk alone). The second row is the SDK's own
+#: cost of a sampled request transaction, which an application with tracing on pays with or
+#: without busprop.
+VARIANTS: list[tuple[str, object, bool, bool]] = [
+    ("bare aio-pika", UNSET, False, False),
+    ("aio-pika, SDK at 1.0, no busprop", 1.0, False, False),
+    ("busprop, traces_sample_rate=1.0", 1.0, True, False),
+    ("busprop, traces_sample_rate=0.0", 0.0, True, False),
+    ("busprop, traces_sample_rate=None", None, True, False),
+    ("sentry-sdk alone, traces_sample_rate=1.0", 1.0, False, True),
+    ("sentry-sdk alone, traces_sample_rate=0.0", 0.0, False, True),
+    ("sentry-sdk alone, traces_sample_rate=None", None, False, True),
 ]
+#: sentry-sdk alone's mode for a ``traces_sample_rate``.
+MODES: dict[object, str] = {None: "off", 0.0: "unsampled", 1.0: "sampled"}
+ORIGIN = "auto.queue.busprop.aio_pika"
 
 
 class DroppingTransport(Transport):
@@ -57,7 +68,10 @@ def timer() -> Callable[[], Timing]:
     return lambda: (time.perf_counter() - wall, time.process_time() - cpu)
 
 
-async def publish_all(channel: AbstractChannel, queue: str, count: int, traced: bool) -> Timing:
+async def publish_all(
+    channel: AbstractChannel, queue: str, count: int, traced: bool, sdk_mode: str | None = None
+) -> Timing:
+    """``sdk_mode``: sentry-sdk alone's (:data:`MODES`), or ``None`` for aio-pika's own publish."""
     exchange: Any = channel.default_exchange
     if traced:
         exchange = busprop.amqp.traced_exchange(exchange)
@@ -65,11 +79,20 @@ async def publish_all(channel: AbstractChannel, queue: str, count: int, traced: 
     elapsed = timer()
     for _ in range(count):
         with sentry_sdk.start_transaction(op="http.server", name="POST /orders"):
-            await exchange.publish(aio_pika.Message(body), routing_key=queue)
+            if sdk_mode is None:
+                await exchange.publish(aio_pika.Message(body), routing_key=queue)
+            else:
+                with sdk_alone.publishing(
+                    f"/{queue}", len(body), "rabbitmq", ORIGIN, {sdk_alone.ROUTING_KEY: queue}
+                ) as headers:
+                    await exchange.publish(aio_pika.Message(body, headers=headers), routing_key=queue)
     return elapsed()
 
 
-async def consume_all(channel: AbstractChannel, queue_name: str, count: int, traced: bool) -> Timing:
+async def consume_all(
+    channel: AbstractChannel, queue_name: str, count: int, traced: bool, sdk_mode: str | None = None
+) -> Timing:
+    """``sdk_mode``: the callback's body inside sentry-sdk alone's processing in that mode."""
     queue = await channel.get_queue(queue_name)
     done = asyncio.Event()
     consumed = 0
@@ -81,7 +104,11 @@ async def consume_all(channel: AbstractChannel, queue_name: str, count: int, tra
         if consumed == count:
             done.set()
 
-    callback: Callable[..., Any] = busprop.amqp.consumer(handle) if traced else handle
+    callback: Callable[..., Any] = handle
+    if traced:
+        callback = busprop.amqp.consumer(handle)
+    elif sdk_mode is not None:
+        callback = sdk_alone_callback(handle, sdk_mode)
     elapsed = timer()
     tag = await queue.consume(callback)
     await asyncio.wait_for(done.wait(), timeout=600)
@@ -90,17 +117,52 @@ async def consume_all(channel: AbstractChannel, queue_name: str, count: int, tra
     return timing
 
 
-async def run_variant(url: str, rate: object, traced: bool, count: int) -> tuple[Timing, Timing]:
+def sdk_alone_callback(
+    handle: Callable[[AbstractIncomingMessage], Awaitable[None]], mode: str
+) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+    """``handle`` run inside sentry-sdk alone's processing of each message, in ``mode``."""
+    published_at = time.time()  # the messages carry no publish time of their own: this stands in
+
+    async def processed(message: AbstractIncomingMessage) -> None:
+        headers = {key: str(value) for key, value in (message.headers or {}).items()}
+        destination = f"{message.exchange}/{message.routing_key}"
+        data = (
+            sdk_alone.amqp_data(
+                destination,
+                message.message_id,  # aiormq gives every message one
+                len(message.body),
+                bool(message.redelivered),
+                published_at,
+                message.routing_key or "",
+                message.delivery_tag or 0,
+            )
+            if mode == "sampled"
+            else None
+        )
+        with sdk_alone.processing(headers, destination, mode, data, origin=ORIGIN):
+            await handle(message)
+
+    return processed
+
+
+async def run_variant(
+    url: str, rate: object, traced: bool, count: int, *, sdk_alone: bool = False
+) -> tuple[Timing, Timing]:
+    """Publish then consume ``count`` messages with Sentry at ``rate`` (``UNSET``: no tracing
+    option), traced by busprop (``traced``) or by sentry-sdk alone's work (``sdk_alone``, in the
+    mode of ``rate``: see :data:`MODES`), or neither. Sentry is initialised the same way for all,
+    so that only the work around the messages differs."""
     options: dict[str, Any] = {"dsn": LOCAL_DSN, "transport": DroppingTransport}
     if rate is not UNSET:
         options["traces_sample_rate"] = rate
     sentry_sdk.init(**options)
+    sdk_mode = MODES[rate] if sdk_alone else None
     async with await aio_pika.connect(url) as connection:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=100)
         queue = await channel.declare_queue(f"busprop-bench-{uuid.uuid4().hex[:8]}", exclusive=True)
-        publishing = await publish_all(channel, queue.name, count, traced)
-        consuming = await consume_all(channel, queue.name, count, traced)
+        publishing = await publish_all(channel, queue.name, count, traced, sdk_mode)
+        consuming = await consume_all(channel, queue.name, count, traced, sdk_mode)
     sentry_sdk.get_client().close()
     return publishing, consuming
 
@@ -112,10 +174,10 @@ async def main(count: int, rounds: int) -> None:
     await run_variant(
         url, UNSET, False, min(count, 500)
     )  # warm-up: connections, imports, the broker's caches
-    results: dict[str, list[tuple[Timing, Timing]]] = {name: [] for name, _, _ in VARIANTS}
+    results: dict[str, list[tuple[Timing, Timing]]] = {name: [] for name, *_ in VARIANTS}
     for _ in range(rounds):  # interleaved, so drift on a shared machine hits every variant alike
-        for name, rate, traced in VARIANTS:
-            results[name].append(await run_variant(url, rate, traced, count))
+        for name, rate, traced, alone in VARIANTS:
+            results[name].append(await run_variant(url, rate, traced, count, sdk_alone=alone))
     print(f"aio-pika {aio_pika.__version__}, {count} messages, median of {rounds} round(s)\n")
     print(
         "| variant | publish msg/s | vs bare | CPU µs/msg | vs bare | consume msg/s | vs bare | CPU µs/msg | vs bare |"

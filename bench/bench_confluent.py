@@ -4,8 +4,11 @@ Scenarios, each in a fresh process (instrumentations replace ``confluent_kafka.P
 ``Consumer`` process-wide): bare; bare with the two trace headers as static bytes (the floor of any
 header-based propagation); busprop's KafkaIntegration at ``traces_sample_rate`` 1.0, 0.0 and None
 (tracing off); OpenTelemetry's confluent-kafka instrumentation with ``ParentBased(ALWAYS_ON)`` and
-``ParentBased(ALWAYS_OFF)``; and Sentry's "Instrument Queues" recipe written by hand around the bare
-client at 1.0 and 0.0 (as in ``bench/bench_peers.py``). Sampling is equal between peers.
+``ParentBased(ALWAYS_OFF)``; Sentry's "Instrument Queues" recipe written by hand around the bare
+client at 1.0 and 0.0 (as in ``bench/bench_peers.py``); and "sentry-sdk alone" at 1.0, 0.0 and None:
+the sentry-sdk work busprop asks for per record, written by hand around the bare client with no
+busprop code (``bench/sdk_alone.py``), so that what the SDK costs by itself reads beside busprop in
+the same run (busprop's own cost is the difference). Sampling is equal between peers.
 
 Each scenario produces N 100-byte records in requests of 100 (each request a Sentry transaction
 or an OpenTelemetry root span; none for bare and floor), timing the ``produce()`` calls (librdkafka
@@ -32,13 +35,13 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_peers import init_otel, init_sentry, recipe_process, recipe_publish  # noqa: E402
+import sdk_alone  # noqa: E402
+from bench_peers import init_dropping, init_otel, init_sentry, recipe_process, recipe_publish  # noqa: E402
 
 from busprop.demo import brokers  # noqa: E402
 
@@ -59,6 +62,9 @@ SCENARIOS: dict[str, tuple[str, bool | None]] = {
     "busprop-unsampled": ("busprop, unsampled (traces_sample_rate=0.0)", False),
     "busprop-off": ("busprop, tracing off (traces_sample_rate=None)", None),
     "busprop-sampled": ("busprop, sampled (traces_sample_rate=1.0)", True),
+    "sdk-alone-unsampled": ("sentry-sdk alone, unsampled (traces_sample_rate=0.0)", False),
+    "sdk-alone-off": ("sentry-sdk alone, tracing off (traces_sample_rate=None)", None),
+    "sdk-alone-sampled": ("sentry-sdk alone, sampled (traces_sample_rate=1.0)", True),
     "otel-unsampled": ("OpenTelemetry, ParentBased(ALWAYS_OFF)", False),
     "otel-sampled": ("OpenTelemetry, ParentBased(ALWAYS_ON)", True),
     "recipe-unsampled": ("sentry-sdk recipe, traces_sample_rate=0.0", False),
@@ -66,36 +72,33 @@ SCENARIOS: dict[str, tuple[str, bool | None]] = {
 }
 
 
+#: The variants that read and start traces with sentry-sdk's API.
+SENTRY = ("busprop", "sdk-alone", "recipe")
+
+
 def variant_of(scenario: str) -> str:
-    return scenario.split("-")[0]
+    return scenario.rsplit("-", 1)[0]
+
+
+def mode_of(scenario: str) -> str:
+    """``sampled``, ``unsampled`` or ``off`` (``bench/sdk_alone.py``'s modes)."""
+    return {True: "sampled", False: "unsampled", None: "off"}[SCENARIOS[scenario][1]]
 
 
 def setup(scenario: str) -> None:
     variant, sampled = variant_of(scenario), SCENARIOS[scenario][1]
     if variant == "busprop":
-        import sentry_sdk
-        from sentry_sdk.transport import Transport
-
         import busprop.kafka
-        from busprop.testing import LOCAL_DSN
 
-        class DroppingTransport(Transport):
-            def capture_envelope(self, envelope: Any) -> None:
-                pass
-
-        sentry_sdk.init(
-            dsn=LOCAL_DSN,
-            transport=DroppingTransport,
-            traces_sample_rate=None if sampled is None else 1.0 if sampled else 0.0,
-            auto_enabling_integrations=False,
-            integrations=[busprop.kafka.KafkaIntegration()],
-        )
+        init_dropping(sdk_alone.RATES[mode_of(scenario)], [busprop.kafka.KafkaIntegration()])
     elif variant == "otel":
         from opentelemetry.instrumentation.confluent_kafka import ConfluentKafkaInstrumentor
 
         ConfluentKafkaInstrumentor().instrument(tracer_provider=init_otel(bool(sampled)))
     elif variant == "recipe":
         init_sentry(bool(sampled))
+    elif variant == "sdk-alone":
+        sdk_alone.init(mode_of(scenario))
 
 
 @contextmanager
@@ -107,7 +110,7 @@ def request(scenario: str) -> Iterator[None]:
 
         with trace.get_tracer("bench").start_as_current_span("request"):
             yield
-    elif variant in ("busprop", "recipe") and sampled is not None:
+    elif variant in SENTRY and sampled is not None:
         import sentry_sdk
 
         with sentry_sdk.start_transaction(op="http.server", name="request"):
@@ -122,7 +125,7 @@ def current_trace(variant: str) -> str:
         from opentelemetry import trace
 
         return format(trace.get_current_span().get_span_context().trace_id, "032x")
-    if variant in ("busprop", "recipe"):
+    if variant in SENTRY:
         import sentry_sdk
 
         span = sentry_sdk.get_current_span()
@@ -151,7 +154,7 @@ def run_scenario(scenario: str, bootstrap: str, topic: str, count: int) -> dict[
     setup(scenario)
     import confluent_kafka  # after setup: the instrumented classes, if any
 
-    variant = variant_of(scenario)
+    variant, mode = variant_of(scenario), mode_of(scenario)
     producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     producer.produce(topic, b"warm-up")
     producer.flush(10)
@@ -165,6 +168,9 @@ def run_scenario(scenario: str, bootstrap: str, topic: str, count: int) -> dict[
                 elif variant == "recipe":
                     with recipe_publish(topic, VALUE) as headers:
                         producer.produce(topic, VALUE, headers=headers)
+                elif variant == "sdk-alone":
+                    with sdk_alone.publishing(topic, len(VALUE), "kafka") as headers:
+                        producer.produce(topic, VALUE, headers=[(k, v.encode()) for k, v in headers.items()])
                 else:
                     producer.produce(topic, VALUE)
             producing.stop()
@@ -187,6 +193,17 @@ def run_scenario(scenario: str, bootstrap: str, topic: str, count: int) -> dict[
         if variant == "recipe":
             headers = {key: value.decode() for key, value in message.headers() or []}
             with recipe_process(headers, topic, message.value(), str(message.offset()), None):
+                covered += current_trace(variant) != "-"
+        elif variant == "sdk-alone":
+            headers = {key: value.decode() for key, value in message.headers() or []}
+            data = (
+                sdk_alone.kafka_data(
+                    topic, message.partition(), message.offset(), len(message.value()), message.timestamp()[1]
+                )
+                if mode == "sampled"
+                else None
+            )
+            with sdk_alone.processing(headers, topic, mode, data):
                 covered += current_trace(variant) != "-"
         else:
             covered += current_trace(variant) != "-"

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
+import sdk_alone
 import sentry_sdk
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -85,11 +86,19 @@ class Clock:
         return Timing(time.perf_counter() - self._wall, time.process_time() - self._cpu)
 
 
-def produce(bootstrap: str, topic: str, count: int, send: Callable[[Any, str], None], rate: object) -> Timing:
-    """Seconds to send ``count`` records and flush, with ``send(producer, topic)`` per record."""
+def produce(
+    bootstrap: str,
+    topic: str,
+    count: int,
+    send: Callable[[Any, str], None],
+    rate: object,
+    traced: bool = True,
+) -> Timing:
+    """Seconds to send ``count`` records and flush, with ``send(producer, topic)`` per record
+    (through ``traced_producer`` when the SDK is set up and ``traced``)."""
     init_sentry(rate)
     plain = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    producer = busprop.kafka.traced_producer(plain) if rate is not UNSET else plain
+    producer = busprop.kafka.traced_producer(plain) if rate is not UNSET and traced else plain
     producer.send(topic, VALUE).get(timeout=10)  # connection and metadata out of the clock
     clock = Clock()
     for first in range(0, count, PER_REQUEST):
@@ -103,9 +112,14 @@ def produce(bootstrap: str, topic: str, count: int, send: Callable[[Any, str], N
 
 
 def produce_once(
-    bootstrap: str, admin: KafkaAdminClient, count: int, send: Callable[[Any, str], None], rate: object
+    bootstrap: str,
+    admin: KafkaAdminClient,
+    count: int,
+    send: Callable[[Any, str], None],
+    rate: object,
+    traced: bool = True,
 ) -> Timing:
-    return produce(bootstrap, new_topic(admin), count, send, rate)
+    return produce(bootstrap, new_topic(admin), count, send, rate, traced)
 
 
 @contextmanager
@@ -124,6 +138,12 @@ def send_bare(producer: Any, topic: str) -> None:
 
 def send_static_headers(producer: Any, topic: str) -> None:
     producer.send(topic, VALUE, headers=list(STATIC_HEADERS))
+
+
+def send_sdk_alone(producer: Any, topic: str) -> None:
+    """A bare producer's send with the trace headers sentry-sdk alone gives it (no busprop)."""
+    with sdk_alone.publishing(topic, len(VALUE), "kafka") as headers:
+        producer.send(topic, VALUE, headers=[(name, value.encode()) for name, value in headers.items()])
 
 
 PRODUCE: list[tuple[str, Callable[[Any, str], None], object]] = [
@@ -168,6 +188,17 @@ def iterate_traced(consumer: KafkaConsumer, count: int) -> None:
         for seen, _record in enumerate(records, 1):
             if seen == count:
                 return
+
+
+def iterate_sdk_alone(consumer: KafkaConsumer, count: int) -> None:
+    """Bare iteration, each record's (empty) body inside sentry-sdk alone's processing of an
+    unsampled head (the records :func:`fill` writes with ``sampled=False``)."""
+    for seen, record in enumerate(consumer, 1):
+        headers = {name: value.decode() for name, value in record.headers}
+        with sdk_alone.processing(headers, record.topic, "unsampled"):
+            pass
+        if seen == count:
+            return
 
 
 def poll_bare(consumer: KafkaConsumer, count: int) -> None:

@@ -75,8 +75,15 @@ Timing = tuple[float, float]  # (wall seconds, CPU seconds)
 
 
 def init_sentry(sampled: bool, celery: bool = False) -> None:
-    import sentry_sdk
     from sentry_sdk.integrations.celery import CeleryIntegration
+
+    init_dropping(1.0 if sampled else 0.0, [CeleryIntegration()] if celery else [])
+
+
+def init_dropping(rate: float | None, integrations: list[Any] | None = None) -> None:
+    """sentry-sdk at ``traces_sample_rate=rate`` with a transport that drops envelopes: the SDK
+    builds and serialises them, nothing goes to the network."""
+    import sentry_sdk
     from sentry_sdk.transport import Transport
 
     class DroppingTransport(Transport):
@@ -86,9 +93,9 @@ def init_sentry(sampled: bool, celery: bool = False) -> None:
     sentry_sdk.init(
         dsn="http://public@127.0.0.1/1",
         transport=DroppingTransport,
-        traces_sample_rate=1.0 if sampled else 0.0,
+        traces_sample_rate=rate,
         auto_enabling_integrations=False,
-        integrations=[CeleryIntegration()] if celery else [],
+        integrations=integrations or [],
     )
 
 

@@ -12,7 +12,10 @@ each). The scenarios:
 - busprop: the same plain pika code under ``AMQPIntegration``;
 - OpenTelemetry: ``PikaInstrumentor`` with an SDK ``TracerProvider`` whose exporter drops spans
   (``ParentBased(ALWAYS_ON)`` / ``ALWAYS_OFF``);
-- recipe: sentry-sdk by hand around bare pika, as Sentry's "Instrument Queues" recipe writes it.
+- recipe: sentry-sdk by hand around bare pika, as Sentry's "Instrument Queues" recipe writes it;
+- sentry-sdk alone (``bench/sdk_alone.py``): the sentry-sdk work busprop asks for per message,
+  by hand around bare pika, under the same request transactions and with the Queues data busprop
+  gives a pika message, so that busprop's own cost reads as the difference between the two.
 
 Sentry's variants get a transport that drops envelopes. Each scenario runs in a fresh process
 (instrumentations patch classes process-wide), the rounds are interleaved so other load on the
@@ -30,6 +33,7 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -37,7 +41,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_peers import Clock, init_otel, init_sentry, recipe_process, recipe_publish, request  # noqa: E402
+import sdk_alone  # noqa: E402  (bench/ is on the path of every bench script)
+from bench_peers import Clock, init_dropping, init_otel, init_sentry, recipe_process, recipe_publish, request  # noqa: E402
 
 from busprop.demo import brokers  # noqa: E402
 
@@ -54,7 +59,15 @@ SCENARIOS: list[tuple[str, str, bool | None]] = [
     ("busprop, sampled", "busprop", True),
     ("OpenTelemetry, sampled", "otel", True),
     ("recipe, sampled", "recipe", True),
+    ("sentry-sdk alone, unsampled", "sdk-alone", False),
+    ("sentry-sdk alone, tracing off", "sdk-alone", None),
+    ("sentry-sdk alone, sampled", "sdk-alone", True),
 ]
+#: The request each variant publishes from: sentry-sdk alone from busprop's Sentry transactions.
+REQUESTS = {"busprop": "busprop", "sdk-alone": "busprop", "otel": "otel", "recipe": "recipe"}
+#: sentry-sdk alone's mode for a scenario's ``sampled``.
+MODES: dict[bool | None, str] = {False: "unsampled", None: "off", True: "sampled"}
+ORIGIN = "auto.queue.busprop.pika"
 STATIC_HEADERS = {
     "sentry-trace": "771a43a4192642f0b136d5159a501700-b2bd6e9b3e4c5a1f-1",
     "baggage": "sentry-trace_id=771a43a4192642f0b136d5159a501700,sentry-sample_rate=1.0,sentry-sampled=true",
@@ -63,22 +76,9 @@ STATIC_HEADERS = {
 
 def setup(variant: str, sampled: bool | None) -> None:
     if variant == "busprop":
-        import sentry_sdk
-        from sentry_sdk.transport import Transport
-
         from busprop.amqp import AMQPIntegration
 
-        class DroppingTransport(Transport):
-            def capture_envelope(self, envelope: Any) -> None:
-                pass
-
-        sentry_sdk.init(
-            dsn="http://public@127.0.0.1/1",
-            transport=DroppingTransport,
-            traces_sample_rate=None if sampled is None else 1.0 if sampled else 0.0,
-            auto_enabling_integrations=False,
-            integrations=[AMQPIntegration()],
-        )
+        init_dropping(sdk_alone.RATES[MODES[sampled]], [AMQPIntegration()])
     elif variant == "recipe":
         init_sentry(bool(sampled))
     elif variant == "otel":
@@ -86,6 +86,8 @@ def setup(variant: str, sampled: bool | None) -> None:
 
         init_otel(bool(sampled))
         PikaInstrumentor().instrument()
+    elif variant == "sdk-alone":
+        sdk_alone.init(MODES[sampled])
 
 
 def publish(channel: Any, variant: str, queue: str) -> None:
@@ -96,6 +98,11 @@ def publish(channel: Any, variant: str, queue: str) -> None:
         channel.basic_publish("", queue, BODY, properties)
     elif variant == "recipe":
         with recipe_publish(queue, BODY) as headers:
+            channel.basic_publish("", queue, BODY, pika.BasicProperties(headers=dict(headers)))
+    elif variant == "sdk-alone":
+        with sdk_alone.publishing(
+            f"/{queue}", len(BODY), "rabbitmq", ORIGIN, {sdk_alone.ROUTING_KEY: queue}
+        ) as headers:
             channel.basic_publish("", queue, BODY, pika.BasicProperties(headers=dict(headers)))
     else:
         channel.basic_publish("", queue, BODY)
@@ -110,13 +117,13 @@ def run(variant: str, sampled: bool | None, count: int) -> dict[str, Any]:
     channel.confirm_delivery()
     channel.basic_qos(prefetch_count=100)
     queue = str(channel.queue_declare(f"bench-pika-{uuid.uuid4().hex[:8]}", exclusive=True).method.queue)
-    request_variant = variant if variant in ("busprop", "otel", "recipe") else "bare"
     clock = Clock()
     for first in range(0, count, PER_REQUEST):
-        with request(request_variant):
+        with request(REQUESTS.get(variant, "bare")):
             for _ in range(min(PER_REQUEST, count - first)):
                 publish(channel, variant, queue)
     produced = clock.stop()
+    published_at = time.time()  # sentry-sdk alone's messages carry no publish time: this stands in
     consumed_count = [0]
 
     def handle(ch: Any, method: Any, properties: Any, body: bytes) -> None:  # the user's callback
@@ -135,7 +142,30 @@ def run(variant: str, sampled: bool | None, count: int) -> dict[str, Any]:
         with recipe_process(headers, queue, body, str(method.delivery_tag), None):
             handle(ch, method, properties, body)
 
-    callback = {"static": static_handle, "recipe": recipe_handle}.get(variant, handle)
+    mode = MODES[sampled]
+
+    def sdk_alone_handle(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+        headers = {key: str(value) for key, value in (properties.headers or {}).items()}
+        destination = f"{method.exchange}/{method.routing_key}"
+        data = (
+            sdk_alone.amqp_data(
+                destination,
+                None,
+                len(body),
+                method.redelivered,
+                published_at,
+                method.routing_key,
+                method.delivery_tag,
+            )
+            if sampled
+            else None
+        )
+        with sdk_alone.processing(headers, destination, mode, data, origin=ORIGIN):
+            handle(ch, method, properties, body)
+
+    callback = {"static": static_handle, "recipe": recipe_handle, "sdk-alone": sdk_alone_handle}.get(
+        variant, handle
+    )
     clock = Clock()
     channel.basic_consume(queue, callback)
     channel.start_consuming()

@@ -59,15 +59,19 @@ Figures = dict[str, float]
 
 def kafka_python(bootstrap: str, admin: KafkaAdminClient, topic: str, records: int) -> Figures:
     """CPU µs per record: producing (floor, tracing off, unsampled transaction) and consuming
-    records of distinct unsampled traces (bare iteration, ``traced_consumer``)."""
+    records of distinct unsampled traces (bare iteration, ``traced_consumer``); busprop's
+    scenarios also as sentry-sdk alone ("sdk ...")."""
     produce = functools.partial(bench_kafka.produce_once, bootstrap, admin, records)
     consume = functools.partial(bench_kafka.consume, bootstrap, topic, records)
     timings = {
         "floor": produce(bench_kafka.send_static_headers, bench_kafka.UNSET),
         "off": produce(bench_kafka.send_bare, None),
+        "sdk off": produce(bench_kafka.send_sdk_alone, None, traced=False),
         "unsampled": produce(bench_kafka.send_bare, 0.0),
+        "sdk unsampled": produce(bench_kafka.send_sdk_alone, 0.0, traced=False),
         "bare iteration": consume(bench_kafka.iterate_bare, bench_kafka.UNSET),
         "traced_consumer": consume(bench_kafka.iterate_traced, 1.0),
+        "sdk iteration": consume(bench_kafka.iterate_sdk_alone, 1.0),
     }
     return {name: timing.cpu / records * 1e6 for name, timing in timings.items()}
 
@@ -75,20 +79,31 @@ def kafka_python(bootstrap: str, admin: KafkaAdminClient, topic: str, records: i
 def aio_pika(url: str, messages: int) -> Figures:
     """CPU µs per message, publish plus consume: bare, and busprop with an unsampled head."""
     figures = {}
-    for name, rate, traced in (("bare", bench_amqp.UNSET, False), ("unsampled", 0.0, True)):
-        publishing, consuming = asyncio.run(bench_amqp.run_variant(url, rate, traced, messages))
+    for name, rate, traced, alone in (
+        ("bare", bench_amqp.UNSET, False, False),
+        ("unsampled", 0.0, True, False),
+        ("sdk unsampled", 0.0, False, True),
+    ):
+        publishing, consuming = asyncio.run(
+            bench_amqp.run_variant(url, rate, traced, messages, sdk_alone=alone)
+        )
         figures[name] = (publishing[1] + consuming[1]) / messages * 1e6
     return figures
 
 
 def websockets(round_trips: int) -> Figures:
-    """Seconds per echo round trip, bare and both ends traced at ``traces_sample_rate=0.0``."""
+    """Seconds per echo round trip, bare and both ends traced at ``traces_sample_rate=0.0``, by
+    busprop and by sentry-sdk alone."""
     figures = {}
     for connections in (1, bench_websockets.CONCURRENT):
-        for name, traced, rate in (("bare", False, None), ("unsampled", True, 0.0)):
+        for name, traced, rate, alone in (
+            ("bare", False, None, False),
+            ("unsampled", True, 0.0, False),
+            ("sdk", False, 0.0, True),
+        ):
             bench_websockets.init(rate)
-            per_second = asyncio.run(bench_websockets.measure(traced, connections, round_trips))
-            figures[f"{name} x{connections}"] = 1 / per_second
+            measuring = bench_websockets.measure(traced, connections, round_trips, sdk_alone=alone)
+            figures[f"{name} x{connections}"] = 1 / asyncio.run(measuring)
     return figures
 
 
@@ -100,6 +115,9 @@ PIKA: dict[str, tuple[str, bool | None]] = {
     "busprop sampled": ("busprop", True),
     "otel unsampled": ("otel", False),
     "recipe sampled": ("recipe", True),
+    "sdk unsampled": ("sdk-alone", False),
+    "sdk off": ("sdk-alone", None),
+    "sdk sampled": ("sdk-alone", True),
 }
 
 
@@ -120,6 +138,9 @@ CONFLUENT = {
     "busprop sampled": "busprop-sampled",
     "otel unsampled": "otel-unsampled",
     "recipe sampled": "recipe-sampled",
+    "sdk unsampled": "sdk-alone-unsampled",
+    "sdk off": "sdk-alone-off",
+    "sdk sampled": "sdk-alone-sampled",
 }
 
 
@@ -140,6 +161,9 @@ AIOKAFKA = {
     "busprop sampled": "busprop, sampled (1.0)",
     "otel unsampled": "OpenTelemetry, unsampled",
     "recipe sampled": "sentry-sdk recipe, sampled",
+    "sdk unsampled": "sentry-sdk alone, unsampled (0.0)",
+    "sdk off": "sentry-sdk alone, tracing off (None)",
+    "sdk sampled": "sentry-sdk alone, sampled (1.0)",
 }
 
 
@@ -166,14 +190,28 @@ class Goal:
     at_most: float | None  # <= this
     value: Callable[[Figures], float]  # the ratio of one round
     detail: Callable[[dict[str, float]], str]  # from the median figures
+    #: busprop's figures the ratio reads -> the same scenario as sentry-sdk alone (bench/sdk_alone.py)
+    alone: dict[str, str]
+    unit: str = "µs"  # of the figures: µs per message, or "rt": seconds per round trip
 
     def met(self, ratio: float) -> bool:
         if self.at_least is not None:
             return ratio >= self.at_least
         return self.at_most is not None and ratio <= self.at_most
 
+    def value_alone(self, figures: Figures) -> float:
+        """The ratio of one round with sentry-sdk alone in busprop's place: what the SDK work
+        busprop asks for gives by itself, with no busprop code."""
+        return self.value({**figures, **{ours: figures[alone] for ours, alone in self.alone.items()}})
 
-def speed(client: str, ratio: str, base: str, ours: str, limit: float, unit: str) -> Goal:
+    def own(self, medians: dict[str, float]) -> float:
+        """busprop's own cost per message: its figures' excess over sentry-sdk alone's (µs; for a
+        throughput, the round trip's)."""
+        excess = sum(medians[ours] - medians[alone] for ours, alone in self.alone.items())
+        return excess * 1e6 if self.unit == "rt" else excess
+
+
+def speed(client: str, ratio: str, base: str, ours: str, limit: float, unit: str, alone: str) -> Goal:
     """Baseline cost / busprop's cost, at least ``limit``."""
     return Goal(
         client,
@@ -182,7 +220,12 @@ def speed(client: str, ratio: str, base: str, ours: str, limit: float, unit: str
         limit,
         None,
         lambda f: f[base] / f[ours],
-        lambda m: f"{base} {scaled(m[base], unit)}, busprop {scaled(m[ours], unit)}",
+        lambda m: (
+            f"{base} {scaled(m[base], unit)}, busprop {scaled(m[ours], unit)}, "
+            f"sentry-sdk alone {scaled(m[alone], unit)}"
+        ),
+        {ours: alone},
+        unit,
     )
 
 
@@ -193,6 +236,7 @@ def scaled(value: float, unit: str) -> str:
 def overhead(client: str, leg: str, mode: str, peer: str, limit: float) -> Goal:
     """busprop's excess over the floor / the peer's excess over the floor, at most ``limit``."""
     ours, theirs, floor = f"busprop {mode} {leg}", f"{peer} {leg}", f"floor {leg}"
+    alone = f"sdk {mode} {leg}"
     peer_name = "OpenTelemetry" if peer.startswith("otel") else "sentry-sdk recipe"
     compared = "unsampled" if mode == "off" else mode
     return Goal(
@@ -204,9 +248,10 @@ def overhead(client: str, leg: str, mode: str, peer: str, limit: float) -> Goal:
         limit,
         lambda f: (f[ours] - f[floor]) / (f[theirs] - f[floor]),
         lambda m: (
-            f"busprop {m[ours] - m[floor]:+.1f} µs, {peer_name} {m[theirs] - m[floor]:+.1f} µs "
-            f"(floor {m[floor]:.1f} µs)"
+            f"busprop {m[ours] - m[floor]:+.1f} µs, {peer_name} {m[theirs] - m[floor]:+.1f} µs, "
+            f"sentry-sdk alone {m[alone] - m[floor]:+.1f} µs (floor {m[floor]:.1f} µs)"
         ),
+        {ours: alone},
     )
 
 
@@ -233,6 +278,7 @@ GOALS: list[Goal] = [
         "off",
         0.85,
         "µs",
+        "sdk off",
     ),
     speed(
         "kafka-python",
@@ -241,6 +287,7 @@ GOALS: list[Goal] = [
         "unsampled",
         0.85,
         "µs",
+        "sdk unsampled",
     ),
     speed(
         "kafka-python",
@@ -249,8 +296,17 @@ GOALS: list[Goal] = [
         "traced_consumer",
         0.5,
         "µs",
+        "sdk iteration",
     ),
-    speed("aio-pika", "publish + consume, unsampled head, vs bare (CPU)", "bare", "unsampled", 0.85, "µs"),
+    speed(
+        "aio-pika",
+        "publish + consume, unsampled head, vs bare (CPU)",
+        "bare",
+        "unsampled",
+        0.85,
+        "µs",
+        "sdk unsampled",
+    ),
     speed(
         "websockets",
         "echo, both ends traced, unsampled, vs bare, 1 connection (throughput)",
@@ -258,6 +314,7 @@ GOALS: list[Goal] = [
         "unsampled x1",
         0.7,
         "rt",
+        "sdk x1",
     ),
     speed(
         "websockets",
@@ -266,6 +323,7 @@ GOALS: list[Goal] = [
         f"unsampled x{bench_websockets.CONCURRENT}",
         0.7,
         "rt",
+        f"sdk x{bench_websockets.CONCURRENT}",
     ),
     Goal(
         "pika",
@@ -279,8 +337,13 @@ GOALS: list[Goal] = [
         ),
         lambda m: (
             f"bare {m['bare produce'] + m['bare consume']:.1f} µs, busprop "
-            f"{m['busprop unsampled produce'] + m['busprop unsampled consume']:.1f} µs"
+            f"{m['busprop unsampled produce'] + m['busprop unsampled consume']:.1f} µs, sentry-sdk alone "
+            f"{m['sdk unsampled produce'] + m['sdk unsampled consume']:.1f} µs"
         ),
+        {
+            "busprop unsampled produce": "sdk unsampled produce",
+            "busprop unsampled consume": "sdk unsampled consume",
+        },
     ),
     *peer_goals("pika"),
     *peer_goals("confluent-kafka"),
@@ -350,6 +413,7 @@ def summarise(measured: dict[str, list[Figures]]) -> list[dict[str, Any]]:
         rounds = measured[goal.client]
         ratios = [goal.value(figures) for figures in rounds]
         median = statistics.median(ratios)
+        alone = statistics.median(goal.value_alone(figures) for figures in rounds)
         medians = {name: statistics.median(figures[name] for figures in rounds) for name in rounds[0]}
         rows.append(
             {
@@ -361,6 +425,9 @@ def summarise(measured: dict[str, list[Figures]]) -> list[dict[str, Any]]:
                 "max": max(ratios),
                 "met": goal.met(median),
                 "rounds": ratios,
+                "sentry-sdk alone": alone,
+                "met by sentry-sdk alone": goal.met(alone),
+                "busprop's own µs": goal.own(medians),
                 "medians behind it": goal.detail(medians),
             }
         )
@@ -369,14 +436,17 @@ def summarise(measured: dict[str, list[Figures]]) -> list[dict[str, Any]]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| bus / client | ratio | goal | median | min to max over rounds | met | median figures |",
-        "| --- | --- | --- | ---: | ---: | --- | --- |",
+        "| bus / client | ratio | goal | median | min to max over rounds | met "
+        "| sentry-sdk alone | busprop's own | median figures |",
+        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | --- |",
     ]
     for row in rows:
+        alone = f"{row['sentry-sdk alone']:.2f} ({'meets' if row['met by sentry-sdk alone'] else 'misses'})"
+        own = row["busprop's own µs"]
         lines.append(
             f"| {row['client']} | {row['ratio']} | {row['goal']} | {row['median']:.2f} "
             f"| {row['min']:.2f} to {row['max']:.2f} | {'yes' if row['met'] else '**no**'} "
-            f"| {row['medians behind it']} |"
+            f"| {alone} | {own:+.1f} µs | {row['medians behind it']} |"
         )
     return "\n".join(lines)
 

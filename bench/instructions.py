@@ -96,6 +96,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import sdk_alone  # noqa: E402
+
 STATIC_HEADERS = [
     ("sentry-trace", b"771a43a4192642f0b136d5159a501700-b2bd6e9b3e4c5a1f-1"),
     (
@@ -543,7 +545,7 @@ def _pika_consume(scenario: str, count: int) -> None:
 
     def sdk_handle(ch: Any, method: Any, properties: Any, body: bytes) -> None:
         headers = {key: str(value) for key, value in (properties.headers or {}).items()}
-        with sdk_message(headers, queue, scenario == "sdk-unsampled"):
+        with sdk_alone.processing(headers, queue, scenario.removeprefix("sdk-")):
             handle(ch, method, properties, body)
 
     callback = {"floor": floor, "sdk-off": sdk_handle, "sdk-unsampled": sdk_handle}.get(scenario, handle)
@@ -616,12 +618,16 @@ def _consume(scenario: str, count: int, sampled: bool = False) -> None:
         if scenario.startswith("sdk-"):
             for message in batch:
                 headers = {key: value.decode() for key, value in message.headers()}
-                if sampled:
-                    sdk_alone_sampled(
-                        headers, message.topic(), _kafka_data(message), "auto.queue.busprop.kafka"
+                topic, partition, offset = message.topic(), message.partition(), message.offset()
+                data = (
+                    sdk_alone.kafka_data(
+                        topic, partition, offset, len(message.value()), message.timestamp()[1]
                     )
-                else:
-                    sdk_alone(headers, message.topic(), scenario == "sdk-unsampled")
+                    if sampled
+                    else None
+                )
+                with sdk_alone.processing(headers, topic, scenario.removeprefix("sdk-"), data):
+                    sentry_sdk.get_traceparent()
             return
         for _message in busprop.kafka.traced_records(batch):
             sentry_sdk.get_traceparent()
@@ -653,79 +659,6 @@ def recipe(
         if scenario == "recipe-statuses" and span is not None:
             span.set_status("ok")
             span.containing_transaction.set_status("ok")  # type: ignore[union-attr]
-
-
-def sdk_alone(headers: dict[str, str], name: str, unsampled: bool) -> None:
-    """One message's sentry-sdk work, as busprop asks for it, without busprop around it."""
-    import sentry_sdk
-
-    with sdk_message(headers, name, unsampled):
-        sentry_sdk.get_traceparent()
-
-
-@contextmanager
-def sdk_message(headers: dict[str, str], name: str, unsampled: bool) -> Iterator[None]:
-    """:func:`sdk_alone` around a body: what busprop asks of sentry-sdk to process one message."""
-    import sentry_sdk
-    from sentry_sdk.tracing import Transaction, TransactionSource
-
-    with sentry_sdk.isolation_scope() as scope:
-        scope.generate_propagation_context(headers)
-        if unsampled:
-            context = scope.get_active_propagation_context()
-            sentry_sdk.get_current_scope().span = Transaction(
-                op="queue.task.busprop",
-                name=name,
-                source=TransactionSource.TASK,
-                trace_id=context.trace_id,
-                parent_span_id=context.parent_span_id,
-                parent_sampled=context.parent_sampled,
-                sampled=False,
-                baggage=context.baggage,
-                same_process_as_parent=False,
-            )
-        yield
-        if unsampled:
-            client = sentry_sdk.get_client()
-            reason = (
-                "backpressure" if client.monitor and client.monitor.downsample_factor > 0 else "sample_rate"
-            )
-            client.transport.record_lost_event(reason, data_category="transaction")
-            client.transport.record_lost_event(reason, data_category="span")
-
-
-def _kafka_data(message: Any) -> dict[str, Any]:
-    """The Queues data busprop gives a confluent-kafka record: eight keys."""
-    import time
-
-    topic, partition, offset = message.topic(), message.partition(), message.offset()
-    return {
-        "messaging.system": "kafka",
-        "messaging.destination.name": topic,
-        "messaging.operation.type": "process",
-        "messaging.message.id": f"{topic}/{partition}/{offset}",
-        "messaging.message.body.size": len(message.value()),
-        "messaging.message.receive.latency": (time.time() - message.timestamp()[1] / 1000) * 1000,
-        "messaging.destination.partition.id": str(partition),
-        "messaging.kafka.offset": offset,
-    }
-
-
-def sdk_alone_sampled(headers: dict[str, str], name: str, data: dict[str, Any], origin: str) -> None:
-    """One sampled message's sentry-sdk work, as busprop asks for it, without busprop around it."""
-    import sentry_sdk
-    from sentry_sdk.tracing import TransactionSource
-
-    with sentry_sdk.isolation_scope():
-        transaction = sentry_sdk.continue_trace(
-            headers, op="queue.task.busprop", name=name, source=TransactionSource.TASK, origin=origin
-        )
-        with sentry_sdk.start_transaction(transaction) as started:
-            with sentry_sdk.start_span(op="queue.process", name=name, origin=origin) as span:
-                span.update_data(data)
-                sentry_sdk.get_traceparent()
-                span.set_status("ok")
-            started.set_status("ok")
 
 
 def _amqp_consume(scenario: str, count: int, sampled: bool) -> None:
@@ -777,22 +710,23 @@ def _amqp_consume(scenario: str, count: int, sampled: bool) -> None:
 
     async def sdk_handle(message: Any) -> None:
         headers = {key: str(value) for key, value in message.headers.items()}
-        if not sampled:
-            sdk_alone(headers, "/orders", scenario == "sdk-unsampled")
-            return
-        data = {
-            "messaging.system": "rabbitmq",
-            "messaging.destination.name": "/orders",
-            "messaging.operation.type": "process",
-            "messaging.message.id": message.message_id,
-            "messaging.message.body.size": len(message.body),
-            "messaging.message.retry.count": 0,
-            "messaging.message.receive.latency": (time.time() - float(headers["busprop-published-at"]))
-            * 1000,
-            "messaging.rabbitmq.destination.routing_key": message.routing_key,
-            "messaging.rabbitmq.message.delivery_tag": message.delivery_tag,
-        }
-        sdk_alone_sampled(headers, "/orders", data, "auto.queue.busprop.aio_pika")
+        data = (
+            sdk_alone.amqp_data(
+                "/orders",
+                message.message_id,
+                len(message.body),
+                False,
+                float(headers["busprop-published-at"]),
+                message.routing_key,
+                message.delivery_tag,
+            )
+            if sampled
+            else None
+        )
+        with sdk_alone.processing(
+            headers, "/orders", scenario.removeprefix("sdk-"), data, "auto.queue.busprop.aio_pika"
+        ):
+            sentry_sdk.get_traceparent()
 
     callback: Any = bare
     if scenario.startswith("recipe"):
@@ -879,64 +813,16 @@ def _websocket(scenario: str, count: int) -> None:
 
 async def _handwritten_echo(count: int, scenario: str) -> None:
     """``bench_websockets.measure`` for one connection, the tracing written by hand around bare
-    connections: the trace read from and written into each JSON message's ``metadata`` (parsed and
-    written with pydantic_core; a received frame sent back is not parsed again), and each message
-    processed until the next receive, so that each end sends from inside the message it
-    processes. ``sdk-off``, ``sdk-unsampled``: what busprop asks of sentry-sdk per message
-    (:func:`sdk_message`), the send asking the SDK for the two values; ``recipe``: Sentry's
-    "Instrument Queues" recipe, a ``queue.publish`` span around each send and a transaction with
-    its ``queue.process`` span around each message."""
-    import pydantic_core
-    import sentry_sdk
-    from bench_peers import recipe_process, recipe_publish
-    from bench_websockets import MESSAGE
-    from websockets.asyncio.client import ClientConnection, connect
-    from websockets.asyncio.server import ServerConnection, serve
+    connections: ``bench_websockets.measure_handwritten``, the one copy of these ends, which
+    ``bench/goals.py`` also times as sentry-sdk alone (``measure(..., sdk_alone=True)``), so that
+    what is counted here is what is timed there. ``sdk-off``, ``sdk-unsampled``: what busprop asks
+    of sentry-sdk per message (``sdk_alone.processing`` in modes ``off`` and ``unsampled``), the
+    send asking the SDK for the two values; ``recipe``: Sentry's "Instrument Queues" recipe, a
+    ``queue.publish`` span around each send and a transaction with its ``queue.process`` span
+    around each message."""
+    import bench_websockets
 
-    destination = "ws://127.0.0.1/echo"
-
-    async def send(ws: ClientConnection | ServerConnection, body: dict[str, Any]) -> None:
-        if scenario == "recipe":
-            with recipe_publish(destination, MESSAGE.encode()) as headers:
-                body["metadata"] = {"sentryTrace": headers["sentry-trace"], "baggage": headers.get("baggage")}
-                await ws.send(pydantic_core.to_json(body).decode())
-            return
-        scope = sentry_sdk.get_current_scope()
-        baggage = scope.get_baggage()
-        body["metadata"] = {
-            "sentryTrace": scope.get_traceparent(),
-            "baggage": baggage.serialize(include_third_party=True) if baggage is not None else None,
-        }
-        await ws.send(pydantic_core.to_json(body).decode())
-
-    def processing(message: str | bytes, body: dict[str, Any], index: int) -> AbstractContextManager[None]:
-        metadata = body.get("metadata") or {}
-        headers: dict[str, Any] = {
-            "sentry-trace": metadata.get("sentryTrace"),
-            "baggage": metadata.get("baggage"),
-        }
-        if scenario == "recipe":
-            size = message.encode() if isinstance(message, str) else message
-            return recipe_process(headers, destination, size, str(index), None)
-        return sdk_message(headers, destination, scenario == "sdk-unsampled")
-
-    async def echo(ws: ServerConnection) -> None:
-        index = 0
-        async for message in ws:
-            index += 1
-            body = pydantic_core.from_json(message)
-            with processing(message, body, index):
-                await send(ws, body)
-
-    async with serve(echo, "127.0.0.1", 0) as server:
-        url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/echo"
-        async with connect(url) as ws:
-            await send(ws, pydantic_core.from_json(MESSAGE))
-            for index in range(count):
-                message = await ws.recv()
-                with processing(message, pydantic_core.from_json(message), index + 1):
-                    if index < count - 1:
-                        await send(ws, pydantic_core.from_json(MESSAGE))
+    await bench_websockets.measure_handwritten(scenario.removeprefix("sdk-"), 1, count)
 
 
 def _child(path: str, scenario: str, count: int) -> None:
