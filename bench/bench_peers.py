@@ -132,10 +132,9 @@ def current_trace_id(variant: str) -> str:
     if variant in SENTRY_VARIANTS:
         import sentry_sdk
 
-        span = sentry_sdk.get_current_span()
-        if span is not None:
-            return str(span.trace_id)
-        return (sentry_sdk.get_traceparent() or "-").split("-")[0]  # an unsampled message: no span
+        # What the SDK propagates from here: the current span's trace with tracing enabled, the
+        # propagation context's without (a transaction started then is not the trace sent on).
+        return (sentry_sdk.get_traceparent() or "-").split("-")[0]
     return "-"
 
 
