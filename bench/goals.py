@@ -16,6 +16,12 @@ busprop's excess over the floor (the static trace headers; bare pika's for pika'
 static-header run) divided by OpenTelemetry's (unsampled, tracing off) or by the sentry-sdk
 recipe's (sampled) excess over the same floor.
 
+Beside each goal, the same ratio with sentry-sdk alone in busprop's place (``bench/sdk_alone.py``:
+what busprop asks of sentry-sdk per message, written by hand around the bare client, no busprop
+code), timed in the same rounds: a goal that sentry-sdk alone misses too is missed by that SDK
+work done message by message with no busprop code at all; busprop's own cost is its median
+figures' excess over sentry-sdk alone's (negative where busprop gets the same done for less).
+
 Usage: python bench/goals.py [--rounds 7] [--records N] [--messages N] [--only CLIENT] [--json PATH]
 (about ten minutes on two cores at the defaults). The broker is KAFKA_BOOTSTRAP_SERVERS, else an
 embedded one; RabbitMQ is AMQP_URL (default 127.0.0.1:5672).
