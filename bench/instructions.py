@@ -23,7 +23,9 @@ the Python around the client's call):
   one of ``KAFKA_BOOTSTRAP_SERVERS``, else an embedded one for the run) with a linger of a minute
   and batches of 64 MiB, so that every record stays in its accumulator and no batch is sent
   while the sends are counted: bare with the two trace headers as static bytes (the floor),
-  KafkaIntegration with tracing off and in an unsampled transaction, and OpenTelemetry's aiokafka
+  sentry-sdk alone asking the SDK for the two values per send (``sdk-off``, ``sdk-unsampled``:
+  ``bench/sdk_alone.py``), KafkaIntegration with tracing off and in an unsampled transaction, and
+  OpenTelemetry's aiokafka
   instrumentation in an unsampled root span (the goal's comparison, counted).
 - ``aiokafka-flush``: the goals' aiokafka produce counted whole, sends in requests of 100 to a
   real broker with aiokafka's default batching, then a flush: the sender task's encoding and
@@ -33,7 +35,8 @@ the Python around the client's call):
 - ``pika-publish``: publishes of 100-byte messages through a real pika ``BlockingChannel`` (the
   RabbitMQ of ``AMQP_URL``, publisher confirms on, each publish waiting for its confirm, as the
   goals' pika measurement), in request transactions (root spans) of 100: with static trace
-  headers (the floor), AMQPIntegration with tracing off, unsampled and sampled, OpenTelemetry's
+  headers (the floor), sentry-sdk alone asking the SDK for the two values per publish (tracing
+  off, unsampled), AMQPIntegration with tracing off, unsampled and sampled, OpenTelemetry's
   pika instrumentation unsampled, Sentry's recipe sampled, and the recipe given what busprop's
   sampled publish asks of sentry-sdk (its data keys, origin and status; ``sdk-sampled``).
 - ``pika``: messages of distinct unsampled traces, with the headers busprop's publish writes,
@@ -125,7 +128,9 @@ PATHS: dict[str, list[tuple[str, str]]] = {
     ],
     "aiokafka-produce": [
         ("floor", "AIOKafkaProducer's await send(), static trace headers (the floor)"),
+        ("sdk-off", "sentry-sdk alone: the two values asked of the SDK per send, tracing off"),
         ("off", "KafkaIntegration, tracing off"),
+        ("sdk-unsampled", "sentry-sdk alone, the same, unsampled transaction"),
         ("unsampled", "KafkaIntegration, unsampled transaction"),
         ("otel", "OpenTelemetry, ParentBased(ALWAYS_OFF) root span"),
     ],
@@ -139,7 +144,9 @@ PATHS: dict[str, list[tuple[str, str]]] = {
     ],
     "pika-publish": [
         ("floor", "BlockingChannel.basic_publish(), confirms on, static trace headers (the floor)"),
+        ("sdk-off", "sentry-sdk alone: the two values asked of the SDK per publish, tracing off"),
         ("off", "AMQPIntegration, tracing off"),
+        ("sdk-unsampled", "sentry-sdk alone, the same, unsampled transaction"),
         ("unsampled", "AMQPIntegration, unsampled transaction"),
         ("otel", "OpenTelemetry, ParentBased(ALWAYS_OFF) root span"),
         ("recipe", "Sentry's recipe around basic_publish(), sampled transaction"),
@@ -343,6 +350,10 @@ async def _send_async(producer: Any, topic: str, scenario: str, count: int) -> N
     if scenario == "floor":
         for _ in range(count):
             await producer.send(topic, value, headers=list(STATIC_HEADERS))
+    elif scenario.startswith("sdk-"):
+        for _ in range(count):
+            with sdk_alone.publishing(topic, len(value), "kafka") as headers:
+                await producer.send(topic, value, headers=[(k, v.encode()) for k, v in headers.items()])
     else:
         for _ in range(count):
             await producer.send(topic, value)
@@ -370,7 +381,7 @@ def _aiokafka_produce(scenario: str, count: int) -> None:
             from opentelemetry import trace
 
             trace.get_tracer("bench").start_as_current_span("request").__enter__()
-        elif scenario == "unsampled":
+        elif scenario.endswith("unsampled"):
             sentry_sdk.start_transaction(name="request").__enter__()
         await _send_async(producer, "instructions", scenario, count)
 
@@ -474,6 +485,11 @@ def _pika_publish(scenario: str, count: int) -> None:
         elif scenario == "recipe":
             with recipe_publish(queue, body) as headers:
                 channel.basic_publish("", queue, body, pika.BasicProperties(headers=dict(headers)))
+        elif scenario in ("sdk-off", "sdk-unsampled"):
+            with sdk_alone.publishing(
+                f"/{queue}", len(body), "rabbitmq", extra={sdk_alone.ROUTING_KEY: queue}
+            ) as headers:
+                channel.basic_publish("", queue, body, pika.BasicProperties(headers=headers))
         elif scenario == "sdk-sampled":
             with sentry_sdk.start_span(
                 op="queue.publish", name=f"/{queue}", origin="auto.queue.busprop.pika"
@@ -502,7 +518,7 @@ def _pika_publish(scenario: str, count: int) -> None:
             from opentelemetry import trace
 
             return trace.get_tracer("bench").start_as_current_span("request")
-        if scenario in ("unsampled", "recipe", "sdk-sampled", "sampled"):
+        if scenario in ("unsampled", "sdk-unsampled", "recipe", "sdk-sampled", "sampled"):
             return sentry_sdk.start_transaction(name="request")
         return nullcontext()
 
@@ -929,7 +945,7 @@ def _count_paths(paths: list[str], small_size: int, large_size: int) -> None:
         if excesses.get("otel"):
             ratios = ", ".join(
                 f"{scenario} {excesses[scenario] / excesses['otel']:.2f}"
-                for scenario in ("off", "unsampled")
+                for scenario in ("sdk-off", "off", "sdk-unsampled", "unsampled")
                 if scenario in excesses
             )
             print(f"\nbusprop's overhead over the floor / OpenTelemetry's: {ratios}")
