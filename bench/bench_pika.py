@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,8 @@ REQUESTS = {"busprop": "busprop", "sdk-alone": "busprop", "otel": "otel", "recip
 #: sentry-sdk alone's mode for a scenario's ``sampled``.
 MODES: dict[bool | None, str] = {False: "unsampled", None: "off", True: "sampled"}
 ORIGIN = "auto.queue.busprop.pika"
+#: A ``basic_consume`` callback: (channel, method, properties, body).
+PikaCallback = Callable[[Any, Any, Any, bytes], None]
 STATIC_HEADERS = {
     "sentry-trace": "771a43a4192642f0b136d5159a501700-b2bd6e9b3e4c5a1f-1",
     "baggage": "sentry-trace_id=771a43a4192642f0b136d5159a501700,sentry-sample_rate=1.0,sentry-sampled=true",
@@ -142,9 +145,26 @@ def run(variant: str, sampled: bool | None, count: int) -> dict[str, Any]:
         with recipe_process(headers, queue, body, str(method.delivery_tag), None):
             handle(ch, method, properties, body)
 
-    mode = MODES[sampled]
+    callbacks = {
+        "static": static_handle,
+        "recipe": recipe_handle,
+        "sdk-alone": sdk_alone_callback(handle, MODES[sampled], published_at),
+    }
+    callback = callbacks.get(variant, handle)
+    clock = Clock()
+    channel.basic_consume(queue, callback)
+    channel.start_consuming()
+    consumed = clock.stop()
+    connection.close()
+    return {"produce": produced, "consume": consumed}
 
-    def sdk_alone_handle(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+
+def sdk_alone_callback(handle: PikaCallback, mode: str, published_at: float) -> PikaCallback:
+    """``handle`` run inside sentry-sdk alone's processing of each message, in ``mode``, with the
+    Queues data busprop gives a pika message when sampled (``published_at`` stands in for the
+    publish time the messages do not carry)."""
+
+    def processed(ch: Any, method: Any, properties: Any, body: bytes) -> None:
         headers = {key: str(value) for key, value in (properties.headers or {}).items()}
         destination = f"{method.exchange}/{method.routing_key}"
         data = (
@@ -157,21 +177,13 @@ def run(variant: str, sampled: bool | None, count: int) -> dict[str, Any]:
                 method.routing_key,
                 method.delivery_tag,
             )
-            if sampled
+            if mode == "sampled"
             else None
         )
         with sdk_alone.processing(headers, destination, mode, data, origin=ORIGIN):
             handle(ch, method, properties, body)
 
-    callback = {"static": static_handle, "recipe": recipe_handle, "sdk-alone": sdk_alone_handle}.get(
-        variant, handle
-    )
-    clock = Clock()
-    channel.basic_consume(queue, callback)
-    channel.start_consuming()
-    consumed = clock.stop()
-    connection.close()
-    return {"produce": produced, "consume": consumed}
+    return processed
 
 
 def run_scenario(variant: str, sampled: bool | None, count: int) -> dict[str, Any]:

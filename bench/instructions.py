@@ -559,12 +559,13 @@ def _pika_consume(scenario: str, count: int) -> None:
         headers.get("sentry-trace"), headers.get("baggage")
         handle(ch, method, properties, body)
 
-    def sdk_handle(ch: Any, method: Any, properties: Any, body: bytes) -> None:
-        headers = {key: str(value) for key, value in (properties.headers or {}).items()}
-        with sdk_alone.processing(headers, queue, scenario.removeprefix("sdk-")):
-            handle(ch, method, properties, body)
+    callback: Any = handle
+    if scenario == "floor":
+        callback = floor
+    elif scenario.startswith("sdk-"):
+        from bench_pika import sdk_alone_callback
 
-    callback = {"floor": floor, "sdk-off": sdk_handle, "sdk-unsampled": sdk_handle}.get(scenario, handle)
+        callback = sdk_alone_callback(handle, scenario.removeprefix("sdk-"), 0.0)  # never sampled
     channel.basic_consume(queue, callback)
     channel.start_consuming()
     connection.close()
