@@ -4,8 +4,9 @@ An ``AIOKafkaProducer.send()`` returns an ``asyncio.Future`` of the record's met
 public way to learn how the send ended without awaiting it is a done-callback on that future.
 busprop adds one to every send (so that a failed delivery is reported in the send's trace). This
 times, per future, a future resolved and its loop turned (bare), the same with a done-callback that
-does nothing, and with busprop's watch (the aiokafka client's callback and the core's delivery
-record, as a send makes them), each the best of R rounds of N batches of B futures in flight at a time, in one process.
+does nothing, and with busprop's watch as an unsampled send makes it (the aiokafka client's
+callback, and the core's failure record, which the sends of one request's trace share), each the
+best of R rounds of N batches of B futures in flight at a time, in one process.
 
 Usage: python bench/future_watch.py [--batch B] [--batches N] [--rounds R]
 """
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from busprop.kafka._aiokafka import CLIENT  # noqa: E402
-from busprop.kafka._core import _Delivery  # noqa: E402
+from busprop.kafka._core import _failure_record  # noqa: E402
 
 
 def _nothing(_future: Any) -> None:
@@ -40,9 +41,8 @@ def _noop_callback(future: asyncio.Future[Any]) -> None:
 
 
 def _busprop_watch(future: asyncio.Future[Any]) -> None:
-    delivery = _Delivery(None)  # an unsampled send: nothing to describe, a failure to report
-    delivery.keep_context(None)
-    CLIENT.watch_result(future, delivery)
+    # An unsampled send: nothing to describe, a failure to report, in the record its trace shares.
+    CLIENT.watch_result(future, _failure_record(None))
 
 
 def per_future(

@@ -10,6 +10,7 @@ their own broker tests; these check the core's side of the contract without a br
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -325,3 +326,64 @@ def test_a_configured_callback_is_kept_only_when_callable_and_reading_it_never_r
     assert _core._configured_callback_of(kept.produce) is first
     assert _core._configured_callback_of(junk.produce) is None
     assert _core._configured_callback_of(print) is None  # bound to a module
+
+
+class FutureProducer:
+    """Sends by ``send(topic, value, headers)`` returning a kafka-python future the test resolves."""
+
+    def __init__(self) -> None:
+        from kafka.future import Future
+
+        self.sent: list[tuple[Any, Any]] = []
+        self._future = Future
+
+    def send(self, topic: str, value: Any = None, headers: Any = None) -> Any:
+        future = self._future()
+        self.sent.append((future, headers))
+        return future
+
+
+@pytest.mark.parametrize("rate", [0.0, None], ids=["unsampled", "tracing off"])
+def test_failures_of_interleaved_requests_sends_are_each_reported_in_their_own_request(
+    sentry_init: Callable[..., Any], rate: float | None
+) -> None:
+    """Sends with nothing to describe share what a failure is reported with while their isolation
+    scope and trace stay the same: requests whose sends interleave, even two in one trace, still
+    get each their own."""
+    captured = sentry_init(traces_sample_rate=rate, default_integrations=False)
+    producer = busprop.kafka.traced_producer(FutureProducer())
+    requests = {}
+    for name in ("a", "b"):
+        with sentry_sdk.isolation_scope() as isolation:
+            sentry_sdk.set_tag("request", name)
+            isolation.set_new_propagation_context()  # each request a trace of its own
+            requests[name] = isolation
+    with sentry_sdk.scope.use_isolation_scope(requests["a"]), sentry_sdk.isolation_scope() as isolation:
+        sentry_sdk.set_tag("request", "c")  # another request in the trace of "a"
+        requests["c"] = isolation
+    order = ("a", "a", "c", "b", "a", "c")
+    for name in order:
+        with (
+            sentry_sdk.scope.use_isolation_scope(requests[name]),
+            sentry_sdk.start_transaction(name=f"request {name}") if rate is not None else _nothing(),
+        ):  # the transaction started inside the request's scope, in its trace
+            producer.send("orders", b"x")
+    for future, _headers in producer.producer.sent:
+        future.failure(RuntimeError("broker down"))
+    errors = captured.errors()
+    assert [error["tags"] for error in errors] == [{"request": name} for name in order]
+    for error, (_future, headers) in zip(errors, producer.producer.sent, strict=True):
+        trace_id, span_id = dict(headers)["sentry-trace"].decode().split("-")[:2]
+        assert error["exception"]["values"][-1]["mechanism"]["type"] == "busprop.kafka.delivery"
+        assert (error["contexts"]["trace"]["trace_id"], error["contexts"]["trace"]["span_id"]) == (
+            trace_id,
+            span_id,
+        )
+    assert len({error["contexts"]["trace"]["trace_id"] for error in errors}) == (
+        len(order) if rate is not None else 2
+    )  # a transaction per send, else the trace of each request's scope ("c" shares that of "a")
+
+
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield
